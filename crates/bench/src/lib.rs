@@ -1,0 +1,4 @@
+//! Evaluation protocols and benchmarks. Each returns a serialisable report; the CLI prints it.
+
+pub mod lfw;
+pub mod speed;

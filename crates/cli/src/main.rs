@@ -1,0 +1,638 @@
+//! `visage`: the command-line front end. It parses arguments, calls the library crates and
+//! prints results (human-readable, or JSON with `--json`). No business rules live here.
+
+mod files;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use visage_vision::pack::{self, Home};
+use visage_vision::{
+    AnalyzeOptions, DecodeLimits, DetectOptions, Face, FacePipeline, InferenceOptions,
+    PipelinePool, VisionError,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "visage",
+    version,
+    about = "Accountable face search: face pipeline, gallery, search, governance"
+)]
+struct Cli {
+    /// Where model packs and the ONNX Runtime library are installed (default: $XDG_DATA_HOME/visage).
+    #[arg(long, global = true, env = "VISAGE_HOME")]
+    home: Option<PathBuf>,
+    /// Threads for inference (0 = all cores).
+    #[arg(long, global = true, default_value_t = 0, env = "VISAGE_THREADS")]
+    threads: usize,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List, install and verify model packs.
+    #[command(subcommand)]
+    Models(ModelsCmd),
+    /// Detect faces: boxes, landmarks, scores and quality. Folders are searched recursively.
+    Detect(DetectArgs),
+    /// Embed the faces of one image.
+    Embed(EmbedArgs),
+    /// Compare the main face of two images (1:1).
+    Verify(VerifyArgs),
+    /// Benchmarks and evaluation protocols.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum ModelsCmd {
+    /// Show known packs, whether they are installed, and their licences.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install the ONNX Runtime library and packs (default: the `open` pack). Idempotent.
+    Install {
+        /// Packs to install.
+        names: Vec<String>,
+        /// Accept the licence of a pack that requires it (repeatable), e.g. `--accept-licence insightface-s`.
+        #[arg(long = "accept-licence", value_name = "PACK")]
+        accept: Vec<String>,
+    },
+    /// Check installed files against their pinned sha256.
+    Verify {
+        names: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct PackArg {
+    /// Model pack to use.
+    #[arg(long, default_value = pack::DEFAULT_PACK, env = "VISAGE_PACK")]
+    pack: String,
+}
+
+#[derive(Args)]
+struct DetectArgs {
+    /// Image files or folders.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pack: PackArg,
+    /// One JSON object per image on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Smallest face width to look for, in pixels (smaller adds tiled passes on large images).
+    #[arg(long, default_value_t = 20.0)]
+    min_face: f32,
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    image: PathBuf,
+    #[command(flatten)]
+    pack: PackArg,
+    #[arg(long)]
+    json: bool,
+    /// Write each face's aligned crop as PNG into this folder.
+    #[arg(long, value_name = "DIR")]
+    save_crops: Option<PathBuf>,
+    /// Average with the mirrored crop's embedding (test-time augmentation).
+    #[arg(long)]
+    flip: bool,
+    /// Also embed faces that fail the quality gate.
+    #[arg(long)]
+    all_faces: bool,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    a: PathBuf,
+    b: PathBuf,
+    #[command(flatten)]
+    pack: PackArg,
+    #[arg(long)]
+    json: bool,
+    /// Use flip test-time augmentation.
+    #[arg(long)]
+    flip: bool,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// LFW 10-fold verification accuracy through the full pipeline.
+    Lfw {
+        #[command(flatten)]
+        pack: PackArg,
+        /// The LFW folder holding pairs.txt and lfw-deepfunneled/.
+        #[arg(long)]
+        data: PathBuf,
+        /// Pairs file inside --data.
+        #[arg(long, default_value = "pairs.txt")]
+        pairs: String,
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        #[arg(long)]
+        flip: bool,
+        /// Parallel pipelines (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+    },
+    /// Inference speed (bare model runs), comparable with bench/speed_python.py.
+    Speed {
+        #[command(flatten)]
+        pack: PackArg,
+        /// A photo; it is resized to 640x480.
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VISAGE_LOG")
+                .unwrap_or_else(|_| "warn,ort=error".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let home = cli
+        .home
+        .clone()
+        .map(Home::new)
+        .unwrap_or_else(Home::from_env);
+    let inference = InferenceOptions {
+        intra_threads: cli.threads,
+        ..Default::default()
+    };
+    match cli.cmd {
+        Cmd::Models(m) => models(&home, m),
+        Cmd::Detect(a) => detect(&home, &inference, a),
+        Cmd::Embed(a) => embed(&home, &inference, a),
+        Cmd::Verify(a) => verify(&home, &inference, a),
+        Cmd::Bench(b) => bench(&home, cli.threads, b),
+    }
+}
+
+fn models(home: &Home, cmd: ModelsCmd) -> Result<ExitCode> {
+    match cmd {
+        ModelsCmd::List { json } => {
+            let rows: Vec<_> = pack::builtin_manifests()
+                .into_iter()
+                .map(|m| {
+                    let dir = home.pack_dir(&m.name);
+                    let installed = dir.join("pack.toml").exists();
+                    json!({
+                        "name": m.name, "version": m.version, "description": m.description,
+                        "licence": m.licence, "licence_url": m.licence_url,
+                        "commercial_use": m.commercial_use, "requires_acceptance": m.requires_acceptance,
+                        "installed": installed, "dir": dir,
+                        "embedding_dim": m.recogniser.as_ref().map(|r| r.embedding_dim),
+                        "default": m.name == pack::DEFAULT_PACK,
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for r in &rows {
+                    println!(
+                        "{}{} {} ({}-d) [{}]\n    {}\n    licence: {}{}",
+                        r["name"].as_str().unwrap_or(""),
+                        if r["default"] == true {
+                            " (default)"
+                        } else {
+                            ""
+                        },
+                        r["version"].as_str().unwrap_or(""),
+                        r["embedding_dim"],
+                        if r["installed"] == true {
+                            "installed"
+                        } else {
+                            "not installed"
+                        },
+                        r["description"].as_str().unwrap_or(""),
+                        r["licence"].as_str().unwrap_or(""),
+                        if r["requires_acceptance"] == true {
+                            "  -- install requires --accept-licence"
+                        } else {
+                            ""
+                        },
+                    );
+                }
+                let rt = home.runtime_lib();
+                println!(
+                    "runtime: ONNX Runtime {} at {} [{}]",
+                    pack::runtime_manifest().version,
+                    rt.display(),
+                    if rt.exists() {
+                        "installed"
+                    } else {
+                        "not installed"
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ModelsCmd::Install { names, accept } => {
+            let names = if names.is_empty() {
+                vec![pack::DEFAULT_PACK.to_string()]
+            } else {
+                names
+            };
+            let mut progress = |m: &str| eprintln!("{m}");
+            pack::install_runtime(home, &mut progress)?;
+            for n in &names {
+                let m = pack::builtin_manifest(n).with_context(|| format!("unknown pack `{n}`"))?;
+                pack::install_pack(home, &m, accept.iter().any(|a| a == n), &mut progress)?;
+                eprintln!("{n}: ready ({})", home.pack_dir(n).display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ModelsCmd::Verify { names, json } => {
+            let mut targets = vec![(
+                "onnxruntime".to_string(),
+                pack::runtime_manifest(),
+                home.runtime_dir(),
+            )];
+            for m in pack::builtin_manifests() {
+                let dir = home.pack_dir(&m.name);
+                if (names.is_empty() && dir.exists()) || names.contains(&m.name) {
+                    targets.push((m.name.clone(), m, dir));
+                }
+            }
+            let mut all_ok = true;
+            let mut out = Vec::new();
+            for (name, m, dir) in targets {
+                for st in pack::verify_dir(&m, &dir) {
+                    all_ok &= st.ok;
+                    if !json {
+                        println!(
+                            "{:<14} {:<36} {}",
+                            name,
+                            st.name,
+                            if st.ok {
+                                "ok".to_string()
+                            } else {
+                                st.problem.clone().unwrap_or_default()
+                            }
+                        );
+                    }
+                    out.push(json!({"component": name, "file": st.name, "ok": st.ok, "problem": st.problem}));
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
+            Ok(if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+fn face_json(f: &Face, crop: Option<&Path>) -> serde_json::Value {
+    let mut v = json!({
+        "bbox": f.detection.bbox,
+        "landmarks": f.detection.landmarks,
+        "score": f.detection.score,
+        "quality": {
+            "score": f.quality.score, "passes": f.quality.passes(),
+            "reasons": f.quality.reasons.iter().map(|r| r.code()).collect::<Vec<_>>(),
+            "face_px": f.quality.face_px, "sharpness": f.quality.sharpness,
+            "yaw": f.quality.yaw, "roll_deg": f.quality.roll_deg,
+        },
+    });
+    if let Some(e) = &f.embedding {
+        v["embedding"] = json!(e.vector);
+    }
+    if let Some(c) = crop {
+        v["crop"] = json!(c);
+    }
+    v
+}
+
+fn error_json(e: &VisionError) -> serde_json::Value {
+    json!({"code": e.code(), "message": e.to_string()})
+}
+
+fn detect(home: &Home, inf: &InferenceOptions, a: DetectArgs) -> Result<ExitCode> {
+    let listing = files::collect(&a.paths);
+    let workers = if inf.intra_threads == 0 {
+        files::cores()
+    } else {
+        1
+    };
+    let pool = PipelinePool::load(
+        home,
+        &a.pack.pack,
+        workers,
+        if workers > 1 { 1 } else { inf.threads() },
+    )?;
+    let opts = AnalyzeOptions {
+        embed: false,
+        detect: DetectOptions {
+            min_face_px: a.min_face,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let results = pool.map(
+        &listing.files,
+        |p, path| -> Result<(u32, u32, Vec<Face>), VisionError> {
+            let img = visage_vision::decode_file(path, &DecodeLimits::default())?;
+            let faces = p.analyze(&img.rgb, &opts)?;
+            Ok((img.rgb.width(), img.rgb.height(), faces))
+        },
+        |_| {},
+    );
+    let mut failed = listing.skipped.len();
+    for (path, why) in &listing.skipped {
+        if a.json {
+            println!(
+                "{}",
+                json!({"path": path, "error": {"code": "skipped", "message": why}})
+            );
+        } else {
+            eprintln!("{}: skipped: {why}", path.display());
+        }
+    }
+    let (mut n_img, mut n_faces) = (0, 0);
+    for (path, r) in listing.files.iter().zip(results) {
+        match r {
+            Ok((w, h, faces)) => {
+                n_img += 1;
+                n_faces += faces.len();
+                if a.json {
+                    println!(
+                        "{}",
+                        json!({"path": path, "width": w, "height": h, "faces": faces.iter().map(|f| face_json(f, None)).collect::<Vec<_>>()})
+                    );
+                } else {
+                    println!("{} ({w}x{h}): {} face(s)", path.display(), faces.len());
+                    for (i, f) in faces.iter().enumerate() {
+                        let b = &f.detection.bbox;
+                        let reasons: Vec<_> = f.quality.reasons.iter().map(|r| r.code()).collect();
+                        println!(
+                            "  #{i} box [{:.0},{:.0} {:.0}x{:.0}] score {:.3} quality {:.2}{}",
+                            b.x1,
+                            b.y1,
+                            b.width(),
+                            b.height(),
+                            f.detection.score,
+                            f.quality.score,
+                            if reasons.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({})", reasons.join(", "))
+                            }
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                if a.json {
+                    println!("{}", json!({"path": path, "error": error_json(&e)}));
+                } else {
+                    eprintln!("{}: {} [{}]", path.display(), e, e.code());
+                }
+            }
+        }
+    }
+    if !a.json {
+        eprintln!("{n_img} image(s), {n_faces} face(s), {failed} failed");
+    }
+    // Exit 0 when everything was processed, 3 when some inputs failed (the rest were done).
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn load(home: &Home, inf: &InferenceOptions, pack: &str) -> Result<FacePipeline> {
+    Ok(FacePipeline::load(home, pack, inf)?)
+}
+
+fn embed(home: &Home, inf: &InferenceOptions, a: EmbedArgs) -> Result<ExitCode> {
+    let p = load(home, inf, &a.pack.pack)?;
+    let img = visage_vision::decode_file(&a.image, &DecodeLimits::default())?;
+    let opts = AnalyzeOptions {
+        flip: a.flip,
+        embed_all: a.all_faces,
+        ..Default::default()
+    };
+    let faces = p.analyze(&img.rgb, &opts)?;
+    let mut crops = Vec::new();
+    if let Some(dir) = &a.save_crops {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let stem = a
+            .image
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("image");
+        for (i, f) in faces.iter().enumerate() {
+            let path = dir.join(format!("{stem}_{i}.png"));
+            f.crop
+                .save(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            crops.push(Some(path));
+        }
+    }
+    if a.json {
+        let faces_json: Vec<_> = faces
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let mut v = face_json(f, crops.get(i).and_then(|c| c.as_deref()));
+                v["index"] = json!(i);
+                if f.embedding.is_none() {
+                    v["embedding"] = serde_json::Value::Null;
+                }
+                v
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"path": a.image, "pack": p.pack_id(), "width": img.rgb.width(), "height": img.rgb.height(), "flip": a.flip, "faces": faces_json})
+        );
+    } else {
+        println!(
+            "{}: {} face(s), pack {}",
+            a.image.display(),
+            faces.len(),
+            p.pack_id()
+        );
+        for (i, f) in faces.iter().enumerate() {
+            match &f.embedding {
+                Some(e) => println!(
+                    "  #{i} score {:.3}: [{}, ...] ({}-d)",
+                    f.detection.score,
+                    e.vector
+                        .iter()
+                        .take(4)
+                        .map(|x| format!("{x:.4}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    e.vector.len()
+                ),
+                None => println!(
+                    "  #{i} score {:.3}: not embedded ({})",
+                    f.detection.score,
+                    f.quality
+                        .reasons
+                        .iter()
+                        .map(|r| r.code())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The largest face that passes the quality gate, else the largest face.
+fn main_face(faces: &[Face]) -> Option<&Face> {
+    let area = |f: &&Face| f.detection.bbox.area();
+    faces
+        .iter()
+        .filter(|f| f.embedding.is_some())
+        .max_by(|a, b| area(a).total_cmp(&area(b)))
+}
+
+fn verify(home: &Home, inf: &InferenceOptions, a: VerifyArgs) -> Result<ExitCode> {
+    let p = load(home, inf, &a.pack.pack)?;
+    let opts = AnalyzeOptions {
+        flip: a.flip,
+        embed_all: true,
+        ..Default::default()
+    };
+    let mut sides = Vec::new();
+    for path in [&a.a, &a.b] {
+        let img = visage_vision::decode_file(path, &DecodeLimits::default())
+            .with_context(|| path.display().to_string())?;
+        let faces = p.analyze(&img.rgb, &opts)?;
+        let Some(f) = main_face(&faces).cloned() else {
+            if a.json {
+                println!(
+                    "{}",
+                    json!({"error": {"code": "no_face_detected", "message": format!("no face detected in {}", path.display()), "path": path}})
+                );
+            }
+            bail!("no face detected in {} [no_face_detected]", path.display());
+        };
+        sides.push((path, faces.len(), f));
+    }
+    let sim = sides[0]
+        .2
+        .embedding
+        .as_ref()
+        .expect("main face is embedded")
+        .cosine(sides[1].2.embedding.as_ref().expect("embedded"))?;
+    let thr = p.pack.thresholds.verify;
+    let same = sim >= thr;
+    if a.json {
+        let side = |s: &(&PathBuf, usize, Face)| json!({"path": s.0, "faces_detected": s.1, "face": {"bbox": s.2.detection.bbox, "score": s.2.detection.score, "quality": s.2.quality.score}});
+        println!(
+            "{}",
+            json!({"pack": p.pack_id(), "similarity": sim, "threshold": thr, "same": same, "flip": a.flip, "a": side(&sides[0]), "b": side(&sides[1])})
+        );
+    } else {
+        println!(
+            "similarity {sim:.4} (threshold {thr:.4}, pack {}): {}",
+            p.pack_id(),
+            if same {
+                "same person"
+            } else {
+                "different people"
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_json(path: Option<&Path>, v: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(v)?;
+    println!("{text}");
+    if let Some(p) = path {
+        std::fs::write(p, format!("{text}\n"))
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn bench(home: &Home, threads: usize, cmd: BenchCmd) -> Result<ExitCode> {
+    match cmd {
+        BenchCmd::Lfw {
+            pack,
+            data,
+            pairs,
+            json,
+            flip,
+            workers,
+        } => {
+            let workers = if workers == 0 {
+                files::cores()
+            } else {
+                workers
+            };
+            let pool = PipelinePool::load(home, &pack.pack, workers, 1)?;
+            let report = visage_bench::lfw::run(&pool, &data, &pairs, flip, |d, n| {
+                if d % 500 == 0 || d == n {
+                    eprintln!("lfw: embedded {d}/{n} images");
+                }
+            })?;
+            eprintln!(
+                "LFW {} ({}): accuracy {:.4} ± {:.4}, TAR@FAR=1e-3 {:.4}, {:.1} images/s",
+                report.pack,
+                report.protocol,
+                report.accuracy_mean,
+                report.accuracy_std,
+                report.tar_at_far_1e_3,
+                report.images_per_second
+            );
+            write_json(json.as_deref(), &report)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCmd::Speed {
+            pack,
+            image,
+            runs,
+            json,
+        } => {
+            let inf = InferenceOptions {
+                intra_threads: threads,
+                ..Default::default()
+            };
+            let p = load(home, &inf, &pack.pack)?;
+            let report = visage_bench::speed::run(&p, &image, inf.threads(), runs)?;
+            write_json(json.as_deref(), &report)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

