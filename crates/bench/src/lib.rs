@@ -1,4 +1,5 @@
 //! Evaluation protocols and benchmarks. Each returns a serialisable report; the CLI prints it.
 
 pub mod lfw;
+pub mod recall;
 pub mod speed;

@@ -144,6 +144,23 @@ enum BenchCmd {
         #[arg(long, default_value_t = 0)]
         workers: usize,
     },
+    /// Detection recall on hand-marked faces (dlib imglab XML, e.g. ../shared/data/e2e/dlib/faces).
+    Recall {
+        #[command(flatten)]
+        pack: PackArg,
+        /// Folder with the images and the XML files.
+        #[arg(long)]
+        data: PathBuf,
+        /// Annotation files inside --data.
+        #[arg(long, default_values_t = ["training.xml".to_string(), "testing.xml".to_string()])]
+        xml: Vec<String>,
+        #[arg(long, default_value_t = 0.4)]
+        iou: f32,
+        #[arg(long, default_value_t = 20.0)]
+        min_face: f32,
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Inference speed (bare model runs), comparable with bench/speed_python.py.
     Speed {
         #[command(flatten)]
@@ -615,6 +632,28 @@ fn bench(home: &Home, threads: usize, cmd: BenchCmd) -> Result<ExitCode> {
                 report.accuracy_std,
                 report.tar_at_far_1e_3,
                 report.images_per_second
+            );
+            write_json(json.as_deref(), &report)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCmd::Recall {
+            pack,
+            data,
+            xml,
+            iou,
+            min_face,
+            json,
+        } => {
+            let inf = InferenceOptions {
+                intra_threads: threads,
+                ..Default::default()
+            };
+            let p = load(home, &inf, &pack.pack)?;
+            let files: Vec<&str> = xml.iter().map(String::as_str).collect();
+            let report = visage_bench::recall::run(&p, &data, &files, iou, min_face)?;
+            eprintln!(
+                "detection recall {} at IoU {}: {}/{} = {:.4}",
+                report.pack, iou, report.found, report.marked_faces, report.recall
             );
             write_json(json.as_deref(), &report)?;
             Ok(ExitCode::SUCCESS)
