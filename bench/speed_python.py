@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_IMAGE = "/work/shared/data/e2e/face-api.js/examples_images/bbt4.jpg"
+DEFAULT_IMAGE = str((REPO / ".." / "shared" / "data" / "e2e" / "face-api.js" / "examples_images" / "bbt4.jpg").resolve())
 
 try:
     import cv2

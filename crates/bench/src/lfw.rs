@@ -77,6 +77,7 @@ pub struct LfwReport {
     pub pairs: usize,
     pub images: usize,
     pub flip: bool,
+    pub max_upscale: f32,
     pub accuracy_mean: f64,
     pub accuracy_std: f64,
     pub fold_accuracies: Vec<f64>,
@@ -94,12 +95,13 @@ pub struct LfwReport {
 }
 
 /// Embedding of the face nearest the centre, with the detection fallback used.
-fn embed_central(p: &FacePipeline, path: &Path, flip: bool) -> Result<(Vec<f32>, u8)> {
+fn embed_central(p: &FacePipeline, path: &Path, flip: bool, max_upscale: f32) -> Result<(Vec<f32>, u8)> {
     let img = visage_vision::decode_file(path, &DecodeLimits::default())?.rgb;
     let mut opts = AnalyzeOptions {
         embed: false,
         ..Default::default()
     };
+    opts.detect.max_upscale = max_upscale;
     for (level, thr) in [(0u8, None), (1, Some(0.3)), (1, Some(0.1))] {
         opts.detect.score_threshold = thr;
         let faces = p.analyze(&img, &opts)?;
@@ -130,10 +132,11 @@ pub fn embed_images(
     root: &Path,
     rels: &[String],
     flip: bool,
+    max_upscale: f32,
     progress: impl Fn(usize) + Sync,
 ) -> (BTreeMap<String, (Vec<f32>, u8)>, Vec<String>) {
     let paths: Vec<PathBuf> = rels.iter().map(|r| root.join(r)).collect();
-    let results = pool.map(&paths, |p, path| embed_central(p, path, flip), progress);
+    let results = pool.map(&paths, |p, path| embed_central(p, path, flip, max_upscale), progress);
     let mut ok = BTreeMap::new();
     let mut failed = Vec::new();
     for (rel, r) in rels.iter().zip(results) {
@@ -231,6 +234,7 @@ pub fn run(
     data: &Path,
     pairs_file: &str,
     flip: bool,
+    max_upscale: f32,
     progress: impl Fn(usize, usize) + Sync,
 ) -> Result<LfwReport> {
     let pairs_path = data.join(pairs_file);
@@ -252,7 +256,7 @@ pub fn run(
     rels.dedup();
     let total = rels.len();
     let t0 = Instant::now();
-    let (emb, failed) = embed_images(pool, &root, &rels, flip, |d| progress(d, total));
+    let (emb, failed) = embed_images(pool, &root, &rels, flip, max_upscale, |d| progress(d, total));
     let ips = rels.len() as f64 / t0.elapsed().as_secs_f64();
     let first = pool.first();
     let mut scores_by_fold: BTreeMap<usize, Vec<(f32, bool)>> = BTreeMap::new();
@@ -298,6 +302,7 @@ pub fn run(
         pairs: pairs.len(),
         images: rels.len(),
         flip,
+        max_upscale,
         accuracy_mean: mean,
         accuracy_std: std,
         fold_accuracies: accs,

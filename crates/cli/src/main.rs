@@ -143,6 +143,9 @@ enum BenchCmd {
         /// Parallel pipelines (default: one per core).
         #[arg(long, default_value_t = 0)]
         workers: usize,
+        /// Largest enlargement of the 250x250 image for detection.
+        #[arg(long, default_value_t = f32::INFINITY)]
+        max_upscale: f32,
     },
     /// Detection recall on hand-marked faces (dlib imglab XML, e.g. ../shared/data/e2e/dlib/faces).
     Recall {
@@ -612,6 +615,7 @@ fn bench(home: &Home, threads: usize, cmd: BenchCmd) -> Result<ExitCode> {
             json,
             flip,
             workers,
+            max_upscale,
         } => {
             let workers = if workers == 0 {
                 files::cores()
@@ -619,7 +623,7 @@ fn bench(home: &Home, threads: usize, cmd: BenchCmd) -> Result<ExitCode> {
                 workers
             };
             let pool = PipelinePool::load(home, &pack.pack, workers, 1)?;
-            let report = visage_bench::lfw::run(&pool, &data, &pairs, flip, |d, n| {
+            let report = visage_bench::lfw::run(&pool, &data, &pairs, flip, max_upscale, |d, n| {
                 if d % 500 == 0 || d == n {
                     eprintln!("lfw: embedded {d}/{n} images");
                 }

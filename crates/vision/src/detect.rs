@@ -32,6 +32,8 @@ pub struct DetectOptions {
     pub max_runs: usize,
     /// Overrides the pack's detector score threshold.
     pub score_threshold: Option<f32>,
+    /// Largest factor by which a small image is enlarged to fill the model input.
+    pub max_upscale: f32,
 }
 
 impl Default for DetectOptions {
@@ -40,6 +42,7 @@ impl Default for DetectOptions {
             min_face_px: 20.0,
             max_runs: 48,
             score_threshold: None,
+            max_upscale: f32::INFINITY,
         }
     }
 }
@@ -208,7 +211,7 @@ impl Detector {
 
 /// Which windows at which scales to run for an image of `w` x `h`.
 fn plan_passes(w: u32, h: u32, cw: u32, ch: u32, opts: &DetectOptions) -> Vec<Pass> {
-    let fit = (cw as f32 / w as f32).min(ch as f32 / h as f32);
+    let fit = (cw as f32 / w as f32).min(ch as f32 / h as f32).min(opts.max_upscale.max(0.01));
     let mut passes = vec![Pass {
         x0: 0,
         y0: 0,
