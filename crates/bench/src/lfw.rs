@@ -95,7 +95,12 @@ pub struct LfwReport {
 }
 
 /// Embedding of the face nearest the centre, with the detection fallback used.
-fn embed_central(p: &FacePipeline, path: &Path, flip: bool, max_upscale: f32) -> Result<(Vec<f32>, u8)> {
+fn embed_central(
+    p: &FacePipeline,
+    path: &Path,
+    flip: bool,
+    max_upscale: f32,
+) -> Result<(Vec<f32>, u8)> {
     let img = visage_vision::decode_file(path, &DecodeLimits::default())?.rgb;
     let mut opts = AnalyzeOptions {
         embed: false,
@@ -136,7 +141,11 @@ pub fn embed_images(
     progress: impl Fn(usize) + Sync,
 ) -> (BTreeMap<String, (Vec<f32>, u8)>, Vec<String>) {
     let paths: Vec<PathBuf> = rels.iter().map(|r| root.join(r)).collect();
-    let results = pool.map(&paths, |p, path| embed_central(p, path, flip, max_upscale), progress);
+    let results = pool.map(
+        &paths,
+        |p, path| embed_central(p, path, flip, max_upscale),
+        progress,
+    );
     let mut ok = BTreeMap::new();
     let mut failed = Vec::new();
     for (rel, r) in rels.iter().zip(results) {
@@ -256,7 +265,9 @@ pub fn run(
     rels.dedup();
     let total = rels.len();
     let t0 = Instant::now();
-    let (emb, failed) = embed_images(pool, &root, &rels, flip, max_upscale, |d| progress(d, total));
+    let (emb, failed) = embed_images(pool, &root, &rels, flip, max_upscale, |d| {
+        progress(d, total)
+    });
     let ips = rels.len() as f64 / t0.elapsed().as_secs_f64();
     let first = pool.first();
     let mut scores_by_fold: BTreeMap<usize, Vec<(f32, bool)>> = BTreeMap::new();

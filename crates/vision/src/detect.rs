@@ -211,7 +211,9 @@ impl Detector {
 
 /// Which windows at which scales to run for an image of `w` x `h`.
 fn plan_passes(w: u32, h: u32, cw: u32, ch: u32, opts: &DetectOptions) -> Vec<Pass> {
-    let fit = (cw as f32 / w as f32).min(ch as f32 / h as f32).min(opts.max_upscale.max(0.01));
+    let fit = (cw as f32 / w as f32)
+        .min(ch as f32 / h as f32)
+        .min(opts.max_upscale.max(0.01));
     let mut passes = vec![Pass {
         x0: 0,
         y0: 0,
