@@ -212,7 +212,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Detect(a) => detect(&home, &inference, a),
         Cmd::Embed(a) => embed(&home, &inference, a),
         Cmd::Verify(a) => verify(&home, &inference, a),
-        Cmd::Bench(b) => bench(&home, cli.threads, b),
+        Cmd::Bench(b) => bench(&home, &inference, b),
     }
 }
 
@@ -607,7 +607,7 @@ fn write_json(path: Option<&Path>, v: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-fn bench(home: &Home, threads: usize, cmd: BenchCmd) -> Result<ExitCode> {
+fn bench(home: &Home, inf: &InferenceOptions, cmd: BenchCmd) -> Result<ExitCode> {
     match cmd {
         BenchCmd::Lfw {
             pack,
@@ -650,11 +650,7 @@ fn bench(home: &Home, threads: usize, cmd: BenchCmd) -> Result<ExitCode> {
             min_face,
             json,
         } => {
-            let inf = InferenceOptions {
-                intra_threads: threads,
-                ..Default::default()
-            };
-            let p = load(home, &inf, &pack.pack)?;
+            let p = load(home, inf, &pack.pack)?;
             let files: Vec<&str> = xml.iter().map(String::as_str).collect();
             let report = visage_bench::recall::run(&p, &data, &files, iou, min_face)?;
             eprintln!(
@@ -670,11 +666,7 @@ fn bench(home: &Home, threads: usize, cmd: BenchCmd) -> Result<ExitCode> {
             runs,
             json,
         } => {
-            let inf = InferenceOptions {
-                intra_threads: threads,
-                ..Default::default()
-            };
-            let p = load(home, &inf, &pack.pack)?;
+            let p = load(home, inf, &pack.pack)?;
             let report = visage_bench::speed::run(&p, &image, inf.threads(), runs)?;
             write_json(json.as_deref(), &report)?;
             Ok(ExitCode::SUCCESS)
