@@ -167,8 +167,6 @@ fn accuracy(scores: &[(f32, bool)], t: f32) -> f64 {
 
 /// The threshold with the best accuracy on `scores` (candidates: midpoints of sorted scores).
 pub fn best_threshold(scores: &[(f32, bool)]) -> f32 {
-    let mut v: Vec<f32> = scores.iter().map(|s| s.0).collect();
-    v.sort_by(f32::total_cmp);
     let mut best = (f64::MIN, 0.0f32);
     // Sweep: count correct as the threshold passes each score.
     let mut sorted: Vec<(f32, bool)> = scores.to_vec();
@@ -208,33 +206,10 @@ pub fn tar_at_far(scores: &[(f32, bool)], far: f64) -> (f64, f32) {
     imp.sort_by(|a, b| b.total_cmp(a));
     let allowed = (far * imp.len() as f64).floor() as usize;
     // Threshold strictly above the (allowed+1)-th highest impostor score.
-    let t = imp
-        .get(allowed)
-        .map(|s| s.next_up_f32())
-        .unwrap_or(f32::MIN);
+    let t = imp.get(allowed).map(|s| s.next_up()).unwrap_or(f32::MIN);
     let gen: Vec<f32> = scores.iter().filter(|s| s.1).map(|s| s.0).collect();
     let tar = gen.iter().filter(|&&s| s >= t).count() as f64 / gen.len().max(1) as f64;
     (tar, t)
-}
-
-trait NextUp {
-    fn next_up_f32(self) -> f32;
-}
-impl NextUp for f32 {
-    fn next_up_f32(self) -> f32 {
-        if self.is_nan() || self == f32::INFINITY {
-            return self;
-        }
-        let bits = self.to_bits();
-        let next = if self == 0.0 {
-            1
-        } else if self > 0.0 {
-            bits + 1
-        } else {
-            bits - 1
-        };
-        f32::from_bits(next)
-    }
 }
 
 /// Runs the 10-fold protocol.

@@ -95,24 +95,7 @@ impl Detector {
                 ..Default::default()
             },
         );
-        let pass = plan[0];
-        let rw = ((pass.w as f32 * pass.scale).round() as u32).clamp(1, self.spec.input_width);
-        let rh = ((pass.h as f32 * pass.scale).round() as u32).clamp(1, self.spec.input_height);
-        let resized = resize_window(img, &pass, rw, rh)?;
-        let (cw, ch) = (
-            self.spec.input_width as usize,
-            self.spec.input_height as usize,
-        );
-        Ok(to_nchw(
-            &resized,
-            rw as usize,
-            rh as usize,
-            cw,
-            ch,
-            self.spec.channel_order,
-            &self.spec.mean,
-            &self.spec.std,
-        ))
+        Ok(self.prepare(img, &plan[0])?.0)
     }
 
     /// Detects faces in an RGB image. Boxes and landmarks are in the image's pixel coordinates.
@@ -133,24 +116,32 @@ impl Detector {
         Ok(nms(all, self.spec.nms_iou))
     }
 
-    fn run_pass(&self, img: &RgbImage, pass: &Pass, thr: f32) -> Result<Vec<Detection>> {
-        let (cw, ch) = (
-            self.spec.input_width as usize,
-            self.spec.input_height as usize,
-        );
-        let rw = ((pass.w as f32 * pass.scale).round() as u32).clamp(1, cw as u32);
-        let rh = ((pass.h as f32 * pass.scale).round() as u32).clamp(1, ch as u32);
+    /// Resizes the pass window into the canvas and packs the normalised NCHW tensor; also
+    /// returns the resized size (the true per-axis scale after rounding).
+    fn prepare(&self, img: &RgbImage, pass: &Pass) -> Result<(Vec<f32>, u32, u32)> {
+        let (cw, ch) = (self.spec.input_width, self.spec.input_height);
+        let rw = ((pass.w as f32 * pass.scale).round() as u32).clamp(1, cw);
+        let rh = ((pass.h as f32 * pass.scale).round() as u32).clamp(1, ch);
         let resized = resize_window(img, pass, rw, rh)?;
         let input = to_nchw(
             &resized,
             rw as usize,
             rh as usize,
-            cw,
-            ch,
+            cw as usize,
+            ch as usize,
             self.spec.channel_order,
             &self.spec.mean,
             &self.spec.std,
         );
+        Ok((input, rw, rh))
+    }
+
+    fn run_pass(&self, img: &RgbImage, pass: &Pass, thr: f32) -> Result<Vec<Detection>> {
+        let (cw, ch) = (
+            self.spec.input_width as usize,
+            self.spec.input_height as usize,
+        );
+        let (input, rw, rh) = self.prepare(img, pass)?;
         let outputs = self.model.run([1, 3, ch, cw], &input)?;
         let named = |prefix: &str, stride: u32| -> Result<&[f32]> {
             let want = format!("{prefix}_{stride}");
