@@ -1,5 +1,6 @@
 //! Evaluation protocols and benchmarks. Each returns a serialisable report; the CLI prints it.
 
+pub mod index;
 pub mod lfw;
 pub mod recall;
 pub mod speed;

@@ -1,7 +1,9 @@
 //! `visage`: the command-line front end. It parses arguments, calls the library crates and
 //! prints results (human-readable, or JSON with `--json`). No business rules live here.
 
-mod files;
+mod gallery_cmds;
+
+use visage_engine::files;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,6 +27,9 @@ struct Cli {
     /// Where model packs and the ONNX Runtime library are installed (default: $XDG_DATA_HOME/visage).
     #[arg(long, global = true, env = "VISAGE_HOME")]
     home: Option<PathBuf>,
+    /// Gallery data directory.
+    #[arg(long, global = true, env = "VISAGE_DATA", default_value = visage_gallery::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
     /// Threads for inference (0 = all cores).
     #[arg(long, global = true, default_value_t = 0, env = "VISAGE_THREADS")]
     threads: usize,
@@ -43,6 +48,28 @@ enum Cmd {
     Embed(EmbedArgs),
     /// Compare the main face of two images (1:1).
     Verify(VerifyArgs),
+    /// Fill the gallery from image files and folders (minimal ingest).
+    Ingest(gallery_cmds::IngestArgs),
+    /// Search the gallery with the faces of a probe photo.
+    Search(gallery_cmds::SearchArgs),
+    /// List, show and delete stored faces.
+    #[command(subcommand)]
+    Faces(gallery_cmds::FacesCmd),
+    /// Counts per collection, source and jurisdiction; bytes on disk and in memory.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that metadata, blobs and vector indexes agree; --repair fixes what it finds.
+    Check {
+        #[arg(long)]
+        repair: bool,
+        /// Also re-hash every blob.
+        #[arg(long)]
+        deep: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks and evaluation protocols.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -72,10 +99,10 @@ enum ModelsCmd {
 }
 
 #[derive(Args)]
-struct PackArg {
+pub(crate) struct PackArg {
     /// Model pack to use.
     #[arg(long, default_value = pack::DEFAULT_PACK, env = "VISAGE_PACK")]
-    pack: String,
+    pub(crate) pack: String,
 }
 
 #[derive(Args)]
@@ -165,6 +192,37 @@ enum BenchCmd {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// Vector index (HNSW) build rate, query latency, recall@10 and bytes per face, on
+    /// synthetic face-like embeddings. Threads: the global --threads (0 = all cores).
+    Index {
+        /// Vectors in the index.
+        #[arg(long, default_value_t = 100_000)]
+        n: usize,
+        /// Embedding dimension.
+        #[arg(long, default_value_t = 512)]
+        dim: usize,
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        /// HNSW expansion at search time (ef) of the main measurement.
+        #[arg(long, default_value_t = visage_gallery::HnswParams::default().expansion_search)]
+        ef: usize,
+        /// Further ef values to measure on the same index, e.g. 32,64,128,256.
+        #[arg(long, value_delimiter = ',')]
+        ef_sweep: Vec<usize>,
+        /// HNSW connectivity (M).
+        #[arg(long, default_value_t = visage_gallery::HnswParams::default().connectivity)]
+        connectivity: usize,
+        /// HNSW expansion while building (ef_construction).
+        #[arg(long, default_value_t = visage_gallery::HnswParams::default().expansion_add)]
+        ef_add: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Folder for the saved index (default: the system temporary folder).
+        #[arg(long)]
+        save_dir: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Inference speed (bare model runs), comparable with bench/speed_python.py.
     Speed {
         #[command(flatten)]
@@ -212,6 +270,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Detect(a) => detect(&home, &inference, a),
         Cmd::Embed(a) => embed(&home, &inference, a),
         Cmd::Verify(a) => verify(&home, &inference, a),
+        Cmd::Ingest(a) => gallery_cmds::ingest(&home, &inference, &cli.data_dir, a),
+        Cmd::Search(a) => gallery_cmds::search(&home, &inference, &cli.data_dir, a),
+        Cmd::Faces(f) => gallery_cmds::faces(&cli.data_dir, f),
+        Cmd::Stats { json } => gallery_cmds::stats(&cli.data_dir, json),
+        Cmd::Check { repair, deep, json } => gallery_cmds::check(&cli.data_dir, repair, deep, json),
         Cmd::Bench(b) => bench(&home, &inference, b),
     }
 }
@@ -362,17 +425,7 @@ fn error_json(e: &VisionError) -> serde_json::Value {
 
 fn detect(home: &Home, inf: &InferenceOptions, a: DetectArgs) -> Result<ExitCode> {
     let listing = files::collect(&a.paths);
-    let workers = if inf.intra_threads == 0 {
-        files::cores()
-    } else {
-        1
-    };
-    let pool = PipelinePool::load(
-        home,
-        &a.pack.pack,
-        workers,
-        if workers > 1 { 1 } else { inf.threads() },
-    )?;
+    let pool = throughput_pool(home, inf, &a.pack.pack)?;
     let opts = AnalyzeOptions {
         embed: false,
         detect: DetectOptions {
@@ -453,6 +506,22 @@ fn detect(home: &Home, inf: &InferenceOptions, a: DetectArgs) -> Result<ExitCode
     } else {
         ExitCode::from(3)
     })
+}
+
+/// Pipelines for batch work: with all cores (`--threads 0`), one single-threaded pipeline per
+/// core; with an explicit thread count, one pipeline using that many threads.
+pub(crate) fn throughput_pool(
+    home: &Home,
+    inf: &InferenceOptions,
+    pack: &str,
+) -> Result<PipelinePool> {
+    let workers = if inf.intra_threads == 0 {
+        files::cores()
+    } else {
+        1
+    };
+    let per = if workers > 1 { 1 } else { inf.threads() };
+    Ok(PipelinePool::load(home, pack, workers, per)?)
 }
 
 fn load(home: &Home, inf: &InferenceOptions, pack: &str) -> Result<FacePipeline> {
@@ -656,6 +725,49 @@ fn bench(home: &Home, inf: &InferenceOptions, cmd: BenchCmd) -> Result<ExitCode>
             eprintln!(
                 "detection recall {} at IoU {}: {}/{} = {:.4}",
                 report.pack, iou, report.found, report.marked_faces, report.recall
+            );
+            write_json(json.as_deref(), &report)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCmd::Index {
+            n,
+            dim,
+            queries,
+            ef,
+            ef_sweep,
+            connectivity,
+            ef_add,
+            seed,
+            save_dir,
+            json,
+        } => {
+            let opts = visage_bench::index::IndexBenchOptions {
+                n,
+                dim,
+                queries,
+                params: visage_gallery::HnswParams {
+                    connectivity,
+                    expansion_add: ef_add,
+                    expansion_search: ef,
+                },
+                threads: inf.threads(),
+                seed,
+                ef_sweep,
+                save_dir,
+            };
+            let report = visage_bench::index::run(&opts, |line| eprintln!("bench index: {line}"))?;
+            eprintln!(
+                "{} x {}: {:.0} inserts/s, p50 {:.3} ms, p99 {:.3} ms, recall@10 {:.4} at ef={}, \
+                 {:.0} B/face RAM, {:.0} B/face disk",
+                report.n,
+                report.dim,
+                report.insert_per_s,
+                report.p50_ms,
+                report.p99_ms,
+                report.recall_at_10,
+                report.expansion_search,
+                report.bytes_per_face_ram,
+                report.bytes_per_face_disk
             );
             write_json(json.as_deref(), &report)?;
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,522 @@
+//! Gallery commands: ingest, search, faces, stats, check.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use visage_engine::{IngestOptions, SearchOptions};
+use visage_gallery::{Access, CheckOptions, DeleteTarget, Filter, Gallery, NewSource};
+use visage_vision::{FacePipeline, Home, InferenceOptions};
+
+use crate::PackArg;
+
+#[derive(Args)]
+pub struct IngestArgs {
+    /// Image files or folders (recursive; links are not followed).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Collection to fill (created on first use, pinned to the pack).
+    #[arg(long)]
+    pub collection: String,
+    /// Name of the source (default: the first path's folder name).
+    #[arg(long)]
+    pub source_name: Option<String>,
+    /// Declared legal basis for holding these images.
+    #[arg(long)]
+    pub legal_basis: Option<String>,
+    #[arg(long)]
+    pub licence: Option<String>,
+    /// Jurisdiction of the source (ISO 3166-1 alpha-2 or ISO 3166-2, e.g. FR, US-IL).
+    #[arg(long)]
+    pub jurisdiction: Option<String>,
+    /// Label faces with the name of the folder holding each photo.
+    #[arg(long)]
+    pub subject_from_parent: bool,
+    /// Keep a copy of each original photo in the data directory.
+    #[arg(long)]
+    pub keep_originals: bool,
+    /// Images analysed per atomic write (smaller: less work lost on a crash; larger: fewer
+    /// fsyncs).
+    #[arg(long, default_value_t = 32)]
+    pub chunk: usize,
+    #[command(flatten)]
+    pub pack: PackArg,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Write every failed input as one JSON line to this file.
+    #[arg(long, value_name = "FILE")]
+    pub failures: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct SearchArgs {
+    /// Probe photo.
+    pub probe: PathBuf,
+    /// Matches per probe face.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Only matches at or above this cosine similarity.
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Collections to search (default: all that use the pack).
+    #[arg(long = "collection")]
+    pub collections: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Search with every face in the probe, not only the most central usable one.
+    #[arg(long)]
+    pub all_faces: bool,
+    #[command(flatten)]
+    pub pack: PackArg,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Default)]
+pub struct FilterArgs {
+    /// Only faces from this jurisdiction or inside it (repeatable; US matches US-IL).
+    #[arg(long = "jurisdiction")]
+    pub jurisdictions: Vec<String>,
+    /// Never faces from this jurisdiction or inside it (repeatable).
+    #[arg(long = "exclude-jurisdiction")]
+    pub exclude_jurisdictions: Vec<String>,
+    /// Only faces from this source id (repeatable).
+    #[arg(long = "source")]
+    pub sources: Vec<i64>,
+    /// Capture time range, unix seconds.
+    #[arg(long)]
+    pub captured_from: Option<i64>,
+    #[arg(long)]
+    pub captured_to: Option<i64>,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> Filter {
+        Filter {
+            sources: self.sources.clone(),
+            jurisdictions: self.jurisdictions.clone(),
+            exclude_jurisdictions: self.exclude_jurisdictions.clone(),
+            subjects: vec![],
+            captured_from: self.captured_from,
+            captured_to: self.captured_to,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum FacesCmd {
+    /// List faces with their provenance.
+    List {
+        #[arg(long)]
+        collection: Option<String>,
+        /// Only faces of this subject label (needs --collection).
+        #[arg(long)]
+        subject: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Start after this face id.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one face; optionally write its crop and thumbnail.
+    Show {
+        id: i64,
+        #[arg(long, value_name = "FILE")]
+        crop: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        thumb: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete faces for real (rows, vectors, crops, thumbnails). Bulk targets need --yes.
+    Delete {
+        /// Face ids.
+        ids: Vec<i64>,
+        /// Every face of the image with this id.
+        #[arg(long)]
+        image: Option<i64>,
+        /// Every face of this subject label (needs --collection).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Every image and face of this source name, and the source (needs --collection).
+        #[arg(long)]
+        source: Option<String>,
+        /// Every image and face in this jurisdiction or inside it, in every collection.
+        #[arg(long)]
+        jurisdiction: Option<String>,
+        #[arg(long)]
+        collection: Option<String>,
+        /// Confirm a bulk deletion.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn open(dir: &Path, access: Access) -> Result<Gallery> {
+    Gallery::open(dir, access).with_context(|| format!("opening gallery {}", dir.display()))
+}
+
+pub fn ingest(home: &Home, inf: &InferenceOptions, dir: &Path, a: IngestArgs) -> Result<ExitCode> {
+    let gallery = open(dir, Access::ReadWrite)?;
+    let pool = crate::throughput_pool(home, inf, &a.pack.pack)?;
+    let name = a.source_name.clone().unwrap_or_else(|| {
+        let p = std::fs::canonicalize(&a.paths[0]).unwrap_or_else(|_| a.paths[0].clone());
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "files".into())
+    });
+    let source = NewSource {
+        name,
+        kind: "directory".into(),
+        uri: Some(
+            a.paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        legal_basis: a.legal_basis.clone(),
+        licence: a.licence.clone(),
+        jurisdiction: a.jurisdiction.clone(),
+    };
+    let mut opts = IngestOptions::new(&a.collection, source);
+    opts.subject_from_parent = a.subject_from_parent;
+    opts.keep_originals = a.keep_originals;
+    opts.chunk = a.chunk.max(1);
+    let last = std::sync::Mutex::new(std::time::Instant::now());
+    let t0 = std::time::Instant::now();
+    let report = visage_engine::ingest_paths(&gallery, &pool, &a.paths, &opts, &|p| {
+        let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
+        if l.elapsed().as_secs_f64() >= 2.0 || p.done == p.total {
+            *l = std::time::Instant::now();
+            let rate = p.done as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+            let eta = (p.total - p.done) as f64 / rate.max(1e-9);
+            eprintln!(
+                "ingest: {}/{} images, {} faces, {rate:.1} images/s, ETA {eta:.0} s",
+                p.done, p.total, p.faces
+            );
+        }
+    })?;
+    if let Some(f) = &a.failures {
+        let mut text = String::new();
+        for x in &report.failures {
+            text.push_str(&serde_json::to_string(x)?);
+            text.push('\n');
+        }
+        std::fs::write(f, text).with_context(|| format!("writing {}", f.display()))?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for x in report.failures.iter().take(20) {
+            eprintln!("{}: {} [{}]", x.path.display(), x.message, x.code);
+        }
+        if report.failures.len() > 20 {
+            eprintln!("... {} more failures", report.failures.len() - 20);
+        }
+        let rejected: u64 = report.faces_rejected.values().sum();
+        println!(
+            "{} images seen: {} indexed, {} already in the collection, {} failed; {} faces indexed, \
+             {rejected} rejected {:?}; {:.1} s ({:.1} images/s, {:.1} faces/s)",
+            report.images_seen,
+            report.images_indexed,
+            report.images_skipped_known,
+            report.errors,
+            report.faces_indexed,
+            report.faces_rejected,
+            report.elapsed_s,
+            report.images_per_s,
+            report.faces_per_s
+        );
+    }
+    Ok(if report.errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+pub fn search(home: &Home, inf: &InferenceOptions, dir: &Path, a: SearchArgs) -> Result<ExitCode> {
+    let gallery = open(dir, Access::ReadOnly)?;
+    let p = FacePipeline::load(home, &a.pack.pack, inf)?;
+    let bytes =
+        std::fs::read(&a.probe).with_context(|| format!("reading {}", a.probe.display()))?;
+    let opts = SearchOptions {
+        collections: a.collections.clone(),
+        k: a.k,
+        threshold: a.threshold,
+        filter: a.filter.filter(),
+        all_faces: a.all_faces,
+        ..Default::default()
+    };
+    let r = visage_engine::search_image(&gallery, &p, &bytes, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "pack {}; {} faces searched in {}",
+        r.pack,
+        r.faces_searched,
+        r.collections.join(", ")
+    );
+    if r.probe_faces.is_empty() {
+        println!("no face found in the probe");
+    }
+    for (i, f) in r.probe_faces.iter().enumerate() {
+        let b = f.bbox;
+        print!(
+            "probe face #{i} [{:.0},{:.0} {:.0}x{:.0}]",
+            b[0],
+            b[1],
+            b[2] - b[0],
+            b[3] - b[1]
+        );
+        if let Some(why) = &f.unusable {
+            println!(": unusable ({})", why.join(", "));
+            continue;
+        }
+        println!(": {} match(es)", f.hits.len());
+        for h in &f.hits {
+            let subject = h
+                .face
+                .subject
+                .as_ref()
+                .map(|s| s.label.as_str())
+                .unwrap_or("-");
+            println!(
+                "  {:.4}  face {}  subject {}  {}  source {} ({})  {}",
+                h.score,
+                h.face.id,
+                subject,
+                h.face.image.uri.as_deref().unwrap_or("-"),
+                h.face.source.name,
+                h.face
+                    .source
+                    .legal_basis
+                    .as_deref()
+                    .unwrap_or("no legal basis recorded"),
+                h.face.image.jurisdiction.as_deref().unwrap_or("")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn collection_id(g: &Gallery, name: Option<&str>, what: &str) -> Result<i64> {
+    let Some(name) = name else {
+        bail!("{what} needs --collection")
+    };
+    match g.collection(name)? {
+        Some(c) => Ok(c.id),
+        None => bail!("no collection named {name:?}"),
+    }
+}
+
+pub fn faces(dir: &Path, cmd: FacesCmd) -> Result<ExitCode> {
+    match cmd {
+        FacesCmd::List {
+            collection,
+            subject,
+            filter,
+            after,
+            limit,
+            json,
+        } => {
+            let g = open(dir, Access::ReadOnly)?;
+            let mut f = filter.filter();
+            let coll = match &collection {
+                Some(_) => Some(collection_id(&g, collection.as_deref(), "")?),
+                None => None,
+            };
+            if let Some(label) = &subject {
+                let c = collection_id(&g, collection.as_deref(), "--subject")?;
+                match g.subject_by_label(c, label)? {
+                    Some(s) => f.subjects.push(s),
+                    None => bail!("no subject {label:?} in that collection"),
+                }
+            }
+            let recs = g.list_faces(coll, &f, after, limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&recs)?);
+            } else {
+                for r in &recs {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        r.id,
+                        r.collection,
+                        r.subject.as_ref().map(|s| s.label.as_str()).unwrap_or("-"),
+                        r.image.jurisdiction.as_deref().unwrap_or("-"),
+                        r.image.uri.as_deref().unwrap_or("-")
+                    );
+                }
+                eprintln!("{} face(s)", recs.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FacesCmd::Show {
+            id,
+            crop,
+            thumb,
+            json,
+        } => {
+            let g = open(dir, Access::ReadOnly)?;
+            let Some(r) = g.face(id)? else {
+                bail!("no face with id {id}")
+            };
+            if let Some(p) = crop {
+                std::fs::write(&p, g.blob(&r.crop_sha)?)?;
+            }
+            if let Some(p) = thumb {
+                std::fs::write(&p, g.blob(&r.thumb_sha)?)?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FacesCmd::Delete {
+            ids,
+            image,
+            subject,
+            source,
+            jurisdiction,
+            collection,
+            yes,
+            json,
+        } => {
+            let g = open(dir, Access::ReadWrite)?;
+            let mut targets = Vec::new();
+            if !ids.is_empty() {
+                targets.push(DeleteTarget::Faces(ids));
+            }
+            if let Some(i) = image {
+                targets.push(DeleteTarget::Image(i));
+            }
+            let bulk = subject.is_some() || source.is_some() || jurisdiction.is_some();
+            if bulk && !yes {
+                bail!(
+                    "deleting a whole subject, source or jurisdiction is irreversible: add --yes"
+                );
+            }
+            if let Some(label) = &subject {
+                let c = collection_id(&g, collection.as_deref(), "--subject")?;
+                match g.subject_by_label(c, label)? {
+                    Some(s) => targets.push(DeleteTarget::Subject(s)),
+                    None => bail!("no subject {label:?} in that collection"),
+                }
+            }
+            if let Some(name) = &source {
+                let c = collection_id(&g, collection.as_deref(), "--source")?;
+                match g.sources(c)?.into_iter().find(|s| &s.name == name) {
+                    Some(s) => targets.push(DeleteTarget::Source(s.id)),
+                    None => bail!("no source {name:?} in that collection"),
+                }
+            }
+            if let Some(j) = jurisdiction {
+                targets.push(DeleteTarget::Jurisdiction(j));
+            }
+            if targets.is_empty() {
+                bail!("nothing to delete: give face ids, --image, --subject, --source or --jurisdiction");
+            }
+            let mut reports = Vec::new();
+            for t in &targets {
+                reports.push(g.delete(t)?);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                for r in &reports {
+                    println!(
+                        "deleted {} face(s), {} image(s), {} source(s), {} subject(s); {} file(s) removed",
+                        r.faces, r.images, r.sources, r.subjects, r.blobs_removed
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
+    let g = open(dir, Access::ReadOnly)?;
+    for c in g.collections()? {
+        g.load_index(c.id)?;
+    }
+    let s = g.stats()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} faces, {} images, {} subjects in {} collection(s); {} deleted face ids on record",
+        s.faces,
+        s.images,
+        s.subjects,
+        s.collections.len(),
+        s.tombstones
+    );
+    for c in &s.collections {
+        println!(
+            "collection {} (pack {}, {}-d): {} faces, {} images",
+            c.name, c.pack, c.dim, c.faces, c.images
+        );
+        for x in &c.sources {
+            println!(
+                "  source {}: {} images, {} faces",
+                x.name, x.images, x.faces
+            );
+        }
+        for x in &c.jurisdictions {
+            println!(
+                "  jurisdiction {}: {} images, {} faces",
+                x.name, x.images, x.faces
+            );
+        }
+    }
+    let b = &s.bytes_on_disk;
+    println!(
+        "disk: {} bytes (metadata {}, blobs {}, index {}); memory: {} bytes",
+        b.total, b.metadata, b.blobs, b.index, s.bytes_in_memory
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn check(dir: &Path, repair: bool, deep: bool, json: bool) -> Result<ExitCode> {
+    let g = open(dir, Access::ReadWrite)?;
+    let rep = g.check(CheckOptions { repair, deep })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        for i in &rep.inconsistencies {
+            println!(
+                "{}: {}{}",
+                i.kind,
+                i.detail,
+                if i.repaired { " (repaired)" } else { "" }
+            );
+        }
+        println!(
+            "{} faces and {} blobs checked: {} inconsistencies, {} left unrepaired",
+            rep.faces_checked,
+            rep.blobs_checked,
+            rep.count(),
+            rep.unrepaired()
+        );
+    }
+    Ok(if rep.unrepaired() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(4)
+    })
+}

@@ -1,0 +1,470 @@
+//! The gallery through the `visage` binary on real faces: crash safety (kill -9 during
+//! ingest), real deletion, and jurisdiction filtering.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn visage() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_visage"))
+}
+
+fn lfw() -> Option<PathBuf> {
+    let p =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/lfw/lfw-deepfunneled");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!("skipping: ../shared/data/lfw not found");
+        None
+    }
+}
+
+fn installed(pack: &str) -> bool {
+    let ok = visage()
+        .args(["models", "verify", pack])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            std::env::var("VISAGE_REQUIRE_MODELS")
+                .map(|v| v != "1")
+                .unwrap_or(true),
+            "pack {pack} must be installed (VISAGE_REQUIRE_MODELS=1)"
+        );
+        eprintln!("skipping: pack {pack} not installed; run scripts/setup.sh");
+    }
+    ok
+}
+
+/// Copies photos `range` of each person into `dest/<person>/`.
+fn copy_people(
+    lfw: &Path,
+    people: &[&str],
+    range: std::ops::Range<usize>,
+    dest: &Path,
+) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in people {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(lfw.join(p))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        std::fs::create_dir_all(dest.join(p)).unwrap();
+        for f in files.iter().skip(range.start).take(range.end - range.start) {
+            let to = dest.join(p).join(f.file_name().unwrap());
+            std::fs::copy(f, &to).unwrap();
+            out.push(to);
+        }
+    }
+    out
+}
+
+fn run_json(args: &[&str], data: &Path) -> serde_json::Value {
+    let out = visage()
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "visage {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "visage {args:?}: bad JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn ingest(dir: &Path, data: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "ingest",
+        dir.to_str().unwrap(),
+        "--collection",
+        "main",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    run_json(&args, data)
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn kill_9_during_ingest_loses_and_duplicates_nothing() {
+    let Some(lfw) = lfw() else { return };
+    if !installed("open") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    let people = [
+        "Colin_Powell",
+        "Tony_Blair",
+        "Donald_Rumsfeld",
+        "Gerhard_Schroeder",
+        "Ariel_Sharon",
+        "Hugo_Chavez",
+        "Junichiro_Koizumi",
+        "Jean_Chretien",
+    ];
+    copy_people(&lfw, &people, 0..20, &photos);
+    // Reference: one uninterrupted run.
+    let reference = tmp.path().join("reference");
+    let t = Instant::now();
+    ingest(&photos, &reference, &["--chunk", "2"]);
+    eprintln!("uninterrupted ingest: {:.1} s", t.elapsed().as_secs_f64());
+    let expect = run_json(&["stats", "--json"], &reference);
+    assert!(expect["faces"].as_u64().unwrap() >= 90, "{expect}");
+
+    // 20 runs killed with SIGKILL at pseudo-random instants within the work left, each
+    // followed by a check. (Model loading comes first: `startup` is the time before the first
+    // image, `work` the time for all images.)
+    // Each run waits until this run has written something (a new blob file appears), then
+    // lets it go on for a pseudo-random 0-200 ms before SIGKILL, so kills land anywhere in the
+    // analyse/write cycle; a check follows every kill.
+    let data = tmp.path().join("crashed");
+    let blob_count = |d: &Path| -> usize {
+        let b = d.join("blobs");
+        if b.is_dir() {
+            walk(&b).len()
+        } else {
+            0
+        }
+    };
+    let mut seed: u64 = 0x5EED_1234;
+    let mut killed_mid_run = 0;
+    for round in 0..20 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = Duration::from_millis(seed % 200);
+        let before = blob_count(&data);
+        let mut child = visage()
+            .args([
+                "ingest",
+                photos.to_str().unwrap(),
+                "--collection",
+                "main",
+                "--chunk",
+                "2",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while blob_count(&data) == before
+            && child.try_wait().unwrap().is_none()
+            && t.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            killed_mid_run += 1;
+        }
+        child.kill().ok(); // SIGKILL
+        child.wait().unwrap();
+        if !data.join("gallery.sqlite").exists() {
+            continue;
+        }
+        let check = run_json(&["check", "--json", "--deep"], &data);
+        assert_eq!(
+            check["inconsistencies"].as_array().unwrap().len(),
+            0,
+            "round {round}: check after kill -9 found: {check}"
+        );
+    }
+    assert!(
+        killed_mid_run >= 10,
+        "only {killed_mid_run} of 20 kills interrupted a run"
+    );
+    ingest(&photos, &data, &["--chunk", "2"]);
+    let got = run_json(&["stats", "--json"], &data);
+    for key in ["faces", "images", "subjects"] {
+        assert_eq!(
+            got[key], expect[key],
+            "{key}: crashed {got} vs reference {expect}"
+        );
+    }
+    // A second identical run changes nothing.
+    ingest(&photos, &data, &["--chunk", "2"]);
+    let again = run_json(&["stats", "--json"], &data);
+    assert_eq!(again["faces"], got["faces"]);
+    assert_eq!(again["collections"], got["collections"]);
+    let check = run_json(&["check", "--json", "--deep"], &data);
+    assert_eq!(
+        check["inconsistencies"].as_array().unwrap().len(),
+        0,
+        "{check}"
+    );
+}
+
+#[test]
+fn deleting_a_subject_removes_every_trace() {
+    let Some(lfw) = lfw() else { return };
+    if !installed("open") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let gallery_photos = tmp.path().join("gallery");
+    let people = [
+        "Tony_Blair",
+        "Donald_Rumsfeld",
+        "Gerhard_Schroeder",
+        "Jean_Chretien",
+        "John_Ashcroft",
+    ];
+    copy_people(&lfw, &people, 0..10, &gallery_photos);
+    let probes = copy_people(&lfw, &["Tony_Blair"], 20..30, &tmp.path().join("probes"));
+    let data = tmp.path().join("data");
+    ingest(&gallery_photos, &data, &["--subject-from-parent"]);
+    let victim: Vec<serde_json::Value> = run_json(
+        &[
+            "faces",
+            "list",
+            "--collection",
+            "main",
+            "--subject",
+            "Tony_Blair",
+            "--json",
+        ],
+        &data,
+    )
+    .as_array()
+    .unwrap()
+    .clone();
+    assert!(victim.len() >= 9, "{} Tony_Blair faces", victim.len());
+    let ids: Vec<i64> = victim.iter().map(|f| f["id"].as_i64().unwrap()).collect();
+    let crops: Vec<Vec<u8>> = ids
+        .iter()
+        .map(|id| {
+            let p = tmp.path().join(format!("crop{id}.png"));
+            run_json(
+                &[
+                    "faces",
+                    "show",
+                    &id.to_string(),
+                    "--json",
+                    "--crop",
+                    p.to_str().unwrap(),
+                    "--thumb",
+                    p.with_extension("jpg").to_str().unwrap(),
+                ],
+                &data,
+            );
+            std::fs::read(&p).unwrap()
+        })
+        .collect();
+    // Hits of the probe's main face; None when the probe has no usable face.
+    let search = |probe: &Path| -> Option<Vec<i64>> {
+        let r = run_json(
+            &["search", probe.to_str().unwrap(), "--k", "1000", "--json"],
+            &data,
+        );
+        let f = &r["probe_faces"][0];
+        if !f["unusable"].is_null() || f.is_null() {
+            return None;
+        }
+        Some(
+            f["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["face"]["id"].as_i64().unwrap())
+                .collect(),
+        )
+    };
+    // Before: his other photos find him first.
+    let mut top_is_him = 0;
+    for p in &probes {
+        if search(p).is_some_and(|h| h.first().is_some_and(|id| ids.contains(id))) {
+            top_is_him += 1;
+        }
+    }
+    assert!(
+        top_is_him >= 8,
+        "only {top_is_him}/10 probes found the subject before deletion"
+    );
+
+    let refused = visage()
+        .args([
+            "faces",
+            "delete",
+            "--subject",
+            "Tony_Blair",
+            "--collection",
+            "main",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "bulk delete without --yes must be refused"
+    );
+    let rep = run_json(
+        &[
+            "faces",
+            "delete",
+            "--subject",
+            "Tony_Blair",
+            "--collection",
+            "main",
+            "--yes",
+            "--json",
+        ],
+        &data,
+    );
+    assert_eq!(rep[0]["faces"].as_u64().unwrap() as usize, ids.len());
+
+    let mut searched = 0;
+    for p in &probes {
+        let Some(found) = search(p) else { continue };
+        searched += 1;
+        assert!(
+            !found.is_empty(),
+            "the rest of the gallery is still searchable"
+        );
+        assert!(
+            found.iter().all(|id| !ids.contains(id)),
+            "a deleted face came back: {found:?}"
+        );
+    }
+    assert!(searched >= 8, "only {searched} probes had a usable face");
+    for id in &ids {
+        let out = visage()
+            .args(["faces", "show", &id.to_string(), "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+    }
+    // The crop bytes are nowhere under the data directory (SQLite files and indexes included).
+    for file in walk(&data) {
+        let bytes = std::fs::read(&file).unwrap();
+        for (id, crop) in ids.iter().zip(&crops) {
+            assert!(
+                !bytes.windows(crop.len()).any(|w| w == crop.as_slice()),
+                "crop of deleted face {id} found in {}",
+                file.display()
+            );
+        }
+    }
+    let check = run_json(&["check", "--json", "--deep"], &data);
+    assert_eq!(
+        check["inconsistencies"].as_array().unwrap().len(),
+        0,
+        "{check}"
+    );
+}
+
+#[test]
+fn jurisdiction_filter_never_returns_another_jurisdiction() {
+    let Some(lfw) = lfw() else { return };
+    if !installed("open") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let people = [
+        "Colin_Powell",
+        "Tony_Blair",
+        "Hugo_Chavez",
+        "Junichiro_Koizumi",
+    ];
+    // The same people in both jurisdictions, so unfiltered searches mix them.
+    copy_people(&lfw, &people, 0..6, &tmp.path().join("fr"));
+    copy_people(&lfw, &people, 6..12, &tmp.path().join("il"));
+    let probes = copy_people(&lfw, &people, 12..15, &tmp.path().join("probes"));
+    let data = tmp.path().join("data");
+    ingest(
+        &tmp.path().join("fr"),
+        &data,
+        &["--jurisdiction", "FR", "--source-name", "paris"],
+    );
+    ingest(
+        &tmp.path().join("il"),
+        &data,
+        &["--jurisdiction", "US-IL", "--source-name", "chicago"],
+    );
+    let mut unfiltered_mixed = false;
+    for p in &probes {
+        let p = p.to_str().unwrap();
+        let all = run_json(&["search", p, "--k", "20", "--json"], &data);
+        let jur = |r: &serde_json::Value| -> Vec<String> {
+            r["probe_faces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|f| f["hits"].as_array().unwrap().iter())
+                .map(|h| {
+                    h["face"]["image"]["jurisdiction"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        };
+        let j = jur(&all);
+        unfiltered_mixed |= j.iter().any(|x| x == "FR") && j.iter().any(|x| x == "US-IL");
+        for (code, expect) in [("FR", "FR"), ("US", "US-IL"), ("US-IL", "US-IL")] {
+            let r = run_json(
+                &[
+                    "search",
+                    p,
+                    "--k",
+                    "20",
+                    "--all-faces",
+                    "--jurisdiction",
+                    code,
+                    "--json",
+                ],
+                &data,
+            );
+            let j = jur(&r);
+            assert!(!j.is_empty(), "{code}: no results");
+            assert!(
+                j.iter().all(|x| x == expect),
+                "{code} filter returned {j:?}"
+            );
+        }
+        let r = run_json(
+            &[
+                "search",
+                p,
+                "--k",
+                "20",
+                "--exclude-jurisdiction",
+                "US",
+                "--json",
+            ],
+            &data,
+        );
+        assert!(jur(&r).iter().all(|x| x == "FR"));
+    }
+    assert!(
+        unfiltered_mixed,
+        "unfiltered searches should mix jurisdictions (else the test proves nothing)"
+    );
+}

@@ -1,0 +1,10 @@
+//! Use cases joining the face pipeline (`visage-vision`) and the gallery (`visage-gallery`).
+//! Front ends (CLI, HTTP server) call these and nothing below them.
+
+pub mod encode;
+pub mod files;
+pub mod ingest;
+pub mod search;
+
+pub use ingest::{ingest_paths, IngestOptions, IngestReport};
+pub use search::{search_image, ProbeFace, SearchOptions, SearchResult};

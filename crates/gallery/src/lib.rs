@@ -1,0 +1,18 @@
+//! The embedded gallery: metadata and vectors in SQLite, an HNSW index derived from them, and
+//! content-addressed blobs (face crops, thumbnails). See docs/ARCHITECTURE.md, "Gallery".
+
+pub mod blobs;
+pub mod check;
+pub mod filter;
+pub mod gallery;
+pub mod index;
+pub mod schema;
+
+pub use check::{CheckOptions, CheckReport, Inconsistency};
+pub use filter::{normalize_jurisdiction, Filter};
+pub use gallery::{
+    Access, AddOutcome, Collection, DeleteReport, DeleteTarget, FaceRecord, Gallery, Hit,
+    ImageRecord, NewFace, NewImage, NewSource, SearchQuery, SearchTrace, Source, Stats,
+    DEFAULT_DATA_DIR,
+};
+pub use index::{FlatIndex, HnswParams, Neighbour, TopK, UsearchIndex, VectorIndex};
