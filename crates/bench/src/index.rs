@@ -46,9 +46,16 @@ pub struct IndexBenchOptions {
     pub seed: u64,
     /// Further ef values measured on the same index (latency and recall for each).
     pub ef_sweep: Vec<usize>,
+    /// Candidates re-scored exactly in f32 per query when the index stores quantised vectors
+    /// (ignored for f32 storage).
+    pub rerank: usize,
     /// Where the index is saved and loaded from (default: the system temporary folder; on a
     /// tmpfs that measures memory, not disk).
     pub save_dir: Option<PathBuf>,
+    /// Real embeddings with their subject labels instead of synthetic ones (`n` and `dim`
+    /// are then taken from them): queries are faces of subjects with several faces, held out
+    /// of the index.
+    pub real: Option<Vec<(Option<i64>, Vec<f32>)>>,
 }
 
 impl Default for IndexBenchOptions {
@@ -61,7 +68,9 @@ impl Default for IndexBenchOptions {
             threads: 0,
             seed: 42,
             ef_sweep: Vec::new(),
+            rerank: 40,
             save_dir: None,
+            real: None,
         }
     }
 }
@@ -96,6 +105,10 @@ pub struct IndexBenchReport {
     pub connectivity: usize,
     pub expansion_add: usize,
     pub expansion_search: usize,
+    /// Vector storage in the index (f32, f16, i8).
+    pub storage: visage_gallery::Storage,
+    /// Candidates re-scored exactly per query (0: none, f32 storage).
+    pub rerank: usize,
     /// Mean cosine similarity of a query with the enrolled samples of its identity.
     pub same_identity_cos: f64,
     /// Mean cosine similarity of a query with a sample of another identity.
@@ -243,6 +256,59 @@ impl Data {
         }
     }
 
+    /// Real labelled vectors: one identity per subject (unlabelled faces are identities of
+    /// their own); for up to `queries` subjects with at least two faces, one face is held out
+    /// of the rows as a query.
+    fn from_labelled(v: &[(Option<i64>, Vec<f32>)], queries: usize, seed: u64) -> Result<Data> {
+        let Some(dim) = v.first().map(|x| x.1.len()) else {
+            bail!("no vectors to benchmark");
+        };
+        let mut groups: std::collections::BTreeMap<(i64, usize), Vec<&[f32]>> = Default::default();
+        for (i, (s, x)) in v.iter().enumerate() {
+            if x.len() != dim {
+                bail!("vectors of different dimensions");
+            }
+            let key = match s {
+                Some(s) => (*s, 0),
+                None => (-1, i),
+            };
+            groups.entry(key).or_default().push(x);
+        }
+        let mut groups: Vec<Vec<&[f32]>> = groups.into_values().collect();
+        let mut multi: Vec<usize> = (0..groups.len())
+            .filter(|&g| groups[g].len() >= 2)
+            .collect();
+        // Deterministic shuffle, then the first `queries` subjects give up one face each.
+        for i in (1..multi.len()).rev() {
+            let j = Rng::new(seed, Rng::STREAM_QUERY_IDS, i as u64).below(i + 1);
+            multi.swap(i, j);
+        }
+        multi.truncate(queries);
+        multi.sort();
+        let mut qs = Vec::new();
+        let mut query_identity = Vec::new();
+        for &g in &multi {
+            let q = groups[g].pop().expect("two or more faces");
+            qs.extend_from_slice(q);
+            query_identity.push(g);
+        }
+        let mut starts = vec![0];
+        let mut rows = Vec::with_capacity(v.len() * dim);
+        for g in &groups {
+            for x in g {
+                rows.extend_from_slice(x);
+            }
+            starts.push(starts.last().unwrap() + g.len());
+        }
+        Ok(Data {
+            dim,
+            starts,
+            rows,
+            queries: qs,
+            query_identity,
+        })
+    }
+
     fn n(&self) -> usize {
         self.rows.len() / self.dim
     }
@@ -369,13 +435,24 @@ fn measure(
     exact: &[Vec<Neighbour>],
     k: usize,
     ef: usize,
+    rerank: usize,
 ) -> Result<EfPoint> {
     let mut times = Vec::with_capacity(data.query_count());
     let (mut recall_sum, mut first_mates, mut mates_found, mut mates_total) = (0.0, 0, 0, 0);
     for (q, truth) in exact.iter().enumerate() {
         let query = data.query(q);
         let t = Instant::now();
-        let hits = index.search(query, k)?;
+        let hits = if rerank > k {
+            // Quantised storage: take more candidates, re-score them exactly in f32.
+            let mut c = index.search(query, rerank)?;
+            for n in &mut c {
+                n.score = dot(query, data.row(n.id as usize));
+            }
+            visage_gallery::index::top_k(&mut c, k);
+            c
+        } else {
+            index.search(query, k)?
+        };
         times.push(t.elapsed().as_secs_f64() * 1e3);
         recall_sum += recall(&hits, truth);
         first_mates += hits.first().is_some_and(|h| data.is_mate(q, h.id)) as usize;
@@ -476,7 +553,14 @@ fn build(
 }
 
 pub fn run(opts: &IndexBenchOptions, progress: impl Fn(&str)) -> Result<IndexBenchReport> {
-    let (n, dim) = (opts.n, opts.dim);
+    let real = match &opts.real {
+        Some(v) => Some(Data::from_labelled(v, opts.queries, opts.seed)?),
+        None => None,
+    };
+    let (n, dim) = match &real {
+        Some(d) => (d.n(), d.dim),
+        None => (opts.n, opts.dim),
+    };
     if n == 0 || dim == 0 || opts.queries == 0 {
         bail!("index benchmark: n, dim and queries must be positive");
     }
@@ -491,13 +575,21 @@ pub fn run(opts: &IndexBenchOptions, progress: impl Fn(&str)) -> Result<IndexBen
         .context("cannot start the benchmark threads")?;
     let k = K.min(n);
     let p = opts.params;
+    let rerank = if p.storage == visage_gallery::Storage::F32 {
+        0
+    } else {
+        opts.rerank.max(k)
+    };
 
     progress(&format!(
         "generating {n} vectors of dimension {dim} and {} queries",
         opts.queries
     ));
     let t = Instant::now();
-    let data = pool.install(|| Data::generate(n, dim, opts.queries, opts.seed));
+    let data = match real {
+        Some(d) => d,
+        None => pool.install(|| Data::generate(n, dim, opts.queries, opts.seed)),
+    };
     let generate_s = t.elapsed().as_secs_f64();
     let (same_identity_cos, other_identity_cos) = similarity_stats(&data, opts.seed);
     progress(&format!(
@@ -540,13 +632,13 @@ pub fn run(opts: &IndexBenchOptions, progress: impl Fn(&str)) -> Result<IndexBen
 
     progress(&format!("timing queries at ef={}", p.expansion_search));
     index.set_expansion_search(p.expansion_search);
-    measure(&index, &data, &exact, k, p.expansion_search)?; // warm-up
-    let main = measure(&index, &data, &exact, k, p.expansion_search)?;
+    measure(&index, &data, &exact, k, p.expansion_search, rerank)?; // warm-up
+    let main = measure(&index, &data, &exact, k, p.expansion_search, rerank)?;
     progress(&point_line(&main));
     let mut ef_sweep = Vec::with_capacity(opts.ef_sweep.len());
     for &ef in &opts.ef_sweep {
         index.set_expansion_search(ef);
-        let point = measure(&index, &data, &exact, k, ef)?;
+        let point = measure(&index, &data, &exact, k, ef, rerank)?;
         progress(&point_line(&point));
         ef_sweep.push(point);
     }
@@ -600,6 +692,8 @@ pub fn run(opts: &IndexBenchOptions, progress: impl Fn(&str)) -> Result<IndexBen
         connectivity: p.connectivity,
         expansion_add: p.expansion_add,
         expansion_search: p.expansion_search,
+        storage: p.storage,
+        rerank,
         same_identity_cos,
         other_identity_cos,
         generate_s,

@@ -498,6 +498,14 @@ pub fn check(dir: &Path, repair: bool, deep: bool, json: bool) -> Result<ExitCod
     if json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
+        let r = &rep.recovery;
+        if r.uncommitted_blobs_removed + r.deleted_blobs_unlinked + r.staging_files_removed > 0 {
+            println!(
+                "recovered after an interruption: {} blob(s) of uncommitted writes removed, {} \
+                 blob(s) of committed deletions unlinked, {} staging file(s) removed",
+                r.uncommitted_blobs_removed, r.deleted_blobs_unlinked, r.staging_files_removed
+            );
+        }
         for i in &rep.inconsistencies {
             println!(
                 "{}: {}{}",

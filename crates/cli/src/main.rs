@@ -217,9 +217,21 @@ enum BenchCmd {
         ef_add: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// How the index stores vectors: f32, f16 or i8 (quantised: candidates are re-scored
+        /// exactly).
+        #[arg(long, default_value = "f32")]
+        storage: visage_gallery::Storage,
+        /// Candidates re-scored exactly per query with quantised storage.
+        #[arg(long, default_value_t = 40)]
+        rerank: usize,
         /// Folder for the saved index (default: the system temporary folder).
         #[arg(long)]
         save_dir: Option<PathBuf>,
+        /// Benchmark on the real embeddings of this gallery collection (faces labelled with
+        /// subjects, e.g. LFW ingested with --subject-from-parent) instead of synthetic ones;
+        /// uses the global --data-dir.
+        #[arg(long, value_name = "COLLECTION")]
+        real: Option<String>,
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
@@ -275,7 +287,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Faces(f) => gallery_cmds::faces(&cli.data_dir, f),
         Cmd::Stats { json } => gallery_cmds::stats(&cli.data_dir, json),
         Cmd::Check { repair, deep, json } => gallery_cmds::check(&cli.data_dir, repair, deep, json),
-        Cmd::Bench(b) => bench(&home, &inference, b),
+        Cmd::Bench(b) => bench(&home, &inference, &cli.data_dir, b),
     }
 }
 
@@ -676,7 +688,7 @@ fn write_json(path: Option<&Path>, v: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-fn bench(home: &Home, inf: &InferenceOptions, cmd: BenchCmd) -> Result<ExitCode> {
+fn bench(home: &Home, inf: &InferenceOptions, data_dir: &Path, cmd: BenchCmd) -> Result<ExitCode> {
     match cmd {
         BenchCmd::Lfw {
             pack,
@@ -738,9 +750,23 @@ fn bench(home: &Home, inf: &InferenceOptions, cmd: BenchCmd) -> Result<ExitCode>
             connectivity,
             ef_add,
             seed,
+            storage,
+            rerank,
             save_dir,
+            real,
             json,
         } => {
+            let real = match real {
+                None => None,
+                Some(name) => {
+                    let g =
+                        visage_gallery::Gallery::open(data_dir, visage_gallery::Access::ReadOnly)?;
+                    let Some(c) = g.collection(&name)? else {
+                        bail!("no collection {name:?} in {}", data_dir.display())
+                    };
+                    Some(g.labelled_vectors(c.id)?)
+                }
+            };
             let opts = visage_bench::index::IndexBenchOptions {
                 n,
                 dim,
@@ -749,11 +775,14 @@ fn bench(home: &Home, inf: &InferenceOptions, cmd: BenchCmd) -> Result<ExitCode>
                     connectivity,
                     expansion_add: ef_add,
                     expansion_search: ef,
+                    storage,
                 },
+                rerank,
                 threads: inf.threads(),
                 seed,
                 ef_sweep,
                 save_dir,
+                real,
             };
             let report = visage_bench::index::run(&opts, |line| eprintln!("bench index: {line}"))?;
             eprintln!(

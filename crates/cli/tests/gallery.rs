@@ -151,6 +151,7 @@ fn kill_9_during_ingest_loses_and_duplicates_nothing() {
     };
     let mut seed: u64 = 0x5EED_1234;
     let mut killed_mid_run = 0;
+    let mut recovered_blobs = 0;
     for round in 0..20 {
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -194,9 +195,16 @@ fn kill_9_during_ingest_loses_and_duplicates_nothing() {
             0,
             "round {round}: check after kill -9 found: {check}"
         );
+        recovered_blobs += check["recovery"]["uncommitted_blobs_removed"]
+            .as_u64()
+            .unwrap();
     }
+    eprintln!(
+        "{killed_mid_run}/20 kills interrupted a run; recovery removed {recovered_blobs} blobs \
+         of uncommitted writes"
+    );
     assert!(
-        killed_mid_run >= 10,
+        killed_mid_run >= 18,
         "only {killed_mid_run} of 20 kills interrupted a run"
     );
     ingest(&photos, &data, &["--chunk", "2"]);
@@ -210,8 +218,7 @@ fn kill_9_during_ingest_loses_and_duplicates_nothing() {
     // A second identical run changes nothing.
     ingest(&photos, &data, &["--chunk", "2"]);
     let again = run_json(&["stats", "--json"], &data);
-    assert_eq!(again["faces"], got["faces"]);
-    assert_eq!(again["collections"], got["collections"]);
+    assert_eq!(again, got, "a second identical ingest changed the gallery");
     let check = run_json(&["check", "--json", "--deep"], &data);
     assert_eq!(
         check["inconsistencies"].as_array().unwrap().len(),

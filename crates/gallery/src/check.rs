@@ -21,6 +21,9 @@ pub struct Inconsistency {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CheckReport {
+    /// What opening the gallery for this check finished after an interruption (not
+    /// inconsistencies: the designed recovery path).
+    pub recovery: crate::gallery::Recovery,
     pub faces_checked: u64,
     pub blobs_checked: u64,
     pub inconsistencies: Vec<Inconsistency>,
@@ -46,7 +49,10 @@ pub struct CheckOptions {
 
 impl Gallery {
     pub fn check(&self, opts: CheckOptions) -> Result<CheckReport> {
-        let mut rep = CheckReport::default();
+        let mut rep = CheckReport {
+            recovery: self.recovery(),
+            ..Default::default()
+        };
         let push = |rep: &mut CheckReport, kind, detail: String, repaired| {
             rep.inconsistencies.push(Inconsistency {
                 kind,

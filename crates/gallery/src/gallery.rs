@@ -264,6 +264,17 @@ pub struct Gallery {
     /// Serialises mutations inside this process (one writer).
     write: Mutex<()>,
     _lock: Option<File>,
+    recovery: Mutex<Recovery>,
+}
+
+/// Work an interrupted process left and a writable open finished.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Recovery {
+    /// Blobs written for faces whose transaction never committed.
+    pub uncommitted_blobs_removed: usize,
+    /// Blobs of committed deletions that were not yet unlinked.
+    pub deleted_blobs_unlinked: usize,
+    pub staging_files_removed: usize,
 }
 
 pub fn now() -> i64 {
@@ -291,6 +302,9 @@ pub(crate) fn blob_to_vector(b: &[u8]) -> Option<Vec<f32>> {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Candidates re-scored exactly per search when the index stores quantised vectors.
+const RERANK_CANDIDATES: usize = 40;
 
 /// Selective filters (at most this many matching faces) are answered by an exact scan.
 const EXACT_SCAN_MAX: usize = 20_000;
@@ -362,9 +376,11 @@ impl Gallery {
             params,
             write: Mutex::new(()),
             _lock: lock_file,
+            recovery: Mutex::new(Recovery::default()),
         };
         if access == Access::ReadWrite {
-            g.recover().context("recovering unfinished work")?;
+            let r = g.recover().context("recovering unfinished work")?;
+            *lock(&g.recovery) = r;
         }
         Ok(g)
     }
@@ -386,11 +402,14 @@ impl Gallery {
 
     /// Finishes what a crash interrupted: blobs of uncommitted writes, unlinks of committed
     /// deletions, staging files, superseded index files.
-    fn recover(&self) -> Result<()> {
+    fn recover(&self) -> Result<Recovery> {
         let _w = lock(&self.write);
+        let mut r = Recovery::default();
         if let Ok(rd) = fs::read_dir(self.dir.join("tmp")) {
             for e in rd.flatten() {
-                let _ = fs::remove_file(e.path());
+                if fs::remove_file(e.path()).is_ok() {
+                    r.staging_files_removed += 1;
+                }
             }
         }
         let conn = lock(&self.conn);
@@ -400,15 +419,30 @@ impl Gallery {
                 .query_map([], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             for sha in shas {
-                if !blob_referenced(&conn, &sha)? && crate::blobs::is_sha256_hex(&sha) {
-                    self.blobs.remove(&sha)?;
+                if !blob_referenced(&conn, &sha)?
+                    && crate::blobs::is_sha256_hex(&sha)
+                    && self.blobs.remove(&sha)?
+                {
+                    if table == "pending_blob" {
+                        r.uncommitted_blobs_removed += 1;
+                    } else {
+                        r.deleted_blobs_unlinked += 1;
+                    }
                 }
                 conn.execute(&format!("DELETE FROM {table} WHERE sha = ?1"), [&sha])?;
             }
         }
         drop(conn);
         self.remove_stale_index_files()?;
-        Ok(())
+        if r != Recovery::default() {
+            tracing::info!("recovered unfinished work: {r:?}");
+        }
+        Ok(r)
+    }
+
+    /// What opening for writing had to finish after an interruption.
+    pub fn recovery(&self) -> Recovery {
+        lock(&self.recovery).clone()
     }
 
     fn remove_stale_index_files(&self) -> Result<()> {
@@ -1263,11 +1297,18 @@ impl Gallery {
             );
         }
         let k = q.k.clamp(1, 10_000);
+        // Quantised index storage ranks approximately: take more candidates and let the exact
+        // re-score below (f32 vectors from SQLite) pick the final k.
+        let want = if self.params.storage == crate::index::Storage::F32 {
+            k
+        } else {
+            k.max(RERANK_CANDIDATES)
+        };
         let t0 = std::time::Instant::now();
         let mut trace = SearchTrace::default();
         let cands: Vec<Neighbour> = if filter.is_empty() {
             trace.path = "hnsw";
-            state.index.search(q.vector, k)?
+            state.index.search(q.vector, want)?
         } else {
             let attrs = state.attrs.read().unwrap_or_else(|e| e.into_inner());
             let compiled = attrs.compile(&filter);
@@ -1285,37 +1326,44 @@ impl Gallery {
             if !over {
                 trace.path = "exact_filtered";
                 trace.filter_matches = Some(matching.len());
-                state.index.exact_among(q.vector, &matching, k)?
+                state.index.exact_among(q.vector, &matching, want)?
             } else {
                 trace.path = "hnsw_filtered";
                 let accept = |id: u64| attrs.faces.get(&id).is_some_and(|a| compiled.accepts(a));
-                state.index.search_filtered(q.vector, k, &accept)?
+                state.index.search_filtered(q.vector, want, &accept)?
             }
         };
         trace.candidates = cands.len();
         trace.index_ms = t0.elapsed().as_secs_f64() * 1e3;
         let t1 = std::time::Instant::now();
-        let cands: Vec<Neighbour> = cands
-            .into_iter()
+        // Exact re-score from the stored f32 vectors (the authoritative copy), then the top k
+        // are joined with their provenance, the filter applied once more in SQL.
+        let ids: Vec<i64> = cands.iter().map(|n| n.id as i64).collect();
+        let vectors = self.vectors(&ids)?;
+        let mut scored: Vec<Neighbour> = cands
+            .iter()
+            .filter_map(|n| {
+                let v = vectors.get(&(n.id as i64))?;
+                Some(Neighbour {
+                    id: n.id,
+                    score: visage_core::dot(q.vector, v),
+                })
+            })
             .filter(|n| q.threshold.is_none_or(|t| n.score >= t))
             .collect();
-        let ids: Vec<i64> = cands.iter().map(|n| n.id as i64).collect();
+        crate::index::top_k(&mut scored, k);
+        let ids: Vec<i64> = scored.iter().map(|n| n.id as i64).collect();
         let records = self.face_records(&ids, Some(&filter), Some(q.collection_id))?;
         let mut by_id: HashMap<i64, FaceRecord> = records.into_iter().map(|r| (r.id, r)).collect();
-        // Exact re-score from the stored f32 vectors (the authoritative copy).
-        let vectors = self.vectors(&ids)?;
-        let mut hits: Vec<Hit> = Vec::with_capacity(cands.len());
-        for n in cands {
-            let id = n.id as i64;
-            let (Some(face), Some(v)) = (by_id.remove(&id), vectors.get(&id)) else {
-                continue;
-            };
-            let score = visage_core::dot(q.vector, v);
-            if q.threshold.is_none_or(|t| score >= t) {
-                hits.push(Hit { score, face });
-            }
-        }
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.face.id.cmp(&b.face.id)));
+        let hits: Vec<Hit> = scored
+            .into_iter()
+            .filter_map(|n| {
+                Some(Hit {
+                    score: n.score,
+                    face: by_id.remove(&(n.id as i64))?,
+                })
+            })
+            .collect();
         trace.join_ms = t1.elapsed().as_secs_f64() * 1e3;
         Ok((hits, trace))
     }
@@ -1481,6 +1529,24 @@ impl Gallery {
     /// Bytes of a stored blob (crop or thumbnail).
     pub fn blob(&self, sha: &str) -> Result<Vec<u8>> {
         self.blobs.get(sha)
+    }
+
+    /// Every face vector of a collection with its subject (benchmarks on real embeddings).
+    pub fn labelled_vectors(&self, collection_id: i64) -> Result<Vec<(Option<i64>, Vec<f32>)>> {
+        let conn = lock(&self.conn);
+        let mut st = conn
+            .prepare("SELECT subject_id, vector FROM face WHERE collection_id = ?1 ORDER BY id")?;
+        let rows = st.query_map([collection_id], |r| {
+            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (s, b) = r?;
+            if let Some(v) = blob_to_vector(&b) {
+                out.push((s, v));
+            }
+        }
+        Ok(out)
     }
 
     /// Faces in one collection.

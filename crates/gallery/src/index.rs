@@ -70,22 +70,45 @@ pub fn top_k(v: &mut Vec<Neighbour>, k: usize) {
     v.truncate(k);
 }
 
-/// HNSW parameters of the embedded index.
+/// How the index stores vectors. Below f32, scores from the index are approximate and callers
+/// re-score candidates exactly from the f32 copy (SQLite in the gallery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    F32,
+    F16,
+    I8,
+}
+
+impl std::str::FromStr for Storage {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Storage> {
+        match s {
+            "f32" => Ok(Storage::F32),
+            "f16" => Ok(Storage::F16),
+            "i8" => Ok(Storage::I8),
+            _ => bail!("unknown vector storage {s:?} (f32, f16, i8)"),
+        }
+    }
+}
+
+/// HNSW parameters of the embedded index (chosen with `visage bench index`; see
+/// docs/BENCHMARKS.md).
 #[derive(Debug, Clone, Copy)]
 pub struct HnswParams {
     pub connectivity: usize,
     pub expansion_add: usize,
     pub expansion_search: usize,
+    pub storage: Storage,
 }
 
 impl Default for HnswParams {
     fn default() -> Self {
-        // Measured with `visage bench index` (docs/BENCHMARKS.md): recall@10 >= 0.99 at
-        // 1M x 128 with these settings.
         HnswParams {
             connectivity: 16,
             expansion_add: 128,
             expansion_search: 128,
+            storage: Storage::F32,
         }
     }
 }
@@ -111,14 +134,20 @@ pub struct UsearchIndex {
 /// Concurrent callers usearch is prepared for (each needs a reserved thread context; one
 /// more fails with "Reserve capacity ahead of insertions!").
 fn thread_slots() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).max(64)
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .max(64)
 }
 
 fn options(dim: usize, p: &HnswParams) -> IndexOptions {
     IndexOptions {
         dimensions: dim,
         metric: MetricKind::IP,
-        quantization: ScalarKind::F32,
+        quantization: match p.storage {
+            Storage::F32 => ScalarKind::F32,
+            Storage::F16 => ScalarKind::F16,
+            Storage::I8 => ScalarKind::I8,
+        },
         connectivity: p.connectivity,
         expansion_add: p.expansion_add,
         expansion_search: p.expansion_search,
@@ -136,7 +165,9 @@ impl UsearchIndex {
             bail!("vector index: dimension must be positive");
         }
         let index = Index::new(&options(dim, params)).map_err(err)?;
-        index.reserve_capacity_and_threads(1024, thread_slots()).map_err(err)?;
+        index
+            .reserve_capacity_and_threads(1024, thread_slots())
+            .map_err(err)?;
         Ok(UsearchIndex {
             index,
             dim,
@@ -157,12 +188,16 @@ impl UsearchIndex {
                 dim
             );
         }
-        let index = Index::new(&options(dim, params)).map_err(err)?;
+        let mut opts = options(dim, params);
+        opts.quantization = meta.quantization;
+        let index = Index::new(&opts).map_err(err)?;
         index.load(p).map_err(err)?;
         index.change_expansion_search(params.expansion_search);
         index.change_expansion_add(params.expansion_add);
         let cap = index.capacity().max(index.size() + 1024);
-        index.reserve_capacity_and_threads(cap, thread_slots()).map_err(err)?;
+        index
+            .reserve_capacity_and_threads(cap, thread_slots())
+            .map_err(err)?;
         Ok(UsearchIndex {
             index,
             dim,
@@ -203,7 +238,9 @@ impl UsearchIndex {
         let n = need();
         if n > self.index.capacity() {
             let cap = n.max(self.index.capacity() * 2).max(1024);
-            self.index.reserve_capacity_and_threads(cap, thread_slots()).map_err(err)?;
+            self.index
+                .reserve_capacity_and_threads(cap, thread_slots())
+                .map_err(err)?;
         }
         Ok(())
     }
@@ -287,10 +324,7 @@ impl VectorIndex for UsearchIndex {
             return Ok(Vec::new());
         }
         let _r = self.grow.read().unwrap_or_else(|e| e.into_inner());
-        let m = self
-            .index
-            .filtered_search(query, k, accept)
-            .map_err(err)?;
+        let m = self.index.filtered_search(query, k, accept).map_err(err)?;
         Ok(Self::matches(m))
     }
 
