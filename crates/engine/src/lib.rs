@@ -5,6 +5,7 @@ pub mod encode;
 pub mod files;
 pub mod ingest;
 pub mod search;
+pub mod sources;
 
 pub use ingest::{ingest_paths, IngestOptions, IngestReport};
 pub use search::{search_image, ProbeFace, SearchOptions, SearchResult};
