@@ -682,7 +682,10 @@ pub fn run(opts: &IndexBenchOptions, progress: impl Fn(&str)) -> Result<IndexBen
     ));
 
     Ok(IndexBenchReport {
-        index: "usearch-hnsw-f32-ip".into(),
+        index: format!(
+            "usearch-hnsw-ip-{}",
+            serde_json::to_value(p.storage)?.as_str().unwrap_or("?")
+        ),
         n,
         dim,
         identities: data.identities(),

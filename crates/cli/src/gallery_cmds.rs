@@ -1,7 +1,9 @@
 //! Gallery commands: ingest, search, faces, stats, check.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -13,7 +15,8 @@ use crate::PackArg;
 
 #[derive(Args)]
 pub struct IngestArgs {
-    /// Image files or folders (recursive; links are not followed).
+    /// Image files, folders (recursive; links are not followed), tar/tar.gz/zip archives,
+    /// WARC/WARC.gz web archives, JSONL/CSV manifests.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// Collection to fill (created on first use, pinned to the pack).
@@ -45,9 +48,9 @@ pub struct IngestArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Write every failed input as one JSON line to this file.
+    /// Write every failed item and every rejected face as one JSON line to this file.
     #[arg(long, value_name = "FILE")]
-    pub failures: Option<PathBuf>,
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -173,9 +176,14 @@ pub fn ingest(home: &Home, inf: &InferenceOptions, dir: &Path, a: IngestArgs) ->
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "files".into())
     });
+    let kind = if a.paths.iter().all(|p| p.is_dir()) {
+        "directory"
+    } else {
+        "files"
+    };
     let source = NewSource {
         name,
-        kind: "directory".into(),
+        kind: kind.into(),
         uri: Some(
             a.paths
                 .iter()
@@ -191,57 +199,132 @@ pub fn ingest(home: &Home, inf: &InferenceOptions, dir: &Path, a: IngestArgs) ->
     opts.subject_from_parent = a.subject_from_parent;
     opts.keep_originals = a.keep_originals;
     opts.chunk = a.chunk.max(1);
+    opts.report = a.report.clone();
+    // Ctrl-C: stop taking new items, finish and save what is in flight, exit 130.
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let _ = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: finishing the images in flight (Ctrl-C again to abort)");
+    });
+    let bar = if std::io::stderr().is_terminal() && !a.json {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} images, {msg} ({per_sec}, ETA {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
     let last = std::sync::Mutex::new(std::time::Instant::now());
     let t0 = std::time::Instant::now();
-    let report = visage_engine::ingest_paths(&gallery, &pool, &a.paths, &opts, &|p| {
+    let report = visage_engine::ingest_paths(&gallery, &pool, &a.paths, &opts, &STOP, &|p| {
+        if let Some(b) = &bar {
+            if let Some(t) = p.total {
+                b.set_length(t);
+            }
+            b.set_position(p.done);
+            b.set_message(format!("{} faces", p.faces));
+            return;
+        }
         let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
-        if l.elapsed().as_secs_f64() >= 2.0 || p.done == p.total {
+        if l.elapsed().as_secs_f64() >= 5.0 {
             *l = std::time::Instant::now();
             let rate = p.done as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-            let eta = (p.total - p.done) as f64 / rate.max(1e-9);
+            let of = p.total.map(|t| format!("/{t}")).unwrap_or_default();
+            let eta = p
+                .total
+                .map(|t| {
+                    format!(
+                        ", ETA {:.0} s",
+                        t.saturating_sub(p.done) as f64 / rate.max(1e-9)
+                    )
+                })
+                .unwrap_or_default();
             eprintln!(
-                "ingest: {}/{} images, {} faces, {rate:.1} images/s, ETA {eta:.0} s",
-                p.done, p.total, p.faces
+                "ingest: {}{of} images, {} faces, {rate:.1} images/s{eta}",
+                p.done, p.faces
             );
         }
     })?;
-    if let Some(f) = &a.failures {
-        let mut text = String::new();
-        for x in &report.failures {
-            text.push_str(&serde_json::to_string(x)?);
-            text.push('\n');
-        }
-        std::fs::write(f, text).with_context(|| format!("writing {}", f.display()))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for x in report.failures.iter().take(20) {
-            eprintln!("{}: {} [{}]", x.path.display(), x.message, x.code);
+            eprintln!("{}: {} [{}]", x.location, x.message, x.code);
         }
-        if report.failures.len() > 20 {
-            eprintln!("... {} more failures", report.failures.len() - 20);
+        if report.counts.errors > 20 {
+            eprintln!(
+                "... {} more failures{}",
+                report.counts.errors - 20,
+                if opts.report.is_some() {
+                    " (all in the report)"
+                } else {
+                    " (use --report FILE)"
+                }
+            );
         }
-        let rejected: u64 = report.faces_rejected.values().sum();
+        let c = &report.counts;
+        let rejected: u64 = c.faces_rejected.values().sum();
         println!(
-            "{} images seen: {} indexed, {} already in the collection, {} failed; {} faces indexed, \
-             {rejected} rejected {:?}; {:.1} s ({:.1} images/s, {:.1} faces/s)",
-            report.images_seen,
-            report.images_indexed,
-            report.images_skipped_known,
-            report.errors,
-            report.faces_indexed,
-            report.faces_rejected,
+            "job {} {}: {} images seen: {} indexed, {} already in the collection, {} failed; \
+             {} faces indexed, {rejected} rejected {:?}; {:.1} s ({:.1} images/s, {:.1} faces/s{})",
+            report.job_id,
+            report.status,
+            c.images_seen,
+            c.images_indexed,
+            c.images_skipped_known,
+            c.errors,
+            c.faces_indexed,
+            c.faces_rejected,
             report.elapsed_s,
             report.images_per_s,
-            report.faces_per_s
+            report.faces_per_s,
+            report
+                .cpu_percent
+                .map(|p| format!(", CPU {p:.0}%"))
+                .unwrap_or_default()
         );
     }
-    Ok(if report.errors == 0 {
+    Ok(if report.status == "interrupted" {
+        ExitCode::from(130)
+    } else if report.counts.errors == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
     })
+}
+
+pub fn jobs(dir: &Path, limit: usize, json: bool) -> Result<ExitCode> {
+    let g = open(dir, Access::ReadOnly)?;
+    let jobs = g.jobs(limit)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for j in &jobs {
+        let c = &j.counts;
+        println!(
+            "{}\t{}\t{}\t{}\t{} seen, {} indexed, {} faces, {} errors\t{}",
+            j.id,
+            j.kind,
+            j.status,
+            j.collection.as_deref().unwrap_or("-"),
+            c["images_seen"],
+            c["images_indexed"],
+            c["faces_indexed"],
+            c["errors"],
+            j.args["inputs"]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn search(home: &Home, inf: &InferenceOptions, dir: &Path, a: SearchArgs) -> Result<ExitCode> {
@@ -381,7 +464,36 @@ pub fn faces(dir: &Path, cmd: FacesCmd) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                let subject = r.subject.as_ref().map(|s| s.label.as_str()).unwrap_or("-");
+                println!(
+                    "face {} in collection {} (pack {})",
+                    r.id, r.collection, r.pack
+                );
+                println!("  subject: {subject}");
+                println!("  box: {:?}, detector score {:.3}", r.bbox, r.det_score);
+                println!(
+                    "  image: {} ({}x{})",
+                    r.image.uri.as_deref().unwrap_or("-"),
+                    r.image.width,
+                    r.image.height
+                );
+                println!("  page: {}", r.image.page_uri.as_deref().unwrap_or("-"));
+                println!(
+                    "  jurisdiction: {} ({})",
+                    r.image.jurisdiction.as_deref().unwrap_or("-"),
+                    r.image.jurisdiction_method.as_deref().unwrap_or("-")
+                );
+                println!(
+                    "  source: {} ({}), legal basis: {}",
+                    r.source.name,
+                    r.source.kind,
+                    r.image
+                        .legal_basis
+                        .as_deref()
+                        .or(r.source.legal_basis.as_deref())
+                        .unwrap_or("not recorded")
+                );
+                println!("  crop {}, thumbnail {}", r.crop_sha, r.thumb_sha);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -48,8 +48,15 @@ enum Cmd {
     Embed(EmbedArgs),
     /// Compare the main face of two images (1:1).
     Verify(VerifyArgs),
-    /// Fill the gallery from image files and folders (minimal ingest).
+    /// Fill the gallery from folders, archives, manifests and web archives; resumable.
     Ingest(gallery_cmds::IngestArgs),
+    /// Ingest jobs with their status and counts, newest first.
+    Jobs {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Search the gallery with the faces of a probe photo.
     Search(gallery_cmds::SearchArgs),
     /// List, show and delete stored faces.
@@ -283,6 +290,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Embed(a) => embed(&home, &inference, a),
         Cmd::Verify(a) => verify(&home, &inference, a),
         Cmd::Ingest(a) => gallery_cmds::ingest(&home, &inference, &cli.data_dir, a),
+        Cmd::Jobs { limit, json } => gallery_cmds::jobs(&cli.data_dir, limit, json),
         Cmd::Search(a) => gallery_cmds::search(&home, &inference, &cli.data_dir, a),
         Cmd::Faces(f) => gallery_cmds::faces(&cli.data_dir, f),
         Cmd::Stats { json } => gallery_cmds::stats(&cli.data_dir, json),

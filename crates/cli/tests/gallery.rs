@@ -2,41 +2,11 @@
 //! ingest), real deletion, and jurisdiction filtering.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+
+mod common;
+use common::*;
 use std::time::{Duration, Instant};
-
-fn visage() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_visage"))
-}
-
-fn lfw() -> Option<PathBuf> {
-    let p =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/lfw/lfw-deepfunneled");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("skipping: ../shared/data/lfw not found");
-        None
-    }
-}
-
-fn installed(pack: &str) -> bool {
-    let ok = visage()
-        .args(["models", "verify", pack])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var("VISAGE_REQUIRE_MODELS")
-                .map(|v| v != "1")
-                .unwrap_or(true),
-            "pack {pack} must be installed (VISAGE_REQUIRE_MODELS=1)"
-        );
-        eprintln!("skipping: pack {pack} not installed; run scripts/setup.sh");
-    }
-    ok
-}
 
 /// Copies photos `range` of each person into `dest/<person>/`.
 fn copy_people(
@@ -62,26 +32,6 @@ fn copy_people(
     out
 }
 
-fn run_json(args: &[&str], data: &Path) -> serde_json::Value {
-    let out = visage()
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "visage {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "visage {args:?}: bad JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
 fn ingest(dir: &Path, data: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
         "ingest",
@@ -92,19 +42,6 @@ fn ingest(dir: &Path, data: &Path, extra: &[&str]) -> serde_json::Value {
     ];
     args.extend_from_slice(extra);
     run_json(&args, data)
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

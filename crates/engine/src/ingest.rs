@@ -1,32 +1,42 @@
-//! Minimal folder ingest: walk, hash, skip what is done, decode, detect, quality-gate, align,
-//! embed, and write each chunk of images atomically. (The full ingest with archives, manifests,
-//! WARC, video and a staged pipeline is issue 3.)
+//! Ingest: items from folders, archives, manifests and web archives flow through
+//! hash -> skip known -> decode -> detect -> quality gate -> align -> embed (on every core, one
+//! pipeline per worker) -> writer thread (atomic batches, periodic index saves). Stages overlap
+//! through bounded queues, so memory stays bounded whatever the input size.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use visage_gallery::{Gallery, NewFace, NewImage, NewSource};
 use visage_vision::{AnalyzeOptions, DecodeLimits, FacePipeline, PipelinePool};
 
 use crate::encode;
+use crate::sources::{self, ItemError, ItemMeta, ItemResult, ReadLimits, SourceItem};
 
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
     pub collection: String,
     pub source: NewSource,
-    /// Label faces with the name of the folder holding the photo (LFW-style galleries).
+    /// Label faces with the name of the folder holding the photo (LFW-style galleries);
+    /// a manifest's `subject` column takes precedence.
     pub subject_from_parent: bool,
     /// Keep a copy of every original photo in the blob store.
     pub keep_originals: bool,
-    /// Images analysed and then written per atomic step.
+    /// Most images per atomic write.
     pub chunk: usize,
     /// Save the vector index after this many new faces (bounds catch-up after a crash).
     pub flush_every_faces: usize,
     pub analyze: AnalyzeOptions,
     pub limits: DecodeLimits,
+    pub read: ReadLimits,
+    /// Write one JSON line per failed item and per rejected face here.
+    pub report: Option<PathBuf>,
 }
 
 impl IngestOptions {
@@ -40,6 +50,8 @@ impl IngestOptions {
             flush_every_faces: 20_000,
             analyze: AnalyzeOptions::default(),
             limits: DecodeLimits::default(),
+            read: ReadLimits::default(),
+            report: None,
         }
     }
 }
@@ -47,15 +59,23 @@ impl IngestOptions {
 /// An input that was not indexed, with a stable reason code.
 #[derive(Debug, Clone, Serialize)]
 pub struct ItemFailure {
-    pub path: PathBuf,
+    pub location: String,
     pub code: String,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct IngestReport {
-    pub collection: String,
-    pub source: String,
+impl From<ItemError> for ItemFailure {
+    fn from(e: ItemError) -> Self {
+        ItemFailure {
+            location: e.location,
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct IngestCounts {
     pub images_seen: u64,
     pub images_indexed: u64,
     /// Already in the collection (content hash), from an earlier run or earlier in this one.
@@ -64,42 +84,63 @@ pub struct IngestReport {
     pub faces_indexed: u64,
     pub faces_rejected: BTreeMap<String, u64>,
     pub errors: u64,
+    pub errors_by_code: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IngestReport {
+    pub job_id: i64,
+    pub collection: String,
+    pub source: String,
+    /// completed, or interrupted (stopped on request; re-run to finish).
+    pub status: String,
+    #[serde(flatten)]
+    pub counts: IngestCounts,
+    /// The first failures (all of them are in the JSONL report when one was asked for).
     pub failures: Vec<ItemFailure>,
     pub elapsed_s: f64,
     pub images_per_s: f64,
     pub faces_per_s: f64,
+    /// CPU time of this process / wall time (200% = both cores of a 2-core machine busy).
+    pub cpu_percent: Option<f64>,
 }
 
-/// Progress after each chunk.
+/// Progress, reported after every write.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
     pub done: u64,
-    pub total: u64,
+    /// Known when every input is a plain file or folder.
+    pub total: Option<u64>,
     pub faces: u64,
 }
 
+/// Failures kept in the report in memory (the JSONL report has all of them).
+const FAILURES_KEPT: usize = 1000;
+
 enum Prepared {
     Known,
-    Image(Box<NewImage>, Vec<String>),
+    Failed(ItemFailure),
+    /// The image, its rejected faces (index, reason codes), its location, its subject label.
+    Image(
+        Box<NewImage>,
+        Vec<(usize, Vec<String>)>,
+        String,
+        Option<String>,
+    ),
 }
 
-fn fail(path: &Path, code: &str, message: impl ToString) -> ItemFailure {
-    ItemFailure {
-        path: path.to_path_buf(),
-        code: code.into(),
-        message: message.to_string(),
-    }
-}
-
-/// Ingests `paths` (files and folders, recursively, links not followed) into the gallery.
+/// Ingests `inputs` into the gallery. `stop` ends the run early (finishing what is in flight);
+/// everything written stays consistent and a re-run continues where this one stopped.
 pub fn ingest_paths(
     gallery: &Gallery,
     pool: &PipelinePool,
-    paths: &[PathBuf],
+    inputs: &[PathBuf],
     opts: &IngestOptions,
+    stop: &AtomicBool,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<IngestReport> {
     let t0 = Instant::now();
+    let cpu0 = cpu_seconds();
     let pipeline = pool.first();
     let pack = pipeline.pack_id();
     let dim = embedding_dim(pipeline)?;
@@ -108,86 +149,314 @@ pub fn ingest_paths(
         bail!("the source needs a name");
     }
     let source = gallery.ensure_source(coll.id, &opts.source)?;
-    let listing = crate::files::collect(paths);
-    let mut rep = IngestReport {
-        collection: coll.name.clone(),
-        source: source.name.clone(),
-        ..Default::default()
+    let args = serde_json::json!({
+        "inputs": inputs,
+        "collection": opts.collection,
+        "source": opts.source.name,
+        "subject_from_parent": opts.subject_from_parent,
+    });
+    let job_id = gallery.start_job("ingest", Some(&coll.name), &args)?;
+    let mut report_file = match &opts.report {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
     };
-    for (p, why) in &listing.skipped {
-        rep.errors += 1;
-        rep.failures.push(fail(p, "skipped", why));
-    }
-    let total = listing.files.len() as u64;
-    let mut since_flush = 0usize;
-    for chunk in listing.files.chunks(opts.chunk.max(1)) {
-        let prepared = pool.map(
-            chunk,
-            |p, path| prepare(gallery, p, path, coll.id, source.id, &source, opts),
-            |_| {},
-        );
-        let mut batch: Vec<NewImage> = Vec::new();
-        for r in prepared {
-            rep.images_seen += 1;
-            match r {
-                Err(f) => {
-                    rep.errors += 1;
-                    rep.failures.push(f);
+
+    let (items, total) = item_stream(inputs, &opts.read);
+    let items = Mutex::new(items);
+    let counts = Mutex::new(IngestCounts::default());
+    let mut failures: Vec<ItemFailure> = Vec::new();
+    let workers = pool.workers.len();
+    let (tx, rx) = sync_channel::<Prepared>(workers * 4);
+    let result: Result<()> = std::thread::scope(|s| {
+        for p in &pool.workers {
+            let (tx, items) = (tx.clone(), &items);
+            let (coll_id, src) = (coll.id, &source);
+            s.spawn(move || loop {
+                if stop.load(Ordering::Relaxed) {
+                    break;
                 }
-                Ok(Prepared::Known) => rep.images_skipped_known += 1,
-                Ok(Prepared::Image(img, rejected)) => {
-                    for reason in rejected {
-                        *rep.faces_rejected.entry(reason).or_default() += 1;
+                let next = items.lock().unwrap_or_else(|e| e.into_inner()).next();
+                let Some(item) = next else { break };
+                let out = match item {
+                    Err(e) => Prepared::Failed(e.into()),
+                    Ok(item) => prepare(gallery, p, item, coll_id, src, opts),
+                };
+                if tx.send(out).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        // The writer: this thread.
+        let mut batch: Vec<NewImage> = Vec::new();
+        let mut labels: Vec<Option<String>> = Vec::new();
+        let mut since_flush = 0usize;
+        let mut last_job_update = Instant::now();
+        let mut open = true;
+        while open || !batch.is_empty() {
+            let msg = if open {
+                match rx.recv_timeout(Duration::from_millis(250)) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        open = false;
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            // A partial batch is written when the queue goes quiet (timeout or end), which keeps
+            // latency low for slow sources.
+            let idle = msg.is_none();
+            let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+            match msg {
+                Some(Prepared::Known) => {
+                    c.images_seen += 1;
+                    c.images_skipped_known += 1;
+                }
+                Some(Prepared::Failed(f)) => {
+                    c.images_seen += 1;
+                    c.errors += 1;
+                    *c.errors_by_code.entry(f.code.clone()).or_default() += 1;
+                    if let Some(w) = report_file.as_mut() {
+                        writeln!(
+                            w,
+                            "{}",
+                            serde_json::json!({"kind": "failed", "location": f.location, "code": f.code, "message": f.message})
+                        )?;
+                    }
+                    if failures.len() < FAILURES_KEPT {
+                        failures.push(f);
+                    }
+                }
+                Some(Prepared::Image(img, rejects, location, label)) => {
+                    c.images_seen += 1;
+                    for (i, reasons) in &rejects {
+                        *c.faces_rejected.entry(reasons[0].clone()).or_default() += 1;
+                        if let Some(w) = report_file.as_mut() {
+                            writeln!(
+                                w,
+                                "{}",
+                                serde_json::json!({"kind": "face_rejected", "location": location, "face": i, "reasons": reasons})
+                            )?;
+                        }
                     }
                     batch.push(*img);
+                    labels.push(label);
                 }
+                None => {}
             }
-        }
-        // Subjects are created before the atomic write (a subject row alone is harmless).
-        if opts.subject_from_parent {
-            for img in &mut batch {
-                let label = img
-                    .uri
-                    .as_deref()
-                    .and_then(|u| Path::new(u).parent())
-                    .and_then(|p| p.file_name())
-                    .map(|n| n.to_string_lossy().into_owned());
-                if let (Some(label), false) = (label, img.faces.is_empty()) {
-                    let sid = gallery.ensure_subject(coll.id, &label)?;
-                    for f in &mut img.faces {
-                        f.subject_id = Some(sid);
+            drop(c);
+            let full = batch.len() >= opts.chunk.max(1);
+            if !batch.is_empty() && (full || idle) {
+                assign_subjects(gallery, coll.id, &mut batch, &labels, opts)?;
+                let outcomes = gallery.add_images(&batch)?;
+                let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+                for (img, out) in batch.iter().zip(outcomes) {
+                    if out.duplicate {
+                        c.images_skipped_known += 1;
+                        continue;
                     }
+                    c.images_indexed += 1;
+                    if img.faces.is_empty() {
+                        c.images_without_faces += 1;
+                    }
+                    c.faces_indexed += out.face_ids.len() as u64;
+                    since_flush += out.face_ids.len();
                 }
+                let p = Progress {
+                    done: c.images_seen,
+                    total,
+                    faces: c.faces_indexed,
+                };
+                let snapshot = c.clone();
+                drop(c);
+                batch.clear();
+                labels.clear();
+                if since_flush >= opts.flush_every_faces {
+                    gallery.flush()?;
+                    since_flush = 0;
+                }
+                if last_job_update.elapsed() >= Duration::from_secs(2) {
+                    gallery.update_job(job_id, &serde_json::to_value(&snapshot)?, None, None)?;
+                    last_job_update = Instant::now();
+                }
+                progress(p);
             }
         }
-        let outcomes = gallery.add_images(&batch)?;
-        for (img, out) in batch.iter().zip(outcomes) {
-            if out.duplicate {
-                rep.images_skipped_known += 1;
-                continue;
-            }
-            rep.images_indexed += 1;
-            if img.faces.is_empty() {
-                rep.images_without_faces += 1;
-            }
-            rep.faces_indexed += out.face_ids.len() as u64;
-            since_flush += out.face_ids.len();
-        }
-        if since_flush >= opts.flush_every_faces {
-            gallery.flush()?;
-            since_flush = 0;
-        }
-        progress(Progress {
-            done: rep.images_seen,
-            total,
-            faces: rep.faces_indexed,
-        });
+        Ok(())
+    });
+    let stopped = stop.load(Ordering::Relaxed);
+    let counts = counts.into_inner().unwrap_or_else(|e| e.into_inner());
+    let status = match (&result, stopped) {
+        (Err(_), _) => "failed",
+        (Ok(()), true) => "interrupted",
+        (Ok(()), false) => "completed",
+    };
+    let flushed = gallery.flush();
+    let err = result.as_ref().err().map(|e| format!("{e:#}"));
+    gallery.update_job(
+        job_id,
+        &serde_json::to_value(&counts)?,
+        Some(status),
+        err.as_deref(),
+    )?;
+    result?;
+    flushed?;
+    if let Some(mut w) = report_file {
+        w.flush()?;
     }
-    gallery.flush()?;
-    rep.elapsed_s = t0.elapsed().as_secs_f64();
-    rep.images_per_s = rep.images_seen as f64 / rep.elapsed_s.max(1e-9);
-    rep.faces_per_s = rep.faces_indexed as f64 / rep.elapsed_s.max(1e-9);
-    Ok(rep)
+    let elapsed_s = t0.elapsed().as_secs_f64();
+    Ok(IngestReport {
+        job_id,
+        collection: coll.name.clone(),
+        source: source.name.clone(),
+        status: status.into(),
+        images_per_s: counts.images_seen as f64 / elapsed_s.max(1e-9),
+        faces_per_s: counts.faces_indexed as f64 / elapsed_s.max(1e-9),
+        counts,
+        failures,
+        elapsed_s,
+        cpu_percent: cpu_seconds()
+            .zip(cpu0)
+            .map(|(a, b)| 100.0 * (a - b) / elapsed_s.max(1e-9)),
+    })
+}
+
+fn assign_subjects(
+    gallery: &Gallery,
+    collection_id: i64,
+    batch: &mut [NewImage],
+    labels: &[Option<String>],
+    opts: &IngestOptions,
+) -> Result<()> {
+    for (img, label) in batch.iter_mut().zip(labels) {
+        if img.faces.is_empty() {
+            continue;
+        }
+        let label = label.clone().or_else(|| {
+            if !opts.subject_from_parent {
+                return None;
+            }
+            let uri = img.uri.as_deref()?;
+            let inner = uri.rsplit_once('!').map(|(_, e)| e).unwrap_or(uri);
+            Path::new(inner)
+                .parent()?
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        });
+        if let Some(label) = label {
+            let sid = gallery.ensure_subject(collection_id, &label)?;
+            for f in &mut img.faces {
+                f.subject_id = Some(sid);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// CPU seconds used by this process so far (Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Every item of every input, lazily. Folders are walked (links not followed); files that are
+/// archives or web archives are opened; manifests are read when named directly.
+fn item_stream(
+    inputs: &[PathBuf],
+    read: &ReadLimits,
+) -> (Box<dyn Iterator<Item = ItemResult> + Send>, Option<u64>) {
+    let listing = crate::files::collect(inputs);
+    let named: std::collections::HashSet<PathBuf> = inputs.iter().cloned().collect();
+    let mut total = Some(listing.files.len() as u64 + listing.skipped.len() as u64);
+    let mut kinds = Vec::with_capacity(listing.files.len());
+    for f in &listing.files {
+        // WARC first: a .warc.gz is gzip too.
+        let kind = if sources::warc::is_warc(f) {
+            Kind::Warc
+        } else if sources::archive::is_archive(f) {
+            Kind::Archive
+        } else if named.contains(f) && is_manifest_name(f) {
+            Kind::Manifest
+        } else {
+            Kind::File
+        };
+        if kind != Kind::File {
+            total = None;
+        }
+        kinds.push(kind);
+    }
+    let read = *read;
+    let skipped = listing
+        .skipped
+        .into_iter()
+        .map(|(p, why)| Err(ItemError::new(p.display().to_string(), "skipped", why)));
+    let files = listing
+        .files
+        .into_iter()
+        .zip(kinds)
+        .flat_map(move |(f, kind)| {
+            let loc = f.display().to_string();
+            let opened: Result<Box<dyn Iterator<Item = ItemResult> + Send>> = match kind {
+                Kind::Archive => sources::archive::read_archive(&f, &read),
+                Kind::Warc => sources::warc::read_warc(&f, &read),
+                Kind::Manifest => sources::manifest::read_manifest(&f, &read),
+                Kind::File => Ok(Box::new(std::iter::once(read_file(&f, &read)))),
+            };
+            match opened {
+                Ok(it) => it,
+                Err(e) => Box::new(std::iter::once(Err(ItemError::new(
+                    loc,
+                    "unreadable_container",
+                    format!("{e:#}"),
+                )))) as Box<dyn Iterator<Item = ItemResult> + Send>,
+            }
+        });
+    (Box::new(skipped.chain(files)), total)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    File,
+    Archive,
+    Warc,
+    Manifest,
+}
+
+fn is_manifest_name(p: &Path) -> bool {
+    let n = p
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    n.ends_with(".jsonl") || n.ends_with(".ndjson") || n.ends_with(".csv")
+}
+
+fn read_file(path: &Path, read: &ReadLimits) -> ItemResult {
+    let loc = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| ItemError::new(&loc, "io_error", e))?;
+    if meta.len() > read.max_item_bytes {
+        return Err(ItemError::new(
+            &loc,
+            "too_large",
+            format!("{} bytes (limit {})", meta.len(), read.max_item_bytes),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| ItemError::new(&loc, "io_error", e))?;
+    Ok(SourceItem {
+        location: loc.clone(),
+        bytes,
+        meta: ItemMeta {
+            uri: Some(loc),
+            ..Default::default()
+        },
+    })
 }
 
 /// Embedding dimension of a pipeline's recogniser (one blank crop).
@@ -200,48 +469,61 @@ pub fn embedding_dim(p: &FacePipeline) -> Result<usize> {
 fn prepare(
     gallery: &Gallery,
     p: &FacePipeline,
-    path: &Path,
+    item: SourceItem,
     collection_id: i64,
-    source_id: i64,
     source: &visage_gallery::Source,
     opts: &IngestOptions,
-) -> Result<Prepared, ItemFailure> {
-    let meta = std::fs::metadata(path).map_err(|e| fail(path, "io_error", e))?;
-    if meta.len() > opts.limits.max_bytes {
-        return Err(fail(
-            path,
-            "image_too_large",
-            format!("{} bytes (limit {})", meta.len(), opts.limits.max_bytes),
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|e| fail(path, "io_error", e))?;
-    let sha = visage_gallery::blobs::sha256_hex(&bytes);
+) -> Prepared {
+    let loc = item.location.clone();
+    let fail = |code: &str, m: String| {
+        Prepared::Failed(ItemFailure {
+            location: loc.clone(),
+            code: code.into(),
+            message: m,
+        })
+    };
+    let sha = visage_gallery::blobs::sha256_hex(&item.bytes);
     match gallery.image_by_sha(collection_id, &sha) {
-        Ok(Some(_)) => return Ok(Prepared::Known),
+        Ok(Some(_)) => return Prepared::Known,
         Ok(None) => {}
-        Err(e) => return Err(fail(path, "gallery_error", format!("{e:#}"))),
+        Err(e) => return fail("gallery_error", format!("{e:#}")),
     }
-    let img =
-        visage_vision::decode_bytes(&bytes, &opts.limits).map_err(|e| fail(path, e.code(), &e))?;
-    let faces = p
-        .analyze(&img.rgb, &opts.analyze)
-        .map_err(|e| fail(path, e.code(), &e))?;
+    let jurisdiction = match &item.meta.jurisdiction {
+        Some(j) => match visage_gallery::normalize_jurisdiction(j) {
+            Ok(j) => Some((j, "declared_item")),
+            Err(e) => return fail("bad_jurisdiction", format!("{e:#}")),
+        },
+        None => source.jurisdiction.clone().map(|j| (j, "declared_source")),
+    };
+    let img = match visage_vision::decode_bytes(&item.bytes, &opts.limits) {
+        Ok(i) => i,
+        Err(e) => return fail(e.code(), e.to_string()),
+    };
+    let faces = match p.analyze(&img.rgb, &opts.analyze) {
+        Ok(f) => f,
+        Err(e) => return fail(e.code(), e.to_string()),
+    };
     let mut rejected = Vec::new();
     let mut out = Vec::new();
-    for f in faces {
+    for (i, f) in faces.into_iter().enumerate() {
         let Some(emb) = f.embedding else {
-            let reason = f
+            let mut reasons: Vec<String> = f
                 .quality
                 .reasons
-                .first()
-                .map(|r| r.code())
-                .unwrap_or("not_embedded");
-            rejected.push(reason.to_string());
+                .iter()
+                .map(|r| r.code().to_string())
+                .collect();
+            if reasons.is_empty() {
+                reasons.push("not_embedded".into());
+            }
+            rejected.push((i, reasons));
             continue;
         };
         let b = &f.detection.bbox;
-        let crop = encode::png(&f.crop).map_err(|e| fail(path, "encode_error", e))?;
-        let thumb = encode::thumbnail(&img.rgb, b).map_err(|e| fail(path, "encode_error", e))?;
+        let (crop, thumb) = match (encode::png(&f.crop), encode::thumbnail(&img.rgb, b)) {
+            (Ok(c), Ok(t)) => (c, t),
+            (Err(e), _) | (_, Err(e)) => return fail("encode_error", format!("{e:#}")),
+        };
         out.push(NewFace {
             bbox: [b.x1, b.y1, b.x2, b.y2],
             landmarks: f.detection.landmarks,
@@ -253,27 +535,29 @@ fn prepare(
             subject_id: None,
         });
     }
-    let n_rejected = rejected.len() as u32;
-    Ok(Prepared::Image(
+    let m = item.meta;
+    Prepared::Image(
         Box::new(NewImage {
             collection_id,
-            source_id,
+            source_id: source.id,
             sha256: sha,
-            uri: Some(path.to_string_lossy().into_owned()),
-            page_uri: None,
-            captured_at: None,
+            uri: m.uri.or_else(|| Some(loc.clone())),
+            page_uri: m.page_uri,
+            captured_at: m.captured_at,
             gps: None,
-            jurisdiction: source.jurisdiction.clone(),
-            jurisdiction_method: source
-                .jurisdiction
-                .as_ref()
-                .map(|_| "declared_source".into()),
+            jurisdiction: jurisdiction.as_ref().map(|j| j.0.clone()),
+            jurisdiction_method: jurisdiction.map(|j| j.1.to_string()),
             width: img.source_width,
             height: img.source_height,
-            faces_rejected: n_rejected,
-            original: opts.keep_originals.then_some(bytes),
+            faces_rejected: rejected.len() as u32,
+            original: opts.keep_originals.then_some(item.bytes),
             faces: out,
+            external_id: m.external_id,
+            licence: m.licence,
+            legal_basis: m.legal_basis,
         }),
         rejected,
-    ))
+        loc,
+        m.subject,
+    )
 }

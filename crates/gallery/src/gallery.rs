@@ -93,6 +93,10 @@ pub struct NewImage {
     pub faces_rejected: u32,
     pub original: Option<Vec<u8>>,
     pub faces: Vec<NewFace>,
+    /// Per-item provenance (manifest columns); the source's values apply when absent.
+    pub external_id: Option<String>,
+    pub licence: Option<String>,
+    pub legal_basis: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -141,6 +145,10 @@ pub struct ImageRecord {
     pub width: u32,
     pub height: u32,
     pub ingested_at: i64,
+    pub external_id: Option<String>,
+    /// Item-level licence and legal basis (from a manifest); the source's apply otherwise.
+    pub licence: Option<String>,
+    pub legal_basis: Option<String>,
 }
 
 /// A search match: similarity and the face with its provenance.
@@ -257,6 +265,8 @@ pub(crate) struct CollectionState {
 pub struct Gallery {
     dir: PathBuf,
     pub(crate) conn: Mutex<Connection>,
+    /// `jobs.sqlite`: the job log (absent until the first job in a read-only open).
+    jobs_conn: Mutex<Option<Connection>>,
     pub(crate) blobs: BlobStore,
     states: RwLock<HashMap<i64, Arc<CollectionState>>>,
     access: Access,
@@ -275,6 +285,25 @@ pub struct Recovery {
     /// Blobs of committed deletions that were not yet unlinked.
     pub deleted_blobs_unlinked: usize,
     pub staging_files_removed: usize,
+    /// Jobs left `running` by a process that died, now marked `interrupted`.
+    pub jobs_interrupted: usize,
+}
+
+/// A long-running operation (an ingest) with its persisted status and counts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Job {
+    pub id: i64,
+    pub kind: String,
+    pub collection: Option<String>,
+    pub args: serde_json::Value,
+    /// running, completed, failed, interrupted
+    pub status: String,
+    pub pid: Option<i64>,
+    pub counts: serde_json::Value,
+    pub error: Option<String>,
+    pub started_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
 }
 
 pub fn now() -> i64 {
@@ -367,9 +396,22 @@ impl Gallery {
                 );
             }
         }
+        let jobs_path = dir.join("jobs.sqlite");
+        let jobs_conn = if access == Access::ReadWrite || jobs_path.exists() {
+            let c = Connection::open(&jobs_path)
+                .with_context(|| format!("opening {}", jobs_path.display()))?;
+            schema::configure(&c)?;
+            if access == Access::ReadWrite {
+                c.execute_batch(schema::JOBS_SCHEMA)?;
+            }
+            Some(c)
+        } else {
+            None
+        };
         let g = Gallery {
             dir: dir.to_path_buf(),
             conn: Mutex::new(conn),
+            jobs_conn: Mutex::new(jobs_conn),
             blobs: BlobStore::new(dir.join("blobs"), dir.join("tmp")),
             states: RwLock::new(HashMap::new()),
             access,
@@ -433,6 +475,12 @@ impl Gallery {
             }
         }
         drop(conn);
+        if let Some(j) = lock(&self.jobs_conn).as_ref() {
+            r.jobs_interrupted = j.execute(
+                "UPDATE job SET status = 'interrupted', updated_at = ?1 WHERE status = 'running'",
+                [now()],
+            )?;
+        }
         self.remove_stale_index_files()?;
         if r != Recovery::default() {
             tracing::info!("recovered unfinished work: {r:?}");
@@ -779,8 +827,9 @@ impl Gallery {
                 tx.execute(
                     "INSERT INTO image (collection_id, source_id, sha256, uri, page_uri, \
                      captured_at, gps_lat, gps_lon, jurisdiction, jurisdiction_method, width, \
-                     height, original_blob, faces_rejected, ingested_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                     height, original_blob, faces_rejected, ingested_at, external_id, licence, \
+                     legal_basis) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+                     ?13, ?14, ?15, ?16, ?17, ?18)",
                     params![
                         img.collection_id,
                         img.source_id,
@@ -796,7 +845,10 @@ impl Gallery {
                         img.height,
                         img.original.as_ref().and_then(|_| s.last().cloned()),
                         img.faces_rejected,
-                        t
+                        t,
+                        img.external_id,
+                        img.licence,
+                        img.legal_basis
                     ],
                 )?;
                 let image_id = tx.last_insert_rowid();
@@ -1468,7 +1520,7 @@ impl Gallery {
              i.id, i.sha256, i.uri, i.page_uri, i.captured_at, i.gps_lat, i.gps_lon, \
              i.jurisdiction, i.jurisdiction_method, i.width, i.height, i.ingested_at, \
              s.id, s.collection_id, s.name, s.kind, s.uri, s.legal_basis, s.licence, \
-             s.jurisdiction, s.created_at \
+             s.jurisdiction, s.created_at, i.external_id, i.licence, i.legal_basis \
              FROM face f JOIN image i ON i.id = f.image_id JOIN source s ON s.id = i.source_id \
              JOIN collection c ON c.id = f.collection_id LEFT JOIN subject sj ON sj.id = f.subject_id \
              WHERE f.id IN ({}) AND {w} {coll}",
@@ -1509,6 +1561,9 @@ impl Gallery {
                     width: r.get(22)?,
                     height: r.get(23)?,
                     ingested_at: r.get(24)?,
+                    external_id: r.get(34)?,
+                    licence: r.get(35)?,
+                    legal_basis: r.get(36)?,
                 },
                 source: Source {
                     id: r.get(25)?,
@@ -1547,6 +1602,91 @@ impl Gallery {
             }
         }
         Ok(out)
+    }
+
+    /// Records a new running job; returns its id.
+    pub fn start_job(
+        &self,
+        kind: &str,
+        collection: Option<&str>,
+        args: &serde_json::Value,
+    ) -> Result<i64> {
+        self.require_writable()?;
+        let guard = lock(&self.jobs_conn);
+        let conn = guard.as_ref().ok_or_else(|| anyhow!("no job log"))?;
+        let t = now();
+        conn.execute(
+            "INSERT INTO job (kind, collection, args, status, pid, started_at, updated_at) \
+             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?5)",
+            params![kind, collection, args.to_string(), std::process::id(), t],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Updates a job's counts (and, when `status` is given, ends it).
+    pub fn update_job(
+        &self,
+        id: i64,
+        counts: &serde_json::Value,
+        status: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let guard = lock(&self.jobs_conn);
+        let conn = guard.as_ref().ok_or_else(|| anyhow!("no job log"))?;
+        let t = now();
+        match status {
+            None => conn.execute(
+                "UPDATE job SET counts = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, counts.to_string(), t],
+            )?,
+            Some(st) => conn.execute(
+                "UPDATE job SET counts = ?2, updated_at = ?3, status = ?4, error = ?5, \
+                 finished_at = ?3 WHERE id = ?1",
+                params![id, counts.to_string(), t, st, error],
+            )?,
+        };
+        Ok(())
+    }
+
+    /// Jobs, newest first.
+    pub fn jobs(&self, limit: usize) -> Result<Vec<Job>> {
+        let guard = lock(&self.jobs_conn);
+        let Some(conn) = guard.as_ref() else {
+            return Ok(vec![]);
+        };
+        let mut st = conn.prepare(
+            "SELECT id, kind, collection, args, status, pid, counts, error, started_at, \
+             updated_at, finished_at FROM job ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map([limit as i64], |r| {
+            let args: String = r.get(3)?;
+            let counts: String = r.get(6)?;
+            Ok(Job {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                collection: r.get(2)?,
+                args: serde_json::from_str(&args).unwrap_or(serde_json::Value::Null),
+                status: r.get(4)?,
+                pid: r.get(5)?,
+                counts: serde_json::from_str(&counts).unwrap_or(serde_json::Value::Null),
+                error: r.get(7)?,
+                started_at: r.get(8)?,
+                updated_at: r.get(9)?,
+                finished_at: r.get(10)?,
+            })
+        })?;
+        let mut v: Vec<Job> = rows.collect::<rusqlite::Result<_>>()?;
+        // A read-only view cannot run recovery: a running job whose process is gone is shown
+        // as interrupted.
+        for j in &mut v {
+            if j.status == "running"
+                && j.pid
+                    .is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+            {
+                j.status = "interrupted".into();
+            }
+        }
+        Ok(v)
     }
 
     /// Faces in one collection.

@@ -104,11 +104,12 @@ pub struct HnswParams {
 
 impl Default for HnswParams {
     fn default() -> Self {
+        // 1M x 128 (docs/BENCHMARKS.md): identity recall@1 0.998 at p50 5.7 ms; 797 B/face.
         HnswParams {
-            connectivity: 16,
-            expansion_add: 128,
-            expansion_search: 128,
-            storage: Storage::F32,
+            connectivity: 32,
+            expansion_add: 256,
+            expansion_search: 512,
+            storage: Storage::I8,
         }
     }
 }
@@ -561,7 +562,11 @@ mod tests {
     #[test]
     fn usearch_matches_flat_on_small_data_and_honours_filters() {
         let dim = 32;
-        let hnsw = UsearchIndex::new(dim, &HnswParams::default()).unwrap();
+        let f32_params = HnswParams {
+            storage: Storage::F32,
+            ..Default::default()
+        };
+        let hnsw = UsearchIndex::new(dim, &f32_params).unwrap();
         let flat = FlatIndex::new(dim);
         let vs: Vec<Vec<f32>> = (0..3000).map(|i| unit(i, dim)).collect();
         let items: Vec<(u64, &[f32])> = vs
@@ -590,49 +595,72 @@ mod tests {
     }
 
     #[test]
-    fn removed_vectors_leave_the_saved_file_after_compaction() {
-        let dim = 16;
-        let idx = UsearchIndex::new(dim, &HnswParams::default()).unwrap();
-        let vs: Vec<Vec<f32>> = (0..200).map(|i| unit(i + 7, dim)).collect();
-        let items: Vec<(u64, &[f32])> = vs
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (i as u64 + 1, &v[..]))
-            .collect();
-        idx.add_batch(&items).unwrap();
-        let victim: Vec<u8> = vs[41].iter().flat_map(|f| f.to_le_bytes()).collect();
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.usearch");
-        idx.save(&p).unwrap();
-        let has = |p: &Path| {
-            std::fs::read(p)
-                .unwrap()
-                .windows(victim.len())
-                .any(|w| w == victim.as_slice())
-        };
-        assert!(has(&p), "the vector is in the file before deletion");
-        assert!(idx.remove(42).unwrap());
-        assert!(!idx.contains(42));
-        idx.save(&p).unwrap();
-        assert!(
-            has(&p),
-            "usearch changed: a soft-deleted vector is no longer saved"
-        );
-        idx.purge_removed().unwrap();
-        idx.save(&p).unwrap();
-        assert!(
-            !has(&p),
-            "the deleted vector's bytes are still in the saved index"
-        );
-        assert_eq!(idx.len(), 199);
-        // The freed slot is reused by later insertions.
-        idx.add_batch(&[(500, &vs[0][..])]).unwrap();
-        assert_eq!(idx.len(), 200);
-        let back = UsearchIndex::load(&p, dim, &HnswParams::default()).unwrap();
-        assert_eq!(back.len(), 199);
-        assert!(!back.contains(42) && back.contains(43));
-        let hits = back.search(&vs[41], 3).unwrap();
-        assert!(hits.iter().all(|n| n.id != 42));
+    fn removed_vectors_leave_the_saved_file_after_purge() {
+        for storage in [Storage::F32, Storage::I8] {
+            let dim = 16;
+            let params = HnswParams {
+                storage,
+                ..Default::default()
+            };
+            let idx = UsearchIndex::new(dim, &params).unwrap();
+            let vs: Vec<Vec<f32>> = (0..200).map(|i| unit(i + 7, dim)).collect();
+            let items: Vec<(u64, &[f32])> = vs
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as u64 + 1, &v[..]))
+                .collect();
+            idx.add_batch(&items).unwrap();
+            // The bytes as stored: f32 as given, or usearch's int8 quantisation of them.
+            let victim: Vec<u8> = match storage {
+                Storage::I8 => {
+                    let mut q = vec![0i8; dim];
+                    idx.index.get(42, &mut q).unwrap();
+                    q.iter().map(|&x| x as u8).collect()
+                }
+                _ => vs[41].iter().flat_map(|f| f.to_le_bytes()).collect(),
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("a.usearch");
+            idx.save(&p).unwrap();
+            let has = |p: &Path| {
+                std::fs::read(p)
+                    .unwrap()
+                    .windows(victim.len())
+                    .any(|w| w == victim.as_slice())
+            };
+            assert!(
+                has(&p),
+                "{storage:?}: the vector is in the file before deletion"
+            );
+            assert!(idx.remove(42).unwrap());
+            assert!(!idx.contains(42));
+            idx.save(&p).unwrap();
+            assert!(
+                has(&p),
+                "usearch changed: a soft-deleted vector is no longer saved"
+            );
+            idx.index.compact().unwrap();
+            idx.save(&p).unwrap();
+            assert!(
+                has(&p),
+                "usearch changed: compact() now drops removed vectors"
+            );
+            idx.purge_removed().unwrap();
+            idx.save(&p).unwrap();
+            assert!(
+                !has(&p),
+                "{storage:?}: the deleted vector's bytes are still saved"
+            );
+            assert_eq!(idx.len(), 199);
+            // The freed slot is reused by later insertions.
+            idx.add_batch(&[(500, &vs[0][..])]).unwrap();
+            assert_eq!(idx.len(), 200);
+            let back = UsearchIndex::load(&p, dim, &params).unwrap();
+            assert_eq!(back.len(), 199);
+            assert!(!back.contains(42) && back.contains(43));
+            let hits = back.search(&vs[41], 3).unwrap();
+            assert!(hits.iter().all(|n| n.id != 42));
+        }
     }
 
     #[test]

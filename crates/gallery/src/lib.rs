@@ -12,7 +12,7 @@ pub use check::{CheckOptions, CheckReport, Inconsistency};
 pub use filter::{normalize_jurisdiction, Filter};
 pub use gallery::{
     Access, AddOutcome, Collection, DeleteReport, DeleteTarget, FaceRecord, Gallery, Hit,
-    ImageRecord, NewFace, NewImage, NewSource, Recovery, SearchQuery, SearchTrace, Source, Stats,
-    DEFAULT_DATA_DIR,
+    ImageRecord, Job, NewFace, NewImage, NewSource, Recovery, SearchQuery, SearchTrace, Source,
+    Stats, DEFAULT_DATA_DIR,
 };
 pub use index::{FlatIndex, HnswParams, Neighbour, Storage, TopK, UsearchIndex, VectorIndex};

@@ -90,9 +90,34 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE pending_blob (sha TEXT PRIMARY KEY) WITHOUT ROWID;
     CREATE TABLE pending_unlink (sha TEXT PRIMARY KEY) WITHOUT ROWID;
     "#,
+    // 1 -> 2: per-item provenance from manifests and web archives.
+    r#"
+    -- Per-item provenance from manifests and web archives.
+    ALTER TABLE image ADD COLUMN external_id TEXT;
+    ALTER TABLE image ADD COLUMN licence TEXT;
+    ALTER TABLE image ADD COLUMN legal_basis TEXT;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The job log lives in its own database (`jobs.sqlite`), so recording a run that changes
+/// nothing leaves the gallery's files byte for byte as they were.
+pub const JOBS_SCHEMA: &str = r#"
+    CREATE TABLE IF NOT EXISTS job (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind        TEXT NOT NULL,              -- ingest
+        collection  TEXT,
+        args        TEXT NOT NULL,              -- JSON: what was asked
+        status      TEXT NOT NULL,              -- running, completed, failed, interrupted
+        pid         INTEGER,
+        counts      TEXT NOT NULL DEFAULT '{}', -- JSON: progress and results
+        error       TEXT,
+        started_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        finished_at INTEGER
+    );
+"#;
 
 /// Connection settings every gallery connection uses.
 pub fn configure(conn: &Connection) -> Result<()> {

@@ -221,7 +221,7 @@ fn plan_passes(w: u32, h: u32, cw: u32, ch: u32, opts: &DetectOptions) -> Vec<Pa
     loop {
         let levels = pyramid(fit, wanted);
         let runs: usize = levels.iter().map(|&s| tiles(w, h, cw, ch, s).len()).sum();
-        if runs + 1 <= opts.max_runs.max(1) || wanted <= fit * 1.01 {
+        if runs < opts.max_runs.max(1) || wanted <= fit * 1.01 {
             for s in levels {
                 passes.extend(tiles(w, h, cw, ch, s));
             }

@@ -2,6 +2,10 @@
 //! yields items one at a time (bounded memory whatever the input size) and reports a bad
 //! item as an `ItemFailure` without stopping.
 
+pub mod archive;
+pub mod manifest;
+pub mod warc;
+
 use serde::{Deserialize, Serialize};
 
 /// Limits every reader enforces on untrusted containers.
@@ -67,7 +71,11 @@ pub struct ItemError {
 
 impl ItemError {
     pub fn new(location: impl Into<String>, code: &str, message: impl ToString) -> ItemError {
-        ItemError { location: location.into(), code: code.into(), message: message.to_string() }
+        ItemError {
+            location: location.into(),
+            code: code.into(),
+            message: message.to_string(),
+        }
     }
 }
 

@@ -1,0 +1,77 @@
+//! Helpers shared by the binary's integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn visage() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_visage"))
+}
+
+/// `../shared/data/lfw/lfw-deepfunneled`, or `None` (with a message) when absent.
+pub fn lfw() -> Option<PathBuf> {
+    let p =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/lfw/lfw-deepfunneled");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!("skipping: ../shared/data/lfw not found");
+        None
+    }
+}
+
+/// Whether `pack` is installed (skip, or fail under VISAGE_REQUIRE_MODELS=1).
+pub fn installed(pack: &str) -> bool {
+    let ok = visage()
+        .args(["models", "verify", pack])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            std::env::var("VISAGE_REQUIRE_MODELS")
+                .map(|v| v != "1")
+                .unwrap_or(true),
+            "pack {pack} must be installed (VISAGE_REQUIRE_MODELS=1)"
+        );
+        eprintln!("skipping: pack {pack} not installed; run scripts/setup.sh");
+    }
+    ok
+}
+
+/// Every file under `dir`, recursively (nothing when it does not exist).
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Runs `visage ARGS --data-dir DATA`, asserts success, parses stdout as JSON.
+pub fn run_json(args: &[&str], data: &Path) -> serde_json::Value {
+    let out = visage()
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "visage {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "visage {args:?}: bad JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
