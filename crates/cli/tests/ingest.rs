@@ -186,6 +186,14 @@ fn every_source_kind_with_hostile_items() {
     for (name, b) in photos(&lfw, "Colin_Powell", 3) {
         std::fs::write(inputs.join("folder/Colin_Powell").join(name), b).unwrap();
     }
+    // A photo whose EXIF GPS puts it in Chicago: the source says US, the photo says US-IL.
+    let (_, gps_photo) = photos(&lfw, "George_W_Bush", 1).remove(0);
+    std::fs::create_dir_all(inputs.join("folder/George_W_Bush")).unwrap();
+    std::fs::write(
+        inputs.join("folder/George_W_Bush/chicago.jpg"),
+        visage_engine::geo::with_exif(&gps_photo, 41.8781, -87.6298, "2019:05:04 12:30:00"),
+    )
+    .unwrap();
     std::fs::write(
         inputs.join("folder/broken.jpg"),
         b"\xff\xd8\xff\xe0 not really a jpeg",
@@ -286,7 +294,7 @@ fn every_source_kind_with_hostile_items() {
         "files appeared outside the data dir: {after:?}"
     );
     assert!(walk(tmp.path()).iter().all(|p| !p.ends_with("evil.jpg")));
-    assert_eq!(rep["images_indexed"].as_u64().unwrap(), 15, "{rep}");
+    assert_eq!(rep["images_indexed"].as_u64().unwrap(), 16, "{rep}");
 
     // Provenance of each kind.
     let faces = json_of(&run(&["faces", "list", "--limit", "1000", "--json"], &data));
@@ -320,9 +328,20 @@ fn every_source_kind_with_hostile_items() {
             .unwrap()
             .starts_with("https://archive.example/"));
     }
+    let chicago: Vec<&serde_json::Value> = faces
+        .iter()
+        .filter(|f| uri(f).ends_with("chicago.jpg"))
+        .collect();
+    assert!(!chicago.is_empty());
+    for f in &chicago {
+        assert_eq!(f["image"]["jurisdiction"], "US-IL");
+        assert_eq!(f["image"]["jurisdiction_method"], "exif_gps");
+        assert_eq!(f["image"]["captured_at"], 1_556_973_000);
+        assert!((f["image"]["gps"][0].as_f64().unwrap() - 41.8781).abs() < 1e-3);
+    }
     assert!(faces
         .iter()
-        .filter(|f| uri(f).contains("/folder/"))
+        .filter(|f| uri(f).contains("/folder/Colin_Powell"))
         .all(|f| f["image"]["jurisdiction"] == "US" && f["subject"]["label"] == "Colin_Powell"));
 
     // A second identical run changes nothing.

@@ -552,12 +552,19 @@ fn prepare(
         Ok(None) => {}
         Err(e) => return fail("gallery_error", format!("{e:#}")),
     }
+    // Jurisdiction: the item's own declaration, else where its EXIF GPS places it, else the
+    // source's declaration; the row records which.
+    let exif = crate::geo::read_exif(&item.bytes);
     let jurisdiction = match &item.meta.jurisdiction {
         Some(j) => match visage_gallery::normalize_jurisdiction(j) {
             Ok(j) => Some((j, "declared_item")),
             Err(e) => return fail("bad_jurisdiction", format!("{e:#}")),
         },
-        None => source.jurisdiction.clone().map(|j| (j, "declared_source")),
+        None => exif
+            .gps
+            .and_then(|(lat, lon)| crate::geo::jurisdiction_at(lat, lon))
+            .map(|j| (j, "exif_gps"))
+            .or_else(|| source.jurisdiction.clone().map(|j| (j, "declared_source"))),
     };
     let img = match visage_vision::decode_bytes(&item.bytes, &opts.limits) {
         Ok(i) => i,
@@ -607,8 +614,8 @@ fn prepare(
             sha256: sha,
             uri: m.uri.or_else(|| Some(loc.clone())),
             page_uri: m.page_uri,
-            captured_at: m.captured_at,
-            gps: None,
+            captured_at: m.captured_at.or(exif.captured_at),
+            gps: exif.gps,
             jurisdiction: jurisdiction.as_ref().map(|j| j.0.clone()),
             jurisdiction_method: jurisdiction.map(|j| j.1.to_string()),
             width: img.source_width,

@@ -3,6 +3,7 @@
 
 pub mod encode;
 pub mod files;
+pub mod geo;
 pub mod ingest;
 pub mod search;
 pub mod sources;
