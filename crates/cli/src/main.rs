@@ -80,6 +80,18 @@ enum Cmd {
     /// Benchmarks and evaluation protocols.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Serve the HTTP API (search, faces, stats) over the gallery in --data-dir, read-only.
+    /// No authentication yet: keep it on loopback.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: std::net::SocketAddr,
+    #[command(flatten)]
+    pack: PackArg,
 }
 
 #[derive(Subcommand)]
@@ -296,7 +308,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Stats { json } => gallery_cmds::stats(&cli.data_dir, json),
         Cmd::Check { repair, deep, json } => gallery_cmds::check(&cli.data_dir, repair, deep, json),
         Cmd::Bench(b) => bench(&home, &inference, &cli.data_dir, b),
+        Cmd::Serve(a) => serve(&home, &inference, &cli.data_dir, a),
     }
+}
+
+fn serve(home: &Home, inf: &InferenceOptions, data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
+    let state = visage_server::AppState::load(data_dir, home, &a.pack.pack, inf)?;
+    visage_server::run(a.bind, state, |addr| {
+        eprintln!("visage: listening on http://{addr}");
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn models(home: &Home, cmd: ModelsCmd) -> Result<ExitCode> {
