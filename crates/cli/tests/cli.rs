@@ -3,21 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn visage() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_visage"))
-}
+mod common;
+use common::*;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .canonicalize()
         .unwrap()
-}
-
-fn require() -> bool {
-    std::env::var("VISAGE_REQUIRE_MODELS")
-        .map(|v| v == "1")
-        .unwrap_or(false)
 }
 
 fn shared() -> Option<PathBuf> {
@@ -28,23 +21,6 @@ fn shared() -> Option<PathBuf> {
         eprintln!("skipping: ../shared/data not found");
         None
     }
-}
-
-/// Whether `pack` is installed (skip, or fail under VISAGE_REQUIRE_MODELS=1).
-fn installed(pack: &str) -> bool {
-    let ok = visage()
-        .args(["models", "verify", pack])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            !require(),
-            "pack {pack} must be installed (VISAGE_REQUIRE_MODELS=1)"
-        );
-        eprintln!("skipping: pack {pack} not installed; run scripts/setup.sh");
-    }
-    ok
 }
 
 #[test]

@@ -426,12 +426,7 @@ fn sigint_stops_cleanly_and_a_rerun_finishes() {
     );
     let jobs = json_of(&run(&["jobs", "--json"], &data));
     assert_eq!(jobs[0]["status"], "interrupted");
-    let check = json_of(&run(&["check", "--json"], &data));
-    assert_eq!(
-        check["inconsistencies"].as_array().unwrap().len(),
-        0,
-        "{check}"
-    );
+    assert_consistent(&data);
 
     let out = run(
         &[
@@ -469,9 +464,7 @@ fn videos_are_tracked_and_resumable() {
         .is_ok_and(|o| o.status.success());
     if !have_ffmpeg {
         assert!(
-            std::env::var("VISAGE_REQUIRE_MODELS")
-                .map(|v| v != "1")
-                .unwrap_or(true),
+            !require(),
             "ffmpeg must be installed (scripts/setup.sh installs it)"
         );
         eprintln!("skipping: ffmpeg not installed");

@@ -167,7 +167,7 @@ pub fn ingest_paths(
     let cpu0 = cpu_seconds();
     let pipeline = pool.first();
     let pack = pipeline.pack_id();
-    let dim = embedding_dim(pipeline)?;
+    let dim = pipeline.pack.recogniser.embedding_dim;
     let coll = gallery.ensure_collection(&opts.collection, &pack, dim)?;
     if opts.source.name.trim().is_empty() {
         bail!("the source needs a name");
@@ -521,13 +521,6 @@ fn read_file(path: &Path, read: &ReadLimits) -> ItemResult {
             ..Default::default()
         },
     })
-}
-
-/// Embedding dimension of a pipeline's recogniser (one blank crop).
-pub fn embedding_dim(p: &FacePipeline) -> Result<usize> {
-    let blank = image::RgbImage::new(112, 112);
-    let e = p.embed_crops(&[&blank], false)?;
-    Ok(e.first().map(|e| e.vector.len()).unwrap_or(0))
 }
 
 fn prepare(

@@ -125,7 +125,7 @@ pub fn search_image(
     let t = Instant::now();
     let mut faces_searched = 0u64;
     for c in &colls {
-        faces_searched += gallery.stats_faces_in(c.id)?;
+        faces_searched += gallery.indexed_faces(c.id)?;
     }
     let mut probe_faces = Vec::new();
     for i in chosen {

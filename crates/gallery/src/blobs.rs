@@ -32,8 +32,9 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("syncing directory {}", dir.display()))
 }
 
-/// Writes `bytes` to `dest` atomically (temp file in `tmp_dir`, fsync, rename, fsync parent).
-pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8], unique: u64) -> Result<()> {
+/// Writes `bytes` to `dest` via a temp file in `tmp_dir`, fsynced, then renamed; the caller
+/// owes an fsync of `dest`'s directory for the rename to be durable.
+fn write_renamed(tmp_dir: &Path, dest: &Path, bytes: &[u8], unique: u64) -> Result<()> {
     let tmp = tmp_dir.join(format!("w{}-{}", std::process::id(), unique));
     let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     f.write_all(bytes)
@@ -41,7 +42,12 @@ pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8], unique: u64) -> R
     f.sync_all()
         .with_context(|| format!("syncing {}", tmp.display()))?;
     drop(f);
-    fs::rename(&tmp, dest).with_context(|| format!("renaming into {}", dest.display()))?;
+    fs::rename(&tmp, dest).with_context(|| format!("renaming into {}", dest.display()))
+}
+
+/// Writes `bytes` to `dest` atomically (temp file in `tmp_dir`, fsync, rename, fsync parent).
+pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8], unique: u64) -> Result<()> {
+    write_renamed(tmp_dir, dest, bytes, unique)?;
     if let Some(parent) = dest.parent() {
         sync_dir(parent)?;
     }
@@ -65,34 +71,27 @@ impl BlobStore {
         self.root.join(&sha[..2]).join(sha)
     }
 
-    /// Stores `bytes` under their sha256 and returns it; an existing blob is kept.
+    /// Stores `bytes` under their sha256 and returns it; an existing blob is kept. Durable on
+    /// return.
     pub fn put(&self, bytes: &[u8]) -> Result<String> {
-        let sha = sha256_hex(bytes);
-        let dest = self.path(&sha);
-        if let Ok(meta) = fs::metadata(&dest) {
-            if meta.len() == bytes.len() as u64 {
-                return Ok(sha);
-            }
+        let (sha, dir) = self.store(bytes)?;
+        if let Some(dir) = dir {
+            sync_dir(&dir)?;
         }
-        let dir = dest.parent().expect("blob path has a parent");
-        if !dir.exists() {
-            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            sync_dir(&self.root)?;
-        }
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        write_atomic(&self.tmp, &dest, bytes, n)?;
         Ok(sha)
     }
 
     /// Like `put`, but leaves the fsync of the blob's directory to the caller (who batches
     /// them); returns the directory when one is owed.
     pub fn put_nosync_dir(&self, bytes: &[u8]) -> Result<Option<PathBuf>> {
+        Ok(self.store(bytes)?.1)
+    }
+
+    fn store(&self, bytes: &[u8]) -> Result<(String, Option<PathBuf>)> {
         let sha = sha256_hex(bytes);
         let dest = self.path(&sha);
-        if let Ok(meta) = fs::metadata(&dest) {
-            if meta.len() == bytes.len() as u64 {
-                return Ok(None);
-            }
+        if fs::metadata(&dest).is_ok_and(|m| m.len() == bytes.len() as u64) {
+            return Ok((sha, None));
         }
         let dir = dest.parent().expect("blob path has a parent").to_path_buf();
         if !dir.exists() {
@@ -100,15 +99,8 @@ impl BlobStore {
             sync_dir(&self.root)?;
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.tmp.join(format!("w{}-{}", std::process::id(), n));
-        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        drop(f);
-        fs::rename(&tmp, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
-        Ok(Some(dir))
+        write_renamed(&self.tmp, &dest, bytes, n)?;
+        Ok((sha, Some(dir)))
     }
 
     pub fn get(&self, sha: &str) -> Result<Vec<u8>> {

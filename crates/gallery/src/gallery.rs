@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -332,6 +332,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Candidates re-scored exactly per search when the index stores quantised vectors.
 const RERANK_CANDIDATES: usize = 40;
 
@@ -549,22 +557,25 @@ impl Gallery {
     }
 
     pub fn collection(&self, name: &str) -> Result<Option<Collection>> {
-        let conn = lock(&self.conn);
-        Ok(conn
-            .query_row(
-                "SELECT id, name, pack, dim, created_at FROM collection WHERE name = ?1",
-                [name],
-                row_collection,
-            )
-            .optional()?)
+        self.collection_where("name", &name)
     }
 
     pub fn collection_by_id(&self, id: i64) -> Result<Option<Collection>> {
+        self.collection_where("id", &id)
+    }
+
+    fn collection_where(
+        &self,
+        column: &str,
+        value: &dyn rusqlite::ToSql,
+    ) -> Result<Option<Collection>> {
         let conn = lock(&self.conn);
         Ok(conn
             .query_row(
-                "SELECT id, name, pack, dim, created_at FROM collection WHERE id = ?1",
-                [id],
+                &format!(
+                    "SELECT id, name, pack, dim, created_at FROM collection WHERE {column} = ?1"
+                ),
+                [value],
                 row_collection,
             )
             .optional()?)
@@ -647,18 +658,9 @@ impl Gallery {
     }
 
     pub fn ensure_subject(&self, collection_id: i64, label: &str) -> Result<i64> {
-        let conn = lock(&self.conn);
-        if let Some(id) = conn
-            .query_row(
-                "SELECT id FROM subject WHERE collection_id = ?1 AND label = ?2",
-                params![collection_id, label],
-                |r| r.get(0),
-            )
-            .optional()?
-        {
+        if let Some(id) = self.subject_by_label(collection_id, label)? {
             return Ok(id);
         }
-        drop(conn);
         self.require_writable()?;
         let conn = lock(&self.conn);
         conn.execute(
@@ -899,7 +901,7 @@ impl Gallery {
                 .map(|(id, f)| (*id as u64, &f.vector[..]))
                 .collect();
             state.index.add_batch(&items)?;
-            let mut attrs = state.attrs.write().unwrap_or_else(|e| e.into_inner());
+            let mut attrs = write(&state.attrs);
             let ji = attrs.intern(j.as_deref());
             for (id, f) in out.face_ids.iter().zip(&img.faces) {
                 attrs.faces.insert(
@@ -1049,14 +1051,14 @@ impl Gallery {
                 r.get(0)
             })?;
         let loaded: Vec<Arc<CollectionState>> = {
-            let states = self.states.read().unwrap_or_else(|e| e.into_inner());
+            let states = read(&self.states);
             touched
                 .iter()
                 .filter_map(|c| states.get(c).cloned())
                 .collect()
         };
         for state in &loaded {
-            let mut attrs = state.attrs.write().unwrap_or_else(|e| e.into_inner());
+            let mut attrs = write(&state.attrs);
             for id in &report.face_ids {
                 if attrs.faces.remove(&(*id as u64)).is_some() {
                     state.index.remove(*id as u64)?;
@@ -1094,13 +1096,7 @@ impl Gallery {
             return Ok(());
         }
         let _w = lock(&self.write);
-        let states: Vec<Arc<CollectionState>> = self
-            .states
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let states: Vec<Arc<CollectionState>> = read(&self.states).values().cloned().collect();
         for s in states {
             if s.dirty.load(Ordering::Acquire) {
                 self.save_state(&s)?;
@@ -1148,12 +1144,7 @@ impl Gallery {
     // ---- vector index state ---------------------------------------------------------------
 
     pub(crate) fn state(&self, collection_id: i64) -> Result<Arc<CollectionState>> {
-        if let Some(s) = self
-            .states
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&collection_id)
-        {
+        if let Some(s) = read(&self.states).get(&collection_id) {
             return Ok(s.clone());
         }
         let _w = lock(&self.write);
@@ -1162,12 +1153,7 @@ impl Gallery {
 
     /// Loads (or rebuilds) a collection's index; call with the write lock held.
     fn state_locked(&self, collection_id: i64) -> Result<Arc<CollectionState>> {
-        if let Some(s) = self
-            .states
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&collection_id)
-        {
+        if let Some(s) = read(&self.states).get(&collection_id) {
             return Ok(s.clone());
         }
         let coll = self
@@ -1301,10 +1287,7 @@ impl Gallery {
             dirty: AtomicBool::new(fresh || added > 0 || removed > 0),
             removed_since_save: AtomicBool::new(removed > 0),
         });
-        self.states
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(collection_id, state.clone());
+        write(&self.states).insert(collection_id, state.clone());
         Ok(state)
     }
 
@@ -1312,10 +1295,7 @@ impl Gallery {
     pub fn rebuild_index(&self, collection_id: i64) -> Result<()> {
         self.require_writable()?;
         let _w = lock(&self.write);
-        self.states
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&collection_id);
+        write(&self.states).remove(&collection_id);
         let _ = fs::remove_file(
             self.dir
                 .join("index")
@@ -1362,7 +1342,7 @@ impl Gallery {
             trace.path = "hnsw";
             state.index.search(q.vector, want)?
         } else {
-            let attrs = state.attrs.read().unwrap_or_else(|e| e.into_inner());
+            let attrs = read(&state.attrs);
             let compiled = attrs.compile(&filter);
             let mut matching: Vec<u64> = Vec::new();
             let mut over = false;
@@ -1689,14 +1669,10 @@ impl Gallery {
         Ok(v)
     }
 
-    /// Faces in one collection.
-    pub fn stats_faces_in(&self, collection_id: i64) -> Result<u64> {
-        let conn = lock(&self.conn);
-        Ok(conn.query_row(
-            "SELECT COUNT(*) FROM face WHERE collection_id = ?1",
-            [collection_id],
-            |r| r.get::<_, i64>(0),
-        )? as u64)
+    /// Faces searchable in one collection (from the loaded index's attribute table, so no
+    /// table scan on the search path).
+    pub fn indexed_faces(&self, collection_id: i64) -> Result<u64> {
+        Ok(read(&self.state(collection_id)?.attrs).faces.len() as u64)
     }
 
     pub fn face_count(&self) -> Result<u64> {
@@ -1768,23 +1744,15 @@ impl Gallery {
         }
         st.bytes_on_disk.total =
             st.bytes_on_disk.metadata + st.bytes_on_disk.blobs + st.bytes_on_disk.index;
-        for s in self
-            .states
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-        {
-            let attrs = s.attrs.read().unwrap_or_else(|e| e.into_inner());
+        for s in read(&self.states).values() {
+            let attrs = read(&s.attrs);
             st.bytes_in_memory += (s.index.memory_bytes() + attrs.memory_bytes()) as u64;
         }
         Ok(st)
     }
 
     pub(crate) fn forget_state(&self, collection_id: i64) {
-        self.states
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&collection_id);
+        write(&self.states).remove(&collection_id);
     }
 }
 

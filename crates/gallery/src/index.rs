@@ -166,15 +166,7 @@ impl UsearchIndex {
             bail!("vector index: dimension must be positive");
         }
         let index = Index::new(&options(dim, params)).map_err(err)?;
-        index
-            .reserve_capacity_and_threads(1024, thread_slots())
-            .map_err(err)?;
-        Ok(UsearchIndex {
-            index,
-            dim,
-            grow: RwLock::new(()),
-            inflight: AtomicUsize::new(0),
-        })
+        Self::ready(index, dim, 1024)
     }
 
     /// Loads a saved index into memory and checks its dimension.
@@ -196,8 +188,13 @@ impl UsearchIndex {
         index.change_expansion_search(params.expansion_search);
         index.change_expansion_add(params.expansion_add);
         let cap = index.capacity().max(index.size() + 1024);
+        Self::ready(index, dim, cap)
+    }
+
+    /// Reserves `capacity` and the thread contexts, and wraps the native index.
+    fn ready(index: Index, dim: usize, capacity: usize) -> Result<UsearchIndex> {
         index
-            .reserve_capacity_and_threads(cap, thread_slots())
+            .reserve_capacity_and_threads(capacity, thread_slots())
             .map_err(err)?;
         Ok(UsearchIndex {
             index,
@@ -585,7 +582,7 @@ mod tests {
             b.iter().map(|n| n.id).collect::<Vec<_>>()
         );
         assert!((a[0].score - b[0].score).abs() < 1e-5);
-        let even = |id: u64| id % 2 == 0;
+        let even = |id: u64| id.is_multiple_of(2);
         for n in hnsw.search_filtered(&q, 10, &even).unwrap() {
             assert!(n.id % 2 == 0);
         }

@@ -86,6 +86,24 @@ fn fill(g: &Gallery, n: u64) -> (i64, Vec<i64>) {
     (c.id, ids)
 }
 
+/// A search without threshold: hits and how the search ran.
+fn search(
+    g: &Gallery,
+    collection_id: i64,
+    vector: &[f32],
+    k: usize,
+    filter: Filter,
+) -> (Vec<visage_gallery::Hit>, visage_gallery::SearchTrace) {
+    g.search(&SearchQuery {
+        collection_id,
+        vector,
+        k,
+        threshold: None,
+        filter,
+    })
+    .unwrap()
+}
+
 fn contains_bytes(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut hits = Vec::new();
     for e in walk(dir) {
@@ -133,15 +151,7 @@ fn add_search_reopen_and_duplicate_images() {
     assert_eq!(ids.len(), 200);
     let g = Gallery::open(d.path(), Access::ReadOnly).unwrap();
     let probe = unit(77);
-    let (hits, trace) = g
-        .search(&SearchQuery {
-            collection_id: cid,
-            vector: &probe,
-            k: 5,
-            threshold: None,
-            filter: Filter::default(),
-        })
-        .unwrap();
+    let (hits, trace) = search(&g, cid, &probe, 5, Filter::default());
     assert_eq!(trace.path, "hnsw");
     assert_eq!(hits[0].face.id, ids[77]);
     assert!((hits[0].score - 1.0).abs() < 1e-5);
@@ -174,15 +184,7 @@ fn jurisdiction_filter_never_leaks() {
                 exclude_jurisdictions: excl.iter().map(|s: &&str| s.to_string()).collect(),
                 ..Default::default()
             };
-            let (hits, _) = g
-                .search(&SearchQuery {
-                    collection_id: cid,
-                    vector: &probe,
-                    k: 10,
-                    threshold: None,
-                    filter,
-                })
-                .unwrap();
+            let (hits, _) = search(&g, cid, &probe, 10, filter);
             assert_eq!(hits.len(), 10);
             for h in hits {
                 let j = h.face.image.jurisdiction.unwrap();
@@ -217,15 +219,7 @@ fn deletion_is_real_and_survives_reopen_and_rebuild() {
         let rep = g.delete(&DeleteTarget::Faces(vec![victim])).unwrap();
         assert_eq!(rep.faces, 1);
         assert_eq!(rep.blobs_removed, 2);
-        let (hits, _) = g
-            .search(&SearchQuery {
-                collection_id: cid,
-                vector: &unit(10),
-                k: 100,
-                threshold: None,
-                filter: Filter::default(),
-            })
-            .unwrap();
+        let (hits, _) = search(&g, cid, &unit(10), 100, Filter::default());
         assert!(hits.iter().all(|h| h.face.id != victim));
         assert!(g.face(victim).unwrap().is_none());
     }
@@ -241,15 +235,7 @@ fn deletion_is_real_and_survives_reopen_and_rebuild() {
     let g = Gallery::open(d.path(), Access::ReadWrite).unwrap();
     let c = g.collection("main").unwrap().unwrap();
     for _ in 0..2 {
-        let (hits, _) = g
-            .search(&SearchQuery {
-                collection_id: c.id,
-                vector: &unit(10),
-                k: 100,
-                threshold: None,
-                filter: Filter::default(),
-            })
-            .unwrap();
+        let (hits, _) = search(&g, c.id, &unit(10), 100, Filter::default());
         assert_eq!(hits.len(), 99);
         assert!(hits.iter().all(|h| h.face.id != victim));
         g.rebuild_index(c.id).unwrap();
@@ -257,15 +243,7 @@ fn deletion_is_real_and_survives_reopen_and_rebuild() {
     // Jurisdiction erasure: no FR face remains anywhere.
     let rep = g.delete(&DeleteTarget::Jurisdiction("FR".into())).unwrap();
     assert_eq!(rep.faces, 50);
-    let (hits, _) = g
-        .search(&SearchQuery {
-            collection_id: c.id,
-            vector: &unit(11),
-            k: 100,
-            threshold: None,
-            filter: Filter::default(),
-        })
-        .unwrap();
+    let (hits, _) = search(&g, c.id, &unit(11), 100, Filter::default());
     assert_eq!(hits.len(), 49);
     assert!(hits
         .iter()

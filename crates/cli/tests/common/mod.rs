@@ -20,6 +20,11 @@ pub fn lfw() -> Option<PathBuf> {
     }
 }
 
+/// Whether CI asked for every model-dependent test to run (VISAGE_REQUIRE_MODELS=1).
+pub fn require() -> bool {
+    std::env::var("VISAGE_REQUIRE_MODELS").is_ok_and(|v| v == "1")
+}
+
 /// Whether `pack` is installed (skip, or fail under VISAGE_REQUIRE_MODELS=1).
 pub fn installed(pack: &str) -> bool {
     let ok = visage()
@@ -74,4 +79,14 @@ pub fn run_json(args: &[&str], data: &Path) -> serde_json::Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// `visage check --deep` on `data` finds nothing wrong.
+pub fn assert_consistent(data: &Path) {
+    let check = run_json(&["check", "--json", "--deep"], data);
+    assert_eq!(
+        check["inconsistencies"].as_array().unwrap().len(),
+        0,
+        "{check}"
+    );
 }
