@@ -47,6 +47,19 @@ echo "==> installing ONNX Runtime and model packs: ${packs[*]}"
 ./target/release/visage models install "${packs[@]}" "${args[@]+"${args[@]}"}"
 ./target/release/visage models verify "${packs[@]}"
 
+# Score calibration (false match rates on every match) is measured on LFW's development
+# split, which lives outside the repository; without it, matches carry similarities only.
+lfw="${VISAGE_LFW:-../shared/data/lfw}"
+if [ -f "$lfw/pairsDevTrain.txt" ]; then
+  for p in "${packs[@]}"; do
+    echo "==> calibrating pack $p on $lfw/pairsDevTrain.txt (once; a few minutes)"
+    ./target/release/visage models calibrate --pack "$p" --data "$lfw"
+  done
+else
+  echo "setup: note: $lfw/pairsDevTrain.txt not found; packs stay uncalibrated" \
+    "(set VISAGE_LFW and run \`visage models calibrate\` later)" >&2
+fi
+
 if [ "$python" = 1 ]; then
   echo "==> Python reference environment (.venv)"
   scripts/setup-python.sh

@@ -55,6 +55,25 @@ pub struct IngestArgs {
     /// Write every failed item and every rejected face as one JSON line to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Policy file whose `[data] excluded_jurisdictions` refuses items (default:
+    /// `<data-dir>/policy.toml` when present, else the built-in policy/default.toml).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+}
+
+/// The policy in force: `explicit`, else `<data-dir>/policy.toml`, else the built-in default
+/// (the same rule `visage serve` follows).
+pub fn load_policy(dir: &Path, explicit: Option<&Path>) -> Result<visage_governance::Policy> {
+    let local = dir.join("policy.toml");
+    let path = match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None if local.is_file() => Some(local),
+        None => None,
+    };
+    match path {
+        Some(p) => Ok(visage_governance::Policy::load(&p)?),
+        None => Ok(visage_governance::Policy::default_policy()),
+    }
 }
 
 #[derive(Args)]
@@ -67,6 +86,10 @@ pub struct SearchArgs {
     /// Only matches at or above this cosine similarity.
     #[arg(long)]
     pub threshold: Option<f32>,
+    /// Only matches whose estimated false match rate is at most this, e.g. 1e-4 (needs a
+    /// calibrated pack: `visage models calibrate`).
+    #[arg(long)]
+    pub max_fmr: Option<f64>,
     /// Collections to search (default: all that use the pack).
     #[arg(long = "collection")]
     pub collections: Vec<String>,
@@ -199,7 +222,14 @@ pub fn ingest(home: &Home, inf: &InferenceOptions, dir: &Path, a: IngestArgs) ->
         licence: a.licence.clone(),
         jurisdiction: a.jurisdiction.clone(),
     };
+    let policy = load_policy(dir, a.policy.as_deref())?;
     let mut opts = IngestOptions::new(&a.collection, source);
+    opts.excluded_jurisdictions = policy
+        .data
+        .excluded_jurisdictions
+        .iter()
+        .map(|j| j.0.clone())
+        .collect();
     opts.subject_from_parent = a.subject_from_parent;
     opts.keep_originals = a.keep_originals;
     opts.chunk = a.chunk.max(1);
@@ -345,6 +375,7 @@ pub fn search(home: &Home, inf: &InferenceOptions, dir: &Path, a: SearchArgs) ->
         collections: a.collections.clone(),
         k: a.k,
         threshold: a.threshold,
+        max_fmr: a.max_fmr,
         filter: a.filter.filter(),
         all_faces: a.all_faces,
         ..Default::default()
@@ -360,6 +391,9 @@ pub fn search(home: &Home, inf: &InferenceOptions, dir: &Path, a: SearchArgs) ->
         r.faces_searched,
         r.collections.join(", ")
     );
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
     if r.probe_faces.is_empty() {
         println!("no face found in the probe");
     }
@@ -384,8 +418,12 @@ pub fn search(home: &Home, inf: &InferenceOptions, dir: &Path, a: SearchArgs) ->
                 .as_ref()
                 .map(|s| s.label.as_str())
                 .unwrap_or("-");
+            let fmr = match (h.fmr, h.expected_false_matches) {
+                (Some(f), Some(e)) => format!("  FMR {f:.1e} (~{e:.2} false at this size)"),
+                _ => String::new(),
+            };
             println!(
-                "  {:.4}  face {}  subject {}  {}  source {} ({})  {}",
+                "  {:.4}{fmr}  face {}  subject {}  {}  source {} ({})  {}",
                 h.score,
                 h.face.id,
                 subject,
@@ -648,4 +686,84 @@ pub fn check(dir: &Path, repair: bool, deep: bool, json: bool) -> Result<ExitCod
     } else {
         ExitCode::from(4)
     })
+}
+
+#[derive(Args)]
+pub struct OptOutArgs {
+    /// The requester's selfie(s).
+    #[arg(required = true)]
+    pub selfies: Vec<PathBuf>,
+    /// The request's identifier (recorded with the suppression list); default: generated.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub pack: crate::PackArg,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn read_selfies(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
+    paths
+        .iter()
+        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .collect()
+}
+
+/// Processes an opt-out request: deletes the requester's faces and suppresses them for good.
+pub fn opt_out(home: &Home, inf: &InferenceOptions, dir: &Path, a: OptOutArgs) -> Result<ExitCode> {
+    let gallery = open(dir, Access::ReadWrite)?;
+    let p = FacePipeline::load(home, &a.pack.pack, inf)?;
+    let selfies = read_selfies(&a.selfies)?;
+    let request_id = a.request_id.clone().unwrap_or_else(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!("optout-{}-{}", t.as_secs(), std::process::id())
+    });
+    let r = visage_engine::optout::opt_out(&gallery, &p, &request_id, &selfies)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "opt-out {}: {} of {} selfie(s) used; {} face(s) deleted ({} image(s), {} labelled subject(s) entirely); {} embedding(s) added to the suppression list",
+            r.request_id,
+            r.selfies_used,
+            r.selfies,
+            r.faces_deleted,
+            r.images_deleted,
+            r.subjects_deleted,
+            r.suppressed_embeddings
+        );
+        for u in &r.unusable_selfies {
+            eprintln!("warning: {u}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An access request: what the gallery holds about the person in the selfie(s).
+pub fn access(home: &Home, inf: &InferenceOptions, dir: &Path, a: OptOutArgs) -> Result<ExitCode> {
+    let gallery = open(dir, Access::ReadOnly)?;
+    let p = FacePipeline::load(home, &a.pack.pack, inf)?;
+    let selfies = read_selfies(&a.selfies)?;
+    let r = visage_engine::optout::access_report(&gallery, &p, &selfies)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{} face(s) held:", r.faces.len());
+    for f in &r.faces {
+        println!(
+            "  face {}  {}  source {} ({})  {}",
+            f.id,
+            f.image.uri.as_deref().unwrap_or("-"),
+            f.source.name,
+            f.source
+                .legal_basis
+                .as_deref()
+                .unwrap_or("no legal basis recorded"),
+            f.image.jurisdiction.as_deref().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 //! prints results (human-readable, or JSON with `--json`). No business rules live here.
 
 mod gallery_cmds;
+mod gov_cmds;
 
 use visage_engine::files;
 
@@ -62,6 +63,12 @@ enum Cmd {
     /// List, show and delete stored faces.
     #[command(subcommand)]
     Faces(gallery_cmds::FacesCmd),
+    /// Process an opt-out request: delete the faces matching the requester's selfie(s) and
+    /// add their embeddings (never photos) to the suppression list that keeps them out of
+    /// later ingests and searches.
+    OptOut(gallery_cmds::OptOutArgs),
+    /// Process an access request: list the faces held that match the selfie(s).
+    Access(gallery_cmds::OptOutArgs),
     /// Counts per collection, source and jurisdiction; bytes on disk and in memory.
     Stats {
         #[arg(long)]
@@ -80,9 +87,18 @@ enum Cmd {
     /// Benchmarks and evaluation protocols.
     #[command(subcommand)]
     Bench(BenchCmd),
-    /// Serve the HTTP API (search, faces, stats) over the gallery in --data-dir, read-only.
-    /// No authentication yet: keep it on loopback.
+    /// Serve the HTTP API over the gallery and governance store in --data-dir (the server is
+    /// the gallery's writer unless --read-only). Prints the first admin's password once.
     Serve(ServeArgs),
+    /// Offline administration of organisations, users and API keys (governance.sqlite).
+    #[command(subcommand)]
+    Admin(gov_cmds::AdminCmd),
+    /// Verify, export and show the hash-chained, signed audit log.
+    #[command(subcommand)]
+    Audit(gov_cmds::AuditCmd),
+    /// Verify signed receipts.
+    #[command(subcommand)]
+    Receipt(gov_cmds::ReceiptCmd),
 }
 
 #[derive(Args)]
@@ -92,6 +108,15 @@ struct ServeArgs {
     bind: std::net::SocketAddr,
     #[command(flatten)]
     pack: PackArg,
+    /// Open the gallery read-only (to run beside `visage ingest`); write endpoints answer 409.
+    #[arg(long)]
+    read_only: bool,
+    /// Policy file (default: <data-dir>/policy.toml if present, else the built-in policy).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// ISO 3166 jurisdiction of the `default` organisation created with the first admin.
+    #[arg(long, default_value = "ZZ")]
+    admin_jurisdiction: String,
 }
 
 #[derive(Subcommand)]
@@ -114,6 +139,21 @@ enum ModelsCmd {
         names: Vec<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Measure a pack's impostor score distribution on LFW's development split
+    /// (pairsDevTrain.txt) and store it beside the pack: every match then reports its
+    /// estimated false match rate. See docs/CALIBRATION.md.
+    Calibrate {
+        #[command(flatten)]
+        pack: PackArg,
+        /// The LFW folder holding pairsDevTrain.txt and lfw-deepfunneled/.
+        #[arg(long, default_value = "../shared/data/lfw")]
+        data: PathBuf,
+        /// Measure again even when the pack already has a calibration.
+        #[arg(long)]
+        force: bool,
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
 }
 
@@ -172,6 +212,16 @@ struct VerifyArgs {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Check a pack's calibration on LFW pairs.txt: at the scores where the estimate says
+    /// 1e-2, 1e-3 and 1e-4, the false match rates different people actually reach.
+    Calibration {
+        #[command(flatten)]
+        pack: PackArg,
+        #[arg(long, default_value = "../shared/data/lfw")]
+        data: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// LFW 10-fold verification accuracy through the full pipeline.
     Lfw {
         #[command(flatten)]
@@ -193,6 +243,24 @@ enum BenchCmd {
         /// chosen on the LFW development split, where enlarging to the 640 input lost accuracy).
         #[arg(long, default_value_t = 1.0)]
         max_upscale: f32,
+    },
+    /// LFW 1:N identification: gallery = first image of each of the people with two or more
+    /// images plus every single-image person (distractors), probes = the other images.
+    /// Rank-1/rank-10, FNIR at FPIR 1% and 0.1% (leave-one-out non-mated searches), DET curve.
+    /// Threads: the global --threads (0 = one pipeline per core).
+    #[command(name = "lfw-1n")]
+    Lfw1n {
+        #[command(flatten)]
+        pack: PackArg,
+        /// The LFW folder holding lfw-deepfunneled/ (and optionally identities_counts.tsv).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Smoke test only (changes the protocol): keep the first N people with two or more
+        /// images and the first N single-image people, by name.
+        #[arg(long, value_name = "N")]
+        limit_people: Option<usize>,
     },
     /// Detection recall on hand-marked faces (dlib imglab XML, e.g. ../shared/data/e2e/dlib/faces).
     Recall {
@@ -305,15 +373,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Jobs { limit, json } => gallery_cmds::jobs(&cli.data_dir, limit, json),
         Cmd::Search(a) => gallery_cmds::search(&home, &inference, &cli.data_dir, a),
         Cmd::Faces(f) => gallery_cmds::faces(&cli.data_dir, f),
+        Cmd::OptOut(a) => gallery_cmds::opt_out(&home, &inference, &cli.data_dir, a),
+        Cmd::Access(a) => gallery_cmds::access(&home, &inference, &cli.data_dir, a),
         Cmd::Stats { json } => gallery_cmds::stats(&cli.data_dir, json),
         Cmd::Check { repair, deep, json } => gallery_cmds::check(&cli.data_dir, repair, deep, json),
         Cmd::Bench(b) => bench(&home, &inference, &cli.data_dir, b),
         Cmd::Serve(a) => serve(&home, &inference, &cli.data_dir, a),
+        Cmd::Admin(c) => gov_cmds::admin(&cli.data_dir, c),
+        Cmd::Audit(c) => gov_cmds::audit(&cli.data_dir, c),
+        Cmd::Receipt(c) => gov_cmds::receipt(&cli.data_dir, c),
     }
 }
 
 fn serve(home: &Home, inf: &InferenceOptions, data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
-    let state = visage_server::AppState::load(data_dir, home, &a.pack.pack, inf)?;
+    let opts = visage_server::ServeOptions {
+        read_only: a.read_only,
+        policy: a.policy,
+        admin_jurisdiction: a.admin_jurisdiction,
+        ..Default::default()
+    };
+    let (state, admin) = visage_server::AppState::open(data_dir, home, &a.pack.pack, inf, &opts)?;
+    if let Some(admin) = admin {
+        // Shown once, on stdout only (never in the log).
+        println!(
+            "visage: created the first administrator\n  username: {}\n  password: {}\n\
+             Log in with POST /v1/auth/login and create API keys; this password is not shown again.",
+            admin.user.username, admin.password
+        );
+    }
     visage_server::run(a.bind, state, |addr| {
         eprintln!("visage: listening on http://{addr}");
     })?;
@@ -322,17 +409,58 @@ fn serve(home: &Home, inf: &InferenceOptions, data_dir: &Path, a: ServeArgs) -> 
 
 fn models(home: &Home, cmd: ModelsCmd) -> Result<ExitCode> {
     match cmd {
+        ModelsCmd::Calibrate {
+            pack,
+            data,
+            force,
+            json,
+        } => {
+            let pool = PipelinePool::load(home, &pack.pack, files::cores(), 1)?;
+            let p = &pool.first().pack;
+            if let (Some(c), false) = (&p.calibration, force) {
+                eprintln!(
+                    "{} is already calibrated ({} impostor pairs; --force to measure again)",
+                    c.pack, c.impostor_pairs
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (cal, report) = visage_bench::calibrate::calibrate(&pool, &data, |d, n| {
+                if d % 1000 == 0 || d == n {
+                    eprintln!("calibrate: embedded {d}/{n} images");
+                }
+            })?;
+            cal.save(&p.dir)?;
+            println!(
+                "calibrated {}: {} images, {} people, {} impostor pairs ({} images without a usable face), {:.0} s",
+                report.pack,
+                report.images,
+                report.identities,
+                report.impostor_pairs,
+                report.failed_images.len(),
+                report.seconds
+            );
+            for (f, s) in &report.score_at_fmr {
+                println!("  FMR {f}: score {s:.4}");
+            }
+            if let Some(path) = &json {
+                std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         ModelsCmd::List { json } => {
             let rows: Vec<_> = pack::builtin_manifests()
                 .into_iter()
                 .map(|m| {
                     let dir = home.pack_dir(&m.name);
                     let installed = dir.join("pack.toml").exists();
+                    let calibration = visage_vision::Calibration::load(&dir).ok().flatten();
                     json!({
                         "name": m.name, "version": m.version, "description": m.description,
                         "licence": m.licence, "licence_url": m.licence_url,
                         "commercial_use": m.commercial_use, "requires_acceptance": m.requires_acceptance,
                         "installed": installed, "dir": dir,
+                        "calibrated": calibration.as_ref().is_some_and(|c| c.pack == format!("{}@{}", m.name, m.version)),
                         "embedding_dim": m.recogniser.as_ref().map(|r| r.embedding_dim),
                         "default": m.name == pack::DEFAULT_PACK,
                     })
@@ -719,6 +847,38 @@ fn write_json(path: Option<&Path>, v: &impl serde::Serialize) -> Result<()> {
 
 fn bench(home: &Home, inf: &InferenceOptions, data_dir: &Path, cmd: BenchCmd) -> Result<ExitCode> {
     match cmd {
+        BenchCmd::Calibration { pack, data, json } => {
+            let pool = PipelinePool::load(home, &pack.pack, files::cores(), 1)?;
+            let Some(cal) = pool.first().pack.calibration.clone() else {
+                bail!(
+                    "pack {} has no calibration; run `visage models calibrate --pack {}`",
+                    pool.first().pack_id(),
+                    pack.pack
+                );
+            };
+            let r = visage_bench::calibrate::validate(&pool, &data, &cal, |d, n| {
+                if d % 1000 == 0 || d == n {
+                    eprintln!("calibration check: embedded {d}/{n} images");
+                }
+            })?;
+            for l in &r.levels {
+                println!(
+                    "estimated FMR {:e} at score {:.4}{}: pairs.txt different-person pairs {}/{} = {:.2e} (x{:.2}); all {} unseen different-person pairs {:.2e} (x{:.2})",
+                    l.estimated_fmr,
+                    l.threshold,
+                    if l.extrapolated { " (extrapolated)" } else { "" },
+                    l.protocol_pairs.false_matches,
+                    l.protocol_pairs.impostor_pairs,
+                    l.protocol_pairs.observed_fmr,
+                    l.protocol_pairs.ratio,
+                    l.all_pairs.impostor_pairs,
+                    l.all_pairs.observed_fmr,
+                    l.all_pairs.ratio
+                );
+            }
+            write_json(json.as_deref(), &r)?;
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCmd::Lfw {
             pack,
             data,
@@ -841,5 +1001,83 @@ fn bench(home: &Home, inf: &InferenceOptions, data_dir: &Path, cmd: BenchCmd) ->
             write_json(json.as_deref(), &report)?;
             Ok(ExitCode::SUCCESS)
         }
+        BenchCmd::Lfw1n {
+            pack,
+            data,
+            json,
+            limit_people,
+        } => bench_lfw_1n(home, inf, &pack.pack, &data, json.as_deref(), limit_people),
     }
+}
+
+/// `bench lfw-1n`: progress and warnings on stderr, summary on stdout, report to `--json`.
+fn bench_lfw_1n(
+    home: &Home,
+    inf: &InferenceOptions,
+    pack: &str,
+    data: &Path,
+    json: Option<&Path>,
+    limit_people: Option<usize>,
+) -> Result<ExitCode> {
+    // Check the folder before loading the models, for a quick clear error.
+    visage_bench::lfw1n::image_root(data)?;
+    let pool = throughput_pool(home, inf, pack)?;
+    let threads = if inf.intra_threads == 0 {
+        files::cores()
+    } else {
+        inf.threads()
+    };
+    let r = visage_bench::lfw1n::run(
+        &pool,
+        data,
+        limit_people,
+        threads,
+        &mut |w| eprintln!("lfw-1n: warning: {w}"),
+        |d, n| {
+            if d % 500 == 0 || d == n {
+                eprintln!("lfw-1n: embedded {d}/{n} images");
+            }
+        },
+    )?;
+    if let Some(p) = json {
+        std::fs::write(p, format!("{}\n", serde_json::to_string_pretty(&r)?))
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    let m = &r.metrics;
+    println!(
+        "LFW 1:N {}{}",
+        r.pack,
+        match r.limit_people {
+            Some(n) => format!(" (smoke test: --limit-people {n}, not the full protocol)"),
+            None => String::new(),
+        }
+    );
+    println!(
+        "  gallery {} images ({} mated people + {} distractors), {} enrolled, {} failed",
+        r.gallery_size, r.mated_people, r.distractors, r.gallery_enrolled, r.gallery_failures
+    );
+    println!(
+        "  probes {} ({} failed: counted as misses), {} whose mate is not enrolled",
+        r.probes, r.probe_failures, r.probes_without_mate
+    );
+    println!("  rank-1 {:.4}  rank-10 {:.4}", m.rank1, m.rank10);
+    println!(
+        "  FNIR {:.4} at FPIR <= 0.01 (threshold {:.4}, FPIR reached {:.4})",
+        m.fnir_at_fpir_1e_2, m.threshold_at_fpir_1e_2, m.fpir_reached_1e_2
+    );
+    println!(
+        "  FNIR {:.4} at FPIR <= 0.001 (threshold {:.4}, FPIR reached {:.4})",
+        m.fnir_at_fpir_1e_3, m.threshold_at_fpir_1e_3, m.fpir_reached_1e_3
+    );
+    println!(
+        "  {:.1} images/s on {} thread(s), {:.1} s in all{}",
+        r.images_per_second,
+        r.threads,
+        r.elapsed_seconds,
+        match json {
+            Some(p) => format!("; report in {}", p.display()),
+            None => String::new(),
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }

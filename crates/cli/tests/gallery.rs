@@ -340,7 +340,7 @@ fn jurisdiction_filter_never_returns_another_jurisdiction() {
     ingest(
         &tmp.path().join("il"),
         &data,
-        &["--jurisdiction", "US-IL", "--source-name", "chicago"],
+        &["--jurisdiction", "US-NY", "--source-name", "new-york"],
     );
     let mut unfiltered_mixed = false;
     for p in &probes {
@@ -361,8 +361,8 @@ fn jurisdiction_filter_never_returns_another_jurisdiction() {
                 .collect()
         };
         let j = jur(&all);
-        unfiltered_mixed |= j.iter().any(|x| x == "FR") && j.iter().any(|x| x == "US-IL");
-        for (code, expect) in [("FR", "FR"), ("US", "US-IL"), ("US-IL", "US-IL")] {
+        unfiltered_mixed |= j.iter().any(|x| x == "FR") && j.iter().any(|x| x == "US-NY");
+        for (code, expect) in [("FR", "FR"), ("US", "US-NY"), ("US-NY", "US-NY")] {
             let r = run_json(
                 &[
                     "search",
@@ -401,4 +401,245 @@ fn jurisdiction_filter_never_returns_another_jurisdiction() {
         unfiltered_mixed,
         "unfiltered searches should mix jurisdictions (else the test proves nothing)"
     );
+}
+
+/// Every match carries its estimated false match rate and the false matches a search of this
+/// size should expect; `--max-fmr` keeps only matches at least that unlikely to be false.
+#[test]
+fn matches_carry_calibrated_false_match_rates() {
+    let Some(lfw) = lfw() else { return };
+    if !calibrated("open") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let people = ["Colin_Powell", "Tony_Blair", "Hugo_Chavez", "Ariel_Sharon"];
+    let photos = tmp.path().join("photos");
+    copy_people(&lfw, &people, 0..8, &photos);
+    let probe = copy_people(&lfw, &["Colin_Powell"], 30..31, &tmp.path().join("probe"));
+    let data = tmp.path().join("data");
+    ingest(&photos, &data, &["--subject-from-parent"]);
+    let probe = probe[0].to_str().unwrap();
+    let r = run_json(&["search", probe, "--k", "50", "--json"], &data);
+    assert!(
+        r["calibration"]["impostor_pairs"].as_u64().unwrap() > 1_000_000,
+        "{r}"
+    );
+    assert!(r["warnings"].as_array().unwrap().is_empty());
+    let searched = r["faces_searched"].as_f64().unwrap();
+    let hits = r["probe_faces"][0]["hits"].as_array().unwrap().clone();
+    assert!(hits.len() >= 20, "{} hits", hits.len());
+    let mut prev = 0.0;
+    for h in &hits {
+        let fmr = h["fmr"].as_f64().unwrap();
+        assert!(fmr > 0.0 && fmr <= 1.0, "{h}");
+        assert!(fmr >= prev, "false match rates must rise as scores fall");
+        prev = fmr;
+        let efm = h["expected_false_matches"].as_f64().unwrap();
+        assert!(
+            (efm - fmr * searched).abs() <= 1e-9 * searched.max(1.0),
+            "{h}"
+        );
+    }
+    // The best match is Colin Powell, and it is unlikely to be a false match.
+    assert_eq!(hits[0]["face"]["subject"]["label"], "Colin_Powell");
+    assert!(hits[0]["fmr"].as_f64().unwrap() < 1e-3, "{}", hits[0]);
+
+    let strict = run_json(
+        &["search", probe, "--k", "50", "--max-fmr", "1e-4", "--json"],
+        &data,
+    );
+    let t = strict["threshold"].as_f64().unwrap();
+    let t4 = strict["calibration"]["score_at_fmr_1e_4"].as_f64().unwrap();
+    assert!((t - t4).abs() < 1e-6, "threshold {t} vs calibration {t4}");
+    let kept = strict["probe_faces"][0]["hits"].as_array().unwrap();
+    assert!(
+        !kept.is_empty() && kept.len() < hits.len(),
+        "{} of {}",
+        kept.len(),
+        hits.len()
+    );
+    for h in kept {
+        assert!(h["fmr"].as_f64().unwrap() <= 1e-4 * 1.0001, "{h}");
+        assert_eq!(h["face"]["subject"]["label"], "Colin_Powell", "{h}");
+    }
+    let bad = visage()
+        .args(["search", probe, "--max-fmr", "3", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("max_fmr"));
+}
+
+/// Policy at ingest: the default policy refuses Illinois (a source declared US-IL, and a photo
+/// whose EXIF GPS is in Chicago); a data-directory policy excluding FR refuses FR sources;
+/// after an FR erasure no FR face is returned or stored.
+#[test]
+fn excluded_jurisdictions_are_refused_and_erasure_removes_them() {
+    let Some(lfw) = lfw() else { return };
+    if !installed("open") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let people = ["Colin_Powell", "Tony_Blair", "Hugo_Chavez"];
+    let photos = tmp.path().join("photos");
+    copy_people(&lfw, &people, 0..4, &photos);
+    let data = tmp.path().join("data");
+    let refused = |extra: &[&str], data: &Path| {
+        let out = visage()
+            .args([
+                "ingest",
+                photos.to_str().unwrap(),
+                "--collection",
+                "main",
+                "--json",
+            ])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(data)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "ingest {extra:?} should be refused");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains("jurisdiction_excluded"), "{err}");
+    };
+    // Default policy: Illinois is refused, whole source or single photo.
+    refused(&["--jurisdiction", "US-IL"], &data);
+    let gps = tmp.path().join("gps");
+    std::fs::create_dir_all(gps.join("Colin_Powell")).unwrap();
+    let jpeg = std::fs::read(lfw.join("Colin_Powell/Colin_Powell_0010.jpg")).unwrap();
+    std::fs::write(
+        gps.join("Colin_Powell/chicago.jpg"),
+        visage_engine::geo::with_exif(&jpeg, 41.8781, -87.6298, "2019:05:04 12:30:00"),
+    )
+    .unwrap();
+    std::fs::copy(
+        lfw.join("Colin_Powell/Colin_Powell_0011.jpg"),
+        gps.join("Colin_Powell/plain.jpg"),
+    )
+    .unwrap();
+    // Exit code 3: some items were refused, the rest indexed.
+    let out = visage()
+        .args([
+            "ingest",
+            gps.to_str().unwrap(),
+            "--collection",
+            "main",
+            "--jurisdiction",
+            "US",
+        ])
+        .args(["--json", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["errors_by_code"]["jurisdiction_excluded"], 1, "{r}");
+    assert_eq!(r["images_indexed"], 1, "{r}");
+    // FR and DE are allowed by default; ingest both.
+    ingest(
+        &photos,
+        &data,
+        &["--jurisdiction", "FR", "--source-name", "paris"],
+    );
+    let de = tmp.path().join("de");
+    copy_people(&lfw, &people, 4..8, &de);
+    ingest(
+        &de,
+        &data,
+        &["--jurisdiction", "DE", "--source-name", "berlin"],
+    );
+    // A policy in the data directory that excludes FR refuses new FR sources.
+    std::fs::write(
+        data.join("policy.toml"),
+        "version = 1\n[data]\nexcluded_jurisdictions = [\"FR\"]\n",
+    )
+    .unwrap();
+    let fr2 = tmp.path().join("fr2");
+    copy_people(&lfw, &people, 8..10, &fr2);
+    let out = visage()
+        .args([
+            "ingest",
+            fr2.to_str().unwrap(),
+            "--collection",
+            "main",
+            "--jurisdiction",
+            "FR",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("jurisdiction_excluded"));
+    // Erasure of FR: nothing FR is returned or stored afterwards.
+    let fr_faces = run_json(
+        &[
+            "faces",
+            "list",
+            "--collection",
+            "main",
+            "--jurisdiction",
+            "FR",
+            "--json",
+        ],
+        &data,
+    );
+    assert!(!fr_faces.as_array().unwrap().is_empty());
+    let fr_crops: Vec<String> = fr_faces
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["crop_sha"].as_str().unwrap().to_string())
+        .collect();
+    let del = run_json(
+        &["faces", "delete", "--jurisdiction", "FR", "--yes", "--json"],
+        &data,
+    );
+    assert_eq!(
+        del[0]["faces"].as_u64().unwrap() as usize,
+        fr_faces.as_array().unwrap().len(),
+        "{del}"
+    );
+    let left = run_json(
+        &[
+            "faces",
+            "list",
+            "--collection",
+            "main",
+            "--jurisdiction",
+            "FR",
+            "--json",
+        ],
+        &data,
+    );
+    assert!(left.as_array().unwrap().is_empty(), "{left}");
+    for p in ["Colin_Powell", "Tony_Blair", "Hugo_Chavez"] {
+        let probe = lfw.join(format!("{p}/{p}_0012.jpg"));
+        let r = run_json(
+            &["search", probe.to_str().unwrap(), "--k", "100", "--json"],
+            &data,
+        );
+        for f in r["probe_faces"].as_array().unwrap() {
+            for h in f["hits"].as_array().unwrap() {
+                assert_ne!(h["face"]["image"]["jurisdiction"], "FR", "{h}");
+            }
+        }
+    }
+    let names: Vec<String> = walk(&data)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for sha in &fr_crops {
+        assert!(
+            !names.iter().any(|n| n.contains(sha.as_str())),
+            "crop {sha} still stored"
+        );
+    }
+    assert_consistent(&data);
 }

@@ -186,12 +186,12 @@ fn every_source_kind_with_hostile_items() {
     for (name, b) in photos(&lfw, "Colin_Powell", 3) {
         std::fs::write(inputs.join("folder/Colin_Powell").join(name), b).unwrap();
     }
-    // A photo whose EXIF GPS puts it in Chicago: the source says US, the photo says US-IL.
+    // A photo whose EXIF GPS puts it in New York City: the source says US, the photo says US-NY.
     let (_, gps_photo) = photos(&lfw, "George_W_Bush", 1).remove(0);
     std::fs::create_dir_all(inputs.join("folder/George_W_Bush")).unwrap();
     std::fs::write(
-        inputs.join("folder/George_W_Bush/chicago.jpg"),
-        visage_engine::geo::with_exif(&gps_photo, 41.8781, -87.6298, "2019:05:04 12:30:00"),
+        inputs.join("folder/George_W_Bush/new_york.jpg"),
+        visage_engine::geo::with_exif(&gps_photo, 40.7128, -74.0060, "2019:05:04 12:30:00"),
     )
     .unwrap();
     std::fs::write(
@@ -328,16 +328,16 @@ fn every_source_kind_with_hostile_items() {
             .unwrap()
             .starts_with("https://archive.example/"));
     }
-    let chicago: Vec<&serde_json::Value> = faces
+    let new_york: Vec<&serde_json::Value> = faces
         .iter()
-        .filter(|f| uri(f).ends_with("chicago.jpg"))
+        .filter(|f| uri(f).ends_with("new_york.jpg"))
         .collect();
-    assert!(!chicago.is_empty());
-    for f in &chicago {
-        assert_eq!(f["image"]["jurisdiction"], "US-IL");
+    assert!(!new_york.is_empty());
+    for f in &new_york {
+        assert_eq!(f["image"]["jurisdiction"], "US-NY");
         assert_eq!(f["image"]["jurisdiction_method"], "exif_gps");
         assert_eq!(f["image"]["captured_at"], 1_556_973_000);
-        assert!((f["image"]["gps"][0].as_f64().unwrap() - 41.8781).abs() < 1e-3);
+        assert!((f["image"]["gps"][0].as_f64().unwrap() - 40.7128).abs() < 1e-3);
     }
     assert!(faces
         .iter()

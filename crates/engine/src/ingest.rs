@@ -39,6 +39,9 @@ pub struct IngestOptions {
     pub report: Option<PathBuf>,
     /// Frames per second sampled from videos.
     pub video_fps: f32,
+    /// Items whose jurisdiction is (inside) one of these are refused (`jurisdiction_excluded`):
+    /// the policy's excluded jurisdictions.
+    pub excluded_jurisdictions: Vec<String>,
 }
 
 impl IngestOptions {
@@ -55,6 +58,7 @@ impl IngestOptions {
             read: ReadLimits::default(),
             report: None,
             video_fps: 2.0,
+            excluded_jurisdictions: vec![],
         }
     }
 }
@@ -179,6 +183,21 @@ pub fn ingest_paths(
         "source": opts.source.name,
         "subject_from_parent": opts.subject_from_parent,
     });
+    let excluded: Vec<String> = opts
+        .excluded_jurisdictions
+        .iter()
+        .map(|j| visage_gallery::normalize_jurisdiction(j))
+        .collect::<Result<_>>()?;
+    if let Some(j) = &source.jurisdiction {
+        if let Some(x) = excluded_by(j, &excluded) {
+            bail!(
+                "jurisdiction_excluded: the source's jurisdiction {j} is excluded by policy ({x})"
+            );
+        }
+    }
+    // Faces of people who opted out are dropped (loaded once: an opt-out needs the writer lock
+    // this run holds, so the list cannot change under it).
+    let supp = crate::optout::SuppressionList::load(gallery, pipeline)?;
     let job_id = gallery.start_job("ingest", Some(&coll.name), &args)?;
     let mut report_file = match &opts.report {
         Some(p) => Some(std::io::BufWriter::new(
@@ -197,6 +216,10 @@ pub fn ingest_paths(
         for p in &pool.workers {
             let (tx, items) = (tx.clone(), &items);
             let (coll_id, src) = (coll.id, &source);
+            let ctx = Ctx {
+                supp: &supp,
+                excluded: &excluded,
+            };
             s.spawn(move || loop {
                 if stop.load(Ordering::Relaxed) {
                     break;
@@ -205,8 +228,8 @@ pub fn ingest_paths(
                 let Some(item) = next else { break };
                 let out = match item {
                     Work::Item(Err(e)) => Prepared::Failed(e.into()),
-                    Work::Item(Ok(item)) => prepare(gallery, p, item, coll_id, src, opts),
-                    Work::Video(path) => prepare_video(gallery, p, &path, coll_id, src, opts),
+                    Work::Item(Ok(item)) => prepare(gallery, p, item, coll_id, src, opts, ctx),
+                    Work::Video(path) => prepare_video(gallery, p, &path, coll_id, src, opts, ctx),
                 };
                 if tx.send(out).is_err() {
                     break;
@@ -523,6 +546,25 @@ fn read_file(path: &Path, read: &ReadLimits) -> ItemResult {
     })
 }
 
+/// What every worker checks besides image quality: policy exclusions and opt-outs.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    supp: &'a crate::optout::SuppressionList,
+    excluded: &'a [String],
+}
+
+/// The excluded jurisdiction that `j` is (inside), if any.
+fn excluded_by<'a>(j: &str, excluded: &'a [String]) -> Option<&'a str> {
+    excluded
+        .iter()
+        .find(|x| {
+            j == x.as_str()
+                || j.strip_prefix(x.as_str())
+                    .is_some_and(|r| r.starts_with('-'))
+        })
+        .map(|x| x.as_str())
+}
+
 fn prepare(
     gallery: &Gallery,
     p: &FacePipeline,
@@ -530,6 +572,7 @@ fn prepare(
     collection_id: i64,
     source: &visage_gallery::Source,
     opts: &IngestOptions,
+    ctx: Ctx<'_>,
 ) -> Prepared {
     let loc = item.location.clone();
     let fail = |code: &str, m: String| {
@@ -559,6 +602,14 @@ fn prepare(
             .map(|j| (j, "exif_gps"))
             .or_else(|| source.jurisdiction.clone().map(|j| (j, "declared_source"))),
     };
+    if let Some((j, how)) = &jurisdiction {
+        if let Some(x) = excluded_by(j, ctx.excluded) {
+            return fail(
+                "jurisdiction_excluded",
+                format!("jurisdiction {j} ({how}) is excluded by policy ({x})"),
+            );
+        }
+    }
     let img = match visage_vision::decode_bytes(&item.bytes, &opts.limits) {
         Ok(i) => i,
         Err(e) => return fail(e.code(), e.to_string()),
@@ -583,6 +634,10 @@ fn prepare(
             rejected.push((i, reasons));
             continue;
         };
+        if !ctx.supp.is_empty() && ctx.supp.matches(&emb.vector) {
+            rejected.push((i, vec!["opted_out".into()]));
+            continue;
+        }
         let b = &f.detection.bbox;
         let (crop, thumb) = match (encode::png(&f.crop), encode::thumbnail(&img.rgb, b)) {
             (Ok(c), Ok(t)) => (c, t),
@@ -644,6 +699,7 @@ fn prepare_video(
     collection_id: i64,
     source: &visage_gallery::Source,
     opts: &IngestOptions,
+    ctx: Ctx<'_>,
 ) -> Prepared {
     let loc = path.display().to_string();
     let fail = |code: &str, m: String| {
@@ -673,6 +729,7 @@ fn prepare_video(
     };
     let jurisdiction = source.jurisdiction.clone();
     let method = jurisdiction.as_ref().map(|_| "declared_source".to_string());
+    let mut opted_out = 0u64;
     // One image per distinct frame time (two tracks may keep faces of the same frame).
     let mut by_t: BTreeMap<String, NewImage> = BTreeMap::new();
     let mut first_dims = (0, 0);
@@ -681,6 +738,10 @@ fn prepare_video(
             let Some(emb) = &tf.face.embedding else {
                 continue;
             };
+            if !ctx.supp.is_empty() && ctx.supp.matches(&emb.vector) {
+                opted_out += 1;
+                continue;
+            }
             let crop = match encode::png(&tf.face.crop) {
                 Ok(c) => c,
                 Err(e) => return fail("encode_error", format!("{e:#}")),
@@ -713,7 +774,11 @@ fn prepare_video(
             });
         }
     }
-    let rejected: u64 = a.faces_rejected.values().sum();
+    let mut faces_rejected = a.faces_rejected;
+    if opted_out > 0 {
+        *faces_rejected.entry("opted_out".into()).or_default() += opted_out;
+    }
+    let rejected: u64 = faces_rejected.values().sum();
     let marker = NewImage {
         collection_id,
         source_id: source.id,
@@ -730,7 +795,7 @@ fn prepare_video(
         frames: by_t.into_values().collect(),
         marker,
         frames_sampled: a.frames_sampled,
-        rejected: a.faces_rejected,
+        rejected: faces_rejected,
         warning: a.decode_error.map(ItemFailure::from),
     }))
 }

@@ -5,6 +5,7 @@ pub mod encode;
 pub mod files;
 pub mod geo;
 pub mod ingest;
+pub mod optout;
 pub mod search;
 pub mod sources;
 pub mod video;

@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use serde::Serialize;
 use visage_gallery::{Filter, Gallery, Hit, SearchQuery, SearchTrace};
-use visage_vision::{AnalyzeOptions, DecodeLimits, FacePipeline};
+use visage_vision::{AnalyzeOptions, Calibration, DecodeLimits, FacePipeline};
 
 #[derive(Debug, Clone)]
 pub struct SearchOptions {
@@ -13,6 +13,9 @@ pub struct SearchOptions {
     pub collections: Vec<String>,
     pub k: usize,
     pub threshold: Option<f32>,
+    /// Return only matches whose estimated false match rate is at most this (needs a
+    /// calibrated pack; combined with `threshold`, the stricter wins).
+    pub max_fmr: Option<f64>,
     pub filter: Filter,
     /// Search with every usable probe face (default: only the most central one).
     pub all_faces: bool,
@@ -26,6 +29,7 @@ impl Default for SearchOptions {
             collections: vec![],
             k: 10,
             threshold: None,
+            max_fmr: None,
             filter: Filter::default(),
             all_faces: false,
             analyze: AnalyzeOptions::default(),
@@ -50,8 +54,70 @@ pub struct SearchResult {
     pub pack: String,
     pub collections: Vec<String>,
     pub faces_searched: u64,
+    /// Where the false match rates come from; `None` when the pack is not calibrated.
+    pub calibration: Option<CalibrationInfo>,
+    /// The similarity threshold applied (from `threshold` and `max_fmr`).
+    pub threshold: Option<f32>,
+    pub warnings: Vec<String>,
     pub probe_faces: Vec<ProbeFace>,
     pub timings_ms: Timings,
+}
+
+/// A summary of a pack's calibration, reported with every search.
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationInfo {
+    pub source: String,
+    pub impostor_pairs: u64,
+    /// Scores at which the estimated false match rate reaches 1e-3, 1e-4, 1e-5.
+    pub score_at_fmr_1e_3: f32,
+    pub score_at_fmr_1e_4: f32,
+    pub score_at_fmr_1e_5: f32,
+}
+
+impl CalibrationInfo {
+    pub fn of(c: &Calibration) -> CalibrationInfo {
+        CalibrationInfo {
+            source: c.source.clone(),
+            impostor_pairs: c.impostor_pairs,
+            score_at_fmr_1e_3: c.score_at_fmr(1e-3),
+            score_at_fmr_1e_4: c.score_at_fmr(1e-4),
+            score_at_fmr_1e_5: c.score_at_fmr(1e-5),
+        }
+    }
+}
+
+/// The threshold `threshold` and `max_fmr` ask for together (the stricter one).
+pub fn effective_threshold(
+    cal: Option<&Calibration>,
+    threshold: Option<f32>,
+    max_fmr: Option<f64>,
+) -> Result<Option<f32>> {
+    let from_fmr = match max_fmr {
+        None => None,
+        Some(f) if !(f > 0.0 && f <= 1.0) => bail!("max_fmr must be in (0, 1], got {f}"),
+        Some(f) => match cal {
+            Some(c) => Some(c.score_at_fmr(f)),
+            None => bail!(
+                "max_fmr needs a calibrated pack; run `visage models calibrate` (or use a similarity threshold)"
+            ),
+        },
+    };
+    Ok(match (threshold, from_fmr) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+/// Fills in each hit's false match rate and expected false matches for a search over
+/// `searched` faces.
+pub fn calibrate_hits(cal: Option<&Calibration>, hits: &mut [Hit], searched: u64) {
+    let Some(c) = cal else { return };
+    for h in hits {
+        let e = c.fmr(h.score);
+        h.fmr = Some(e.fmr);
+        h.fmr_extrapolated = Some(e.extrapolated);
+        h.expected_false_matches = Some(e.fmr * searched as f64);
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -98,6 +164,15 @@ pub fn search_image(
             colls.push(c);
         }
     }
+    let cal = p.pack.calibration.as_ref();
+    let supp = crate::optout::SuppressionList::load(gallery, p)?;
+    let threshold = effective_threshold(cal, opts.threshold, opts.max_fmr)?;
+    let mut warnings = Vec::new();
+    if cal.is_none() {
+        warnings.push(format!(
+            "pack {pack} is not calibrated: matches carry no false match rate (`visage models calibrate`)"
+        ));
+    }
     let mut timings = Timings::default();
     let t = Instant::now();
     let img = visage_vision::decode_bytes(bytes, &opts.limits)?;
@@ -105,22 +180,14 @@ pub fn search_image(
     let t = Instant::now();
     let faces = p.analyze(&img.rgb, &opts.analyze)?;
     timings.analyze = ms(t);
+    // The main face, usable or not: falling back to another face of a group photo would
+    // answer for someone else; an unusable main face is reported with its reasons.
     let chosen: Vec<usize> = if opts.all_faces {
         (0..faces.len()).collect()
     } else {
-        let usable: Vec<visage_vision::Face> = faces
-            .iter()
-            .filter(|f| f.embedding.is_some())
-            .cloned()
-            .collect();
-        match visage_vision::most_central(&usable, img.rgb.width(), img.rgb.height()) {
-            Some(i) => faces
-                .iter()
-                .position(|f| f.detection == usable[i].detection)
-                .into_iter()
-                .collect(),
-            None => (0..faces.len()).collect(),
-        }
+        visage_vision::main_face(&faces, img.rgb.width(), img.rgb.height())
+            .into_iter()
+            .collect()
     };
     let t = Instant::now();
     let mut faces_searched = 0u64;
@@ -149,18 +216,40 @@ pub fn search_image(
                         .collect(),
                 )
             }
+            // Someone who opted out is not searched for.
+            Some(e) if !supp.is_empty() && supp.matches(&e.vector) => {
+                pf.unusable = Some(vec!["opted_out".into()]);
+            }
             Some(e) => {
+                let mut searched = 0u64;
                 for c in &colls {
                     let (hits, trace) = gallery.search(&SearchQuery {
                         collection_id: c.id,
                         vector: &e.vector,
                         k: opts.k,
-                        threshold: opts.threshold,
+                        threshold,
                         filter: opts.filter.clone(),
                     })?;
+                    searched += match trace.filter_matches {
+                        Some(n) => n as u64,
+                        None => gallery.indexed_faces(c.id)?,
+                    };
                     pf.hits.extend(hits);
                     pf.traces.push(trace);
                 }
+                if !supp.is_empty() {
+                    let mut kept = Vec::with_capacity(pf.hits.len());
+                    for h in std::mem::take(&mut pf.hits) {
+                        if !gallery
+                            .face_vector(h.face.id)?
+                            .is_some_and(|v| supp.matches(&v))
+                        {
+                            kept.push(h);
+                        }
+                    }
+                    pf.hits = kept;
+                }
+                calibrate_hits(cal, &mut pf.hits, searched);
                 pf.hits
                     .sort_by(|a, b| b.score.total_cmp(&a.score).then(a.face.id.cmp(&b.face.id)));
                 pf.hits.truncate(opts.k);
@@ -173,6 +262,9 @@ pub fn search_image(
         pack,
         collections: colls.into_iter().map(|c| c.name).collect(),
         faces_searched,
+        calibration: cal.map(CalibrationInfo::of),
+        threshold,
+        warnings,
         probe_faces,
         timings_ms: timings,
     })

@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+#[path = "suppression.rs"]
+pub mod suppression;
+
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -155,6 +158,14 @@ pub struct ImageRecord {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Hit {
     pub score: f32,
+    /// Estimated probability that a face of a different person scores this high (from the
+    /// pack's calibration; `None` when the pack has none). Filled in by the engine.
+    pub fmr: Option<f64>,
+    /// True where `fmr` comes from the calibration's tail fit, not observed pairs.
+    pub fmr_extrapolated: Option<bool>,
+    /// `fmr` x the number of faces searched: how many false matches at least this strong a
+    /// search of this size should be expected to return.
+    pub expected_false_matches: Option<f64>,
     pub face: FaceRecord,
 }
 
@@ -1392,6 +1403,9 @@ impl Gallery {
             .filter_map(|n| {
                 Some(Hit {
                     score: n.score,
+                    fmr: None,
+                    fmr_extrapolated: None,
+                    expected_false_matches: None,
                     face: by_id.remove(&(n.id as i64))?,
                 })
             })

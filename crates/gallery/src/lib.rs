@@ -10,6 +10,7 @@ pub mod schema;
 
 pub use check::{CheckOptions, CheckReport, Inconsistency};
 pub use filter::{normalize_jurisdiction, Filter};
+pub use gallery::suppression::{NewSuppression, Suppression};
 pub use gallery::{
     Access, AddOutcome, Collection, DeleteReport, DeleteTarget, FaceRecord, Gallery, Hit,
     ImageRecord, Job, NewFace, NewImage, NewSource, Recovery, SearchQuery, SearchTrace, Source,

@@ -97,6 +97,22 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE image ADD COLUMN licence TEXT;
     ALTER TABLE image ADD COLUMN legal_basis TEXT;
     "#,
+    // 2 -> 3: the opt-out suppression list.
+    r#"
+    -- Embeddings (never photos) of people who opted out, with the median and scaled MAD of
+    -- their scores against the gallery when added (score normalisation).
+    CREATE TABLE suppression (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        pack       TEXT NOT NULL,
+        vector     BLOB NOT NULL,
+        z_median   REAL NOT NULL,
+        z_mad      REAL NOT NULL,
+        request_id TEXT NOT NULL,
+        origin     TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX suppression_pack ON suppression(pack);
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -1,64 +1,218 @@
-//! `visage serve`: an HTTP API over the engine (probe search, stored faces, stats).
+//! `visage serve`: the HTTP API over the engine and governance.
 //!
-//! No authentication yet: every endpoint but `/healthz` will require an API key once the
-//! governance issue lands; until then the server should only listen on loopback.
+//! Every endpoint but `/healthz`, `/v1/openapi.json` and the rate-limited public opt-out and
+//! access endpoints needs credentials: `Authorization: Bearer vsk_...` (API key) or the
+//! `visage_session` cookie from `POST /v1/auth/login`. Every action is authorised by the
+//! policy (`visage-governance`); searches and verifications need an open case and a purpose,
+//! and are written to the hash-chained audit log (allowed or refused) with the probe's
+//! SHA-256, never the image. See docs/API.md.
+
+mod auth;
+mod gov_api;
+mod input;
+mod metrics;
+mod public;
+mod search;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path as UrlPath, Request, State};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path as UrlPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use tower_http::timeout::TimeoutLayer;
-use utoipa::{OpenApi, ToSchema};
-use visage_engine::SearchOptions;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
 use visage_gallery::{Access, Gallery};
-use visage_vision::{DecodeError, FacePipeline, Home, InferenceOptions};
+use visage_governance::{
+    Action, AuthzContext, Decision, GovError, Governance, InitialAdmin, Policy, DEFAULT_POLICY_TOML,
+};
+use visage_vision::{FacePipeline, Home, InferenceOptions};
+
+pub use auth::{SESSION_COOKIE, SESSION_TTL};
 
 /// Largest request body (multipart or JSON, base64 included).
 pub const BODY_LIMIT: usize = 32 * 1024 * 1024;
 /// Longest time one request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longer limit for opt-out and erasure (they rewrite the index).
+pub const LONG_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// Hard cap on matches per probe face.
 pub const MAX_K: usize = 100;
 
-/// What the handlers share: the gallery (opened read-only once) and one face pipeline.
+/// How `visage serve` runs; `Default` is the normal writer with the default limits.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Open the gallery read-only (beside a CLI ingest); write endpoints answer 409 `read_only`.
+    pub read_only: bool,
+    /// Policy file; else `<data-dir>/policy.toml` when present; else the shipped default.
+    pub policy: Option<PathBuf>,
+    /// Jurisdiction of the `default` organisation created with the first admin.
+    pub admin_jurisdiction: String,
+    /// Login attempts per minute per client IP.
+    pub login_per_minute: u32,
+    /// Public opt-out/access requests per minute per client IP.
+    pub public_per_minute: u32,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            read_only: false,
+            policy: None,
+            admin_jurisdiction: "ZZ".into(),
+            login_per_minute: 10,
+            public_per_minute: 20,
+        }
+    }
+}
+
+/// What the handlers share (cheap to clone).
 #[derive(Clone)]
-pub struct AppState {
-    gallery: Arc<Gallery>,
-    pipeline: Arc<Mutex<FacePipeline>>,
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub(crate) gallery: Gallery,
+    pub(crate) pipeline: Mutex<FacePipeline>,
+    pub(crate) gov: Governance,
+    pub(crate) read_only: bool,
+    pub(crate) policy_text: String,
+    pub(crate) policy_origin: String,
+    /// The organisation created with the first admin: its admins manage every organisation.
+    pub(crate) operator_org: Option<i64>,
+    pub(crate) sessions: auth::Sessions,
+    pub(crate) login_limit: auth::RateLimiter,
+    pub(crate) public_limit: auth::RateLimiter,
+    pub(crate) metrics: metrics::Metrics,
+    pub(crate) requests: public::Requests,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
 }
 
 impl AppState {
-    pub fn new(gallery: Gallery, pipeline: FacePipeline) -> AppState {
-        AppState {
-            gallery: Arc::new(gallery),
-            pipeline: Arc::new(Mutex::new(pipeline)),
-        }
-    }
-
-    /// Opens the gallery in `data_dir` read-only and loads `pack`.
-    pub fn load(
+    /// Opens the gallery in `data_dir` (read-write unless `opts.read_only`), the governance
+    /// store in the same directory with the policy, and loads `pack`. When no user exists yet
+    /// the first admin is created and returned (its password exists only in the return value).
+    pub fn open(
         data_dir: &Path,
         home: &Home,
         pack: &str,
         inference: &InferenceOptions,
-    ) -> Result<AppState> {
-        let gallery = Gallery::open(data_dir, Access::ReadOnly)
+        opts: &ServeOptions,
+    ) -> Result<(AppState, Option<InitialAdmin>)> {
+        let access = if opts.read_only {
+            Access::ReadOnly
+        } else {
+            Access::ReadWrite
+        };
+        let gallery = Gallery::open(data_dir, access)
             .with_context(|| format!("cannot open the gallery in {}", data_dir.display()))?;
         let pipeline = FacePipeline::load(home, pack, inference)?;
-        Ok(AppState::new(gallery, pipeline))
+        AppState::with_parts(data_dir, gallery, pipeline, opts)
     }
+
+    /// As [`AppState::open`] with an opened gallery and a loaded pipeline.
+    pub fn with_parts(
+        data_dir: &Path,
+        gallery: Gallery,
+        pipeline: FacePipeline,
+        opts: &ServeOptions,
+    ) -> Result<(AppState, Option<InitialAdmin>)> {
+        let local = data_dir.join("policy.toml");
+        let file = opts
+            .policy
+            .clone()
+            .or_else(|| local.is_file().then_some(local));
+        let (policy, text, origin) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read the policy {}", path.display()))?;
+                let policy = Policy::parse(&text, &path.display().to_string())?;
+                (policy, text, path.display().to_string())
+            }
+            None => (
+                Policy::default_policy(),
+                DEFAULT_POLICY_TOML.to_string(),
+                "built-in default policy".to_string(),
+            ),
+        };
+        let gov = Governance::open_with_policy(data_dir, policy)?;
+        let admin = gov.init_admin(&opts.admin_jurisdiction)?;
+        let operator_org = match &admin {
+            Some(a) => Some(a.org.id),
+            None => gov.get_org_by_name("default").ok().map(|o| o.id),
+        };
+        let requests = public::Requests::open(data_dir)?;
+        let inner = Inner {
+            gallery,
+            pipeline: Mutex::new(pipeline),
+            gov,
+            read_only: opts.read_only,
+            policy_text: text,
+            policy_origin: origin,
+            operator_org,
+            sessions: auth::Sessions::default(),
+            login_limit: auth::RateLimiter::per_minute(opts.login_per_minute),
+            public_limit: auth::RateLimiter::per_minute(opts.public_per_minute),
+            metrics: metrics::Metrics::default(),
+            requests,
+        };
+        Ok((AppState(Arc::new(inner)), admin))
+    }
+
+    /// The governance store (accounts, policy, audit log).
+    pub fn governance(&self) -> &Governance {
+        &self.gov
+    }
+
+    /// Fails with 409 `read_only` when the gallery was opened read-only.
+    pub(crate) fn writable(&self) -> ApiResult<()> {
+        if self.read_only {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "read_only",
+                "the server runs with --read-only; the gallery cannot be changed",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The policy's excluded jurisdictions (hidden from every result).
+    pub(crate) fn excluded_jurisdictions(&self) -> Vec<String> {
+        self.gov
+            .policy()
+            .data
+            .excluded_jurisdictions
+            .iter()
+            .map(|j| j.0.clone())
+            .collect()
+    }
+}
+
+/// Runs `f` on the blocking pool with a clone of the state.
+pub(crate) async fn blocking<T: Send + 'static>(
+    st: &AppState,
+    f: impl FnOnce(&AppState) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || f(&st))
+        .await
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("task failed: {e}")))?
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -72,7 +226,7 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable machine-readable code, e.g. `bad_request`, `not_found`, `unsupported_format`.
+    /// Stable machine-readable code, e.g. `bad_request`, `unauthorized`, `policy_denied`.
     pub code: String,
     /// Human-readable message.
     pub message: String,
@@ -86,7 +240,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -94,12 +248,42 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
-    fn not_found(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_json(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_json", message)
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// The one answer for every credential problem (which one is never revealed).
+    pub(crate) fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing, invalid or revoked credentials",
+        )
+    }
+
+    /// 403 with the decision's code and the rule that made it.
+    pub(crate) fn denied(d: &Decision) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            d.error_code().unwrap_or("policy_denied"),
+            format!("{} (rule {})", d.reason, d.rule),
+        )
+    }
+
+    pub(crate) fn rate_limited() -> ApiError {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests from this address; try again in a minute",
+        )
     }
 
     fn too_large() -> ApiError {
@@ -111,7 +295,7 @@ impl ApiError {
     }
 
     /// An unexpected failure: logged here, reported without internals.
-    fn internal(e: anyhow::Error) -> ApiError {
+    pub(crate) fn internal(e: anyhow::Error) -> ApiError {
         tracing::error!("internal error: {e:#}");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -121,11 +305,22 @@ impl ApiError {
     }
 
     /// A body that could not be read: 413 when over the limit, else 400.
-    fn body(status: StatusCode, message: String) -> ApiError {
+    pub(crate) fn body(status: StatusCode, message: String) -> ApiError {
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large()
         } else {
             ApiError::bad_request(message)
+        }
+    }
+}
+
+impl From<GovError> for ApiError {
+    fn from(e: GovError) -> ApiError {
+        match e {
+            GovError::NotFound(m) => ApiError::not_found(m),
+            GovError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            GovError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid", m),
+            GovError::Internal(e) => ApiError::internal(e),
         }
     }
 }
@@ -138,11 +333,18 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut res = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"visage\""),
+            );
+        }
+        res
     }
 }
 
-type ApiResult<T> = std::result::Result<T, ApiError>;
+pub(crate) type ApiResult<T> = std::result::Result<T, ApiError>;
 
 fn code_for_status(status: StatusCode) -> &'static str {
     match status {
@@ -172,22 +374,31 @@ async fn json_errors(req: Request, next: Next) -> Response {
     res
 }
 
-/// Logs method, path, status and latency; never bodies.
-async fn log_requests(req: Request, next: Next) -> Response {
+/// Logs method, route, status and latency (never bodies, query strings or headers) and counts
+/// them for `/metrics`.
+async fn log_requests(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let t = Instant::now();
     let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
     let path = req.uri().path().to_string();
     let res = next.run(req).await;
+    let secs = t.elapsed().as_secs_f64();
+    st.metrics
+        .record(&route, method.as_str(), res.status().as_u16(), secs);
     tracing::info!(
         "{method} {path} {} {:.1} ms",
         res.status().as_u16(),
-        t.elapsed().as_secs_f64() * 1e3
+        secs * 1e3
     );
     res
 }
 
 // ---------------------------------------------------------------------------------------------
-// Handlers
+// Small handlers
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
@@ -196,269 +407,95 @@ pub struct Health {
 }
 
 /// Liveness probe (no authentication, ever).
-#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "public",
+    responses((status = 200, body = Health)))]
 async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
     })
 }
 
-/// The OpenAPI 3 description of this API.
-#[utoipa::path(get, path = "/v1/openapi.json",
+/// The OpenAPI 3 description of this API. Public on purpose: it holds no data, only the shape
+/// of the API.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "public",
     responses((status = 200, description = "OpenAPI 3 document", body = Object)))]
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-/// Search by JSON: the probe photo encoded in base64.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SearchJson {
-    /// The probe photo (JPEG, PNG, WebP, GIF, BMP or TIFF), standard base64.
-    pub image_base64: String,
-    /// Matches per probe face (1 to 100, default 10).
-    pub k: Option<usize>,
-    /// Only matches at or above this cosine similarity.
-    pub threshold: Option<f32>,
-    /// Collection to search (default: every collection of the server's pack).
-    pub collection: Option<String>,
-}
-
-/// Search by multipart/form-data upload.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct SearchForm {
-    /// The probe photo.
-    #[schema(value_type = String, format = Binary)]
-    image: Vec<u8>,
-    k: Option<usize>,
-    threshold: Option<f32>,
-    collection: Option<String>,
-}
-
-struct SearchInput {
-    image: Vec<u8>,
-    k: Option<usize>,
-    threshold: Option<f32>,
-    collection: Option<String>,
-}
-
-fn parse_field<T: std::str::FromStr>(name: &str, text: &str) -> ApiResult<T> {
-    text.trim()
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("field `{name}` is not a valid number")))
-}
-
-async fn read_multipart(mut mp: Multipart) -> ApiResult<SearchInput> {
-    let mut input = SearchInput {
-        image: vec![],
-        k: None,
-        threshold: None,
-        collection: None,
-    };
-    let mut image = None;
-    loop {
-        let field = match mp.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => return Err(ApiError::body(e.status(), e.body_text())),
-        };
-        let name = field.name().unwrap_or("").to_string();
-        let data = field
-            .bytes()
-            .await
-            .map_err(|e| ApiError::body(e.status(), e.body_text()))?;
-        let text = || String::from_utf8_lossy(&data).into_owned();
-        match name.as_str() {
-            "image" => image = Some(data.to_vec()),
-            "k" => input.k = Some(parse_field("k", &text())?),
-            "threshold" => input.threshold = Some(parse_field("threshold", &text())?),
-            "collection" => input.collection = Some(text()),
-            _ => {}
-        }
-    }
-    input.image = image.ok_or_else(|| ApiError::bad_request("missing the `image` field"))?;
-    Ok(input)
-}
-
-fn read_json(body: &[u8]) -> ApiResult<SearchInput> {
-    let j: SearchJson = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_json",
-            format!("invalid JSON body: {e}"),
-        )
-    })?;
-    let image = base64::engine::general_purpose::STANDARD
-        .decode(j.image_base64.trim())
-        .map_err(|e| ApiError::bad_request(format!("`image_base64` is not valid base64: {e}")))?;
-    Ok(SearchInput {
-        image,
-        k: j.k,
-        threshold: j.threshold,
-        collection: j.collection,
-    })
-}
-
-/// Searches the gallery with the most central usable face of a probe photo.
-#[utoipa::path(post, path = "/v1/search",
-    request_body(content(
-        (SearchForm = "multipart/form-data"),
-        (SearchJson = "application/json"),
-    )),
-    responses(
-        (status = 200, description = "Probe faces with ranked matches (engine SearchResult)",
-            body = Object),
-        (status = 400, description = "`bad_request` or `bad_json`", body = ErrorBody),
-        (status = 404, description = "`not_found`: unknown collection", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "`no_face_detected`, or the decoder's code \
-            (`unsupported_format`, `corrupt_image`, `image_too_large`, `empty_file`)",
-            body = ErrorBody),
-    ))]
-async fn search(State(st): State<AppState>, req: Request) -> ApiResult<Response> {
-    let ctype = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let input = if ctype.starts_with("multipart/form-data") {
-        let mp = Multipart::from_request(req, &())
-            .await
-            .map_err(|e| ApiError::body(e.status(), e.body_text()))?;
-        read_multipart(mp).await?
-    } else if ctype.starts_with("application/json") {
-        let body = Bytes::from_request(req, &())
-            .await
-            .map_err(|e| ApiError::body(e.status(), e.body_text()))?;
-        read_json(&body)?
-    } else {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send multipart/form-data with an `image` field, or application/json with \
-             `image_base64`",
-        ));
-    };
-    let k = input.k.unwrap_or(10);
-    if k == 0 || k > MAX_K {
-        return Err(ApiError::bad_request(format!(
-            "`k` must be between 1 and {MAX_K}"
-        )));
-    }
-    let opts = SearchOptions {
-        collections: input.collection.into_iter().collect(),
-        k,
-        threshold: input.threshold,
-        ..Default::default()
-    };
-    let result = tokio::task::spawn_blocking(move || run_search(&st, &input.image, &opts))
-        .await
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("search task failed: {e}")))??;
-    Ok(Json(result).into_response())
-}
-
-fn run_search(
-    st: &AppState,
-    image: &[u8],
-    opts: &SearchOptions,
-) -> ApiResult<visage_engine::SearchResult> {
-    let pipeline = st
-        .pipeline
-        .lock()
-        .map_err(|_| ApiError::internal(anyhow::anyhow!("pipeline lock poisoned")))?;
-    let pack = pipeline.pack_id();
-    // Checked here so that these client errors get their own codes.
-    for name in &opts.collections {
-        match st.gallery.collection(name).map_err(ApiError::internal)? {
-            None => return Err(ApiError::not_found(format!("no collection named {name:?}"))),
-            Some(c) if c.pack != pack => {
-                return Err(ApiError::bad_request(format!(
-                    "collection {name:?} uses pack {}, this server embeds with {pack}",
-                    c.pack
-                )))
-            }
-            Some(_) => {}
-        }
-    }
-    if opts.collections.is_empty() {
-        let any = st
-            .gallery
-            .collections()
-            .map_err(ApiError::internal)?
-            .iter()
-            .any(|c| c.pack == pack);
-        if !any {
-            return Err(ApiError::not_found(format!(
-                "no collection in this gallery uses pack {pack}"
-            )));
-        }
-    }
-    let result = visage_engine::search_image(&st.gallery, &pipeline, image, opts).map_err(|e| {
-        match e.downcast_ref::<DecodeError>() {
-            Some(d) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, d.code(), d.to_string()),
-            None => ApiError::internal(e),
-        }
-    })?;
-    if result.probe_faces.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "no_face_detected",
-            "no face was detected in the probe image",
-        ));
-    }
-    Ok(result)
-}
-
-fn face_id(raw: &str) -> ApiResult<i64> {
+pub(crate) fn face_id(raw: &str) -> ApiResult<i64> {
     raw.parse()
         .map_err(|_| ApiError::bad_request(format!("face id {raw:?} is not an integer")))
 }
 
-/// A stored face with its provenance (gallery FaceRecord).
-#[utoipa::path(get, path = "/v1/faces/{id}",
+/// Checks `action` for the principal, auditing a refusal, and returns the decision.
+pub(crate) fn authorize(
+    st: &AppState,
+    p: &visage_governance::Principal,
+    action: Action,
+    ctx: &AuthzContext,
+) -> ApiResult<Decision> {
+    auth::authorize_with(st, p, action, ctx, |ev| ev)
+}
+
+/// A stored face with its provenance (gallery FaceRecord). Faces in an excluded jurisdiction
+/// are not found.
+#[utoipa::path(get, path = "/v1/faces/{id}", tag = "faces",
     params(("id" = i64, Path, description = "Face id")),
     responses(
         (status = 200, description = "FaceRecord", body = Object),
         (status = 400, description = "`bad_request`: id is not an integer", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action read_face)", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
     ))]
 async fn get_face(
     State(st): State<AppState>,
+    auth::Auth(p): auth::Auth,
     UrlPath(raw): UrlPath<String>,
 ) -> ApiResult<Response> {
     let id = face_id(&raw)?;
-    let rec = tokio::task::spawn_blocking(move || st.gallery.face(id))
-        .await
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("task failed: {e}")))?
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found(format!("no face with id {id}")))?;
+    authorize(&st, &p, Action::ReadFace, &AuthzContext::default())?;
+    let rec = blocking(&st, move |st| visible_face(st, id)).await?;
     Ok(Json(rec).into_response())
 }
 
+/// The face's record, unless absent or in an excluded jurisdiction.
+pub(crate) fn visible_face(st: &AppState, id: i64) -> ApiResult<visage_gallery::FaceRecord> {
+    let rec = st
+        .gallery
+        .face(id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no face with id {id}")))?;
+    if let Some(j) = &rec.image.jurisdiction {
+        if st.gov.policy().jurisdiction_excluded(j).is_some() {
+            return Err(ApiError::not_found(format!("no face with id {id}")));
+        }
+    }
+    Ok(rec)
+}
+
 /// The face's thumbnail in its photo (JPEG).
-#[utoipa::path(get, path = "/v1/faces/{id}/thumbnail",
+#[utoipa::path(get, path = "/v1/faces/{id}/thumbnail", tag = "faces",
     params(("id" = i64, Path, description = "Face id")),
     responses(
         (status = 200, description = "JPEG thumbnail", content_type = "image/jpeg", body = Vec<u8>),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action read_face)", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
     ))]
 async fn get_thumbnail(
     State(st): State<AppState>,
+    auth::Auth(p): auth::Auth,
     UrlPath(raw): UrlPath<String>,
 ) -> ApiResult<Response> {
     let id = face_id(&raw)?;
-    let bytes = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Vec<u8>>> {
-        match st.gallery.face(id)? {
-            None => Ok(None),
-            Some(f) => Ok(Some(st.gallery.blob(&f.thumb_sha)?)),
-        }
+    authorize(&st, &p, Action::ReadFace, &AuthzContext::default())?;
+    let bytes = blocking(&st, move |st| {
+        let f = visible_face(st, id)?;
+        st.gallery.blob(&f.thumb_sha).map_err(ApiError::internal)
     })
-    .await
-    .map_err(|e| ApiError::internal(anyhow::anyhow!("task failed: {e}")))?
-    .map_err(ApiError::internal)?
-    .ok_or_else(|| ApiError::not_found(format!("no face with id {id}")))?;
+    .await?;
     let mut res = Body::from(bytes).into_response();
     res.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
@@ -466,50 +503,183 @@ async fn get_thumbnail(
 }
 
 /// Counts per collection, source and jurisdiction; bytes on disk and in memory.
-#[utoipa::path(get, path = "/v1/stats",
-    responses((status = 200, description = "Gallery Stats", body = Object)))]
-async fn stats(State(st): State<AppState>) -> ApiResult<Response> {
-    let s = tokio::task::spawn_blocking(move || st.gallery.stats())
-        .await
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("task failed: {e}")))?
-        .map_err(ApiError::internal)?;
+#[utoipa::path(get, path = "/v1/stats", tag = "faces",
+    responses(
+        (status = 200, description = "Gallery Stats", body = Object),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action read_face)", body = ErrorBody),
+    ))]
+async fn stats(State(st): State<AppState>, auth::Auth(p): auth::Auth) -> ApiResult<Response> {
+    authorize(&st, &p, Action::ReadFace, &AuthzContext::default())?;
+    let s = blocking(&st, |st| st.gallery.stats().map_err(ApiError::internal)).await?;
     Ok(Json(s).into_response())
+}
+
+/// A collection with its model pack and counts.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CollectionInfo {
+    pub id: i64,
+    pub name: String,
+    /// Model pack `name@version` the collection is pinned to.
+    pub pack: String,
+    pub dim: usize,
+    pub faces: u64,
+    pub images: u64,
+    pub subjects: u64,
+}
+
+/// Collections with their pack and face, image and subject counts.
+#[utoipa::path(get, path = "/v1/collections", tag = "faces",
+    responses(
+        (status = 200, description = "Collections", body = Vec<CollectionInfo>),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action read_face)", body = ErrorBody),
+    ))]
+async fn collections(
+    State(st): State<AppState>,
+    auth::Auth(p): auth::Auth,
+) -> ApiResult<Json<Vec<CollectionInfo>>> {
+    authorize(&st, &p, Action::ReadFace, &AuthzContext::default())?;
+    let s = blocking(&st, |st| st.gallery.stats().map_err(ApiError::internal)).await?;
+    Ok(Json(
+        s.collections
+            .into_iter()
+            .map(|c| CollectionInfo {
+                id: c.id,
+                name: c.name,
+                pack: c.pack,
+                dim: c.dim,
+                faces: c.faces,
+                images: c.images,
+                subjects: c.subjects,
+            })
+            .collect(),
+    ))
 }
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
 }
 
+struct SecurityAddon;
+
+impl Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let c = openapi.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("vsk_<key id>_<secret>")
+                    .build(),
+            ),
+        );
+        c.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(SESSION_COOKIE))),
+        );
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "visage",
-        description = "Accountable face search. No authentication yet: \
-        bind to loopback only."
+        description = "Accountable face search. Every endpoint except /healthz, \
+        /v1/openapi.json (this document, public on purpose) and /v1/public/* needs an API key \
+        (`Authorization: Bearer vsk_...`) or the `visage_session` cookie from \
+        POST /v1/auth/login. Errors are `{\"error\": {\"code\", \"message\"}}`; see docs/API.md."
     ),
-    paths(healthz, openapi, search, get_face, get_thumbnail, stats),
-    components(schemas(ErrorBody, ErrorDetail, Health, SearchJson, SearchForm))
+    modifiers(&SecurityAddon),
+    security(("api_key" = []), ("session" = [])),
+    paths(
+        healthz, openapi, get_face, get_thumbnail, stats, collections,
+        auth::login, auth::logout, auth::me,
+        search::search, search::search_face, search::verify,
+        gov_api::delete_face, gov_api::create_case, gov_api::list_cases, gov_api::get_case,
+        gov_api::close_case, gov_api::case_report, gov_api::case_report_html,
+        gov_api::audit_records, gov_api::audit_verify, gov_api::audit_export,
+        gov_api::list_orgs, gov_api::create_org, gov_api::update_org,
+        gov_api::list_users, gov_api::create_user, gov_api::disable_user, gov_api::enable_user,
+        gov_api::create_key, gov_api::list_keys, gov_api::revoke_key, gov_api::get_policy,
+        gov_api::erase,
+        public::opt_out, public::request_status, public::access,
+        metrics::metrics,
+    ),
+    components(schemas(
+        ErrorBody, ErrorDetail, Health, CollectionInfo,
+        search::SearchJson, search::SearchForm, search::SearchFaceJson, search::VerifyJson,
+        search::VerifyForm, auth::LoginJson, gov_api::NewUserJson, gov_api::NewKeyJson,
+        gov_api::ErasureJson, public::OptOutForm,
+    ))
 )]
 pub struct ApiDoc;
 
-/// The routes with their limits, timeout, JSON errors and request log.
+/// The routes with their limits, timeout, JSON errors, metrics and request log.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    use axum::routing::{delete, patch};
+    let long = Router::new()
+        .route("/v1/erasures", post(gov_api::erase))
+        .route("/v1/public/opt-out", post(public::opt_out))
+        .route("/v1/public/access", post(public::access))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            LONG_REQUEST_TIMEOUT,
+        ));
+    let normal = Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/openapi.json", get(openapi))
-        .route("/v1/search", post(search))
-        .route("/v1/faces/{id}", get(get_face))
+        .route("/metrics", get(metrics::metrics))
+        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/logout", post(auth::logout))
+        .route("/v1/auth/me", get(auth::me))
+        .route("/v1/search", post(search::search))
+        .route("/v1/search/face/{id}", post(search::search_face))
+        .route("/v1/verify", post(search::verify))
+        .route("/v1/faces/{id}", get(get_face).delete(gov_api::delete_face))
         .route("/v1/faces/{id}/thumbnail", get(get_thumbnail))
+        .route("/v1/collections", get(collections))
         .route("/v1/stats", get(stats))
-        .fallback(not_found)
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .route(
+            "/v1/cases",
+            post(gov_api::create_case).get(gov_api::list_cases),
+        )
+        .route("/v1/cases/{id}", get(gov_api::get_case))
+        .route("/v1/cases/{id}/close", post(gov_api::close_case))
+        .route("/v1/cases/{id}/report", get(gov_api::case_report))
+        .route("/v1/cases/{id}/report.html", get(gov_api::case_report_html))
+        .route("/v1/audit", get(gov_api::audit_records))
+        .route("/v1/audit/verify", get(gov_api::audit_verify))
+        .route("/v1/audit/export", get(gov_api::audit_export))
+        .route(
+            "/v1/orgs",
+            get(gov_api::list_orgs).post(gov_api::create_org),
+        )
+        .route("/v1/orgs/{id}", patch(gov_api::update_org))
+        .route(
+            "/v1/users",
+            get(gov_api::list_users).post(gov_api::create_user),
+        )
+        .route("/v1/users/{id}/disable", post(gov_api::disable_user))
+        .route("/v1/users/{id}/enable", post(gov_api::enable_user))
+        .route("/v1/users/{id}/keys", post(gov_api::create_key))
+        .route("/v1/keys", get(gov_api::list_keys))
+        .route("/v1/keys/{id}", delete(gov_api::revoke_key))
+        .route("/v1/policy", get(gov_api::get_policy))
+        .route("/v1/public/requests/{id}", get(public::request_status))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
-        ))
+        ));
+    Router::new()
+        .merge(long)
+        .merge(normal)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), log_requests))
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(json_errors))
-        .layer(middleware::from_fn(log_requests))
 }
 
 /// Serves on `listener` until `shutdown` resolves, then lets requests in flight finish.
@@ -518,9 +688,12 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -550,7 +723,8 @@ pub async fn shutdown_signal() {
 pub fn run(bind: SocketAddr, state: AppState, on_ready: impl FnOnce(SocketAddr)) -> Result<()> {
     if !bind.ip().is_loopback() {
         tracing::warn!(
-            "listening on {bind}, which is not loopback: the API has no authentication yet"
+            "listening on {bind}, which is not loopback: put TLS in front (session cookies and \
+             API keys travel in every request)"
         );
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -6,6 +6,7 @@
 //! [`FacePipeline`].
 
 pub mod align;
+pub mod calibration;
 pub mod detect;
 pub mod embed;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod testing;
 use image::RgbImage;
 use visage_core::{Detection, Embedding, Quality};
 
+pub use calibration::{Calibration, FmrEstimate};
 pub use detect::{DetectOptions, Detector};
 pub use embed::Recogniser;
 pub use error::{Result, VisionError};
@@ -159,6 +161,30 @@ impl FacePipeline {
             })
             .collect())
     }
+}
+
+/// The photo's main face: among faces at least half as wide as the widest, the one nearest
+/// the image centre — whether or not it passed the quality gate. Callers that need an
+/// embedding must report an unusable main face rather than fall back to another face: in a
+/// photo of several people that would silently answer for someone else.
+pub fn main_face(faces: &[Face], w: u32, h: u32) -> Option<usize> {
+    let widest = faces
+        .iter()
+        .map(|f| f.detection.bbox.x2 - f.detection.bbox.x1)
+        .fold(0.0f32, f32::max);
+    let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
+    faces
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.detection.bbox.x2 - f.detection.bbox.x1 >= 0.5 * widest)
+        .min_by(|a, b| {
+            let d = |f: &Face| {
+                let c = f.detection.bbox.center();
+                (c[0] - cx).powi(2) + (c[1] - cy).powi(2)
+            };
+            d(a.1).total_cmp(&d(b.1))
+        })
+        .map(|(i, _)| i)
 }
 
 /// Index of the face whose box centre is nearest the image centre (the LFW convention).

@@ -209,6 +209,8 @@ pub struct Pack {
     pub recogniser: RecogniserSpec,
     pub quality: QualitySpec,
     pub thresholds: Thresholds,
+    /// The impostor score distribution (`calibration.json`), when it has been measured.
+    pub calibration: Option<crate::calibration::Calibration>,
 }
 
 impl Pack {
@@ -590,6 +592,23 @@ pub fn pack_from_manifest(manifest: Manifest, dir: PathBuf) -> Result<Pack> {
             });
         }
     }
+    let id = format!("{}@{}", manifest.name, manifest.version);
+    let calibration = match crate::calibration::Calibration::load(&dir) {
+        Ok(Some(c)) if c.pack == id => Some(c),
+        Ok(Some(c)) => {
+            tracing::warn!(
+                "ignoring {}: it calibrates {}, the installed pack is {id}; run `visage models calibrate`",
+                dir.join(crate::calibration::CALIBRATION_FILE).display(),
+                c.pack
+            );
+            None
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!("ignoring the calibration of {id}: {e}");
+            None
+        }
+    };
     Ok(Pack {
         manifest,
         dir,
@@ -597,6 +616,7 @@ pub fn pack_from_manifest(manifest: Manifest, dir: PathBuf) -> Result<Pack> {
         recogniser,
         quality,
         thresholds,
+        calibration,
     })
 }
 

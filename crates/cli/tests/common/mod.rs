@@ -90,3 +90,31 @@ pub fn assert_consistent(data: &Path) {
         "{check}"
     );
 }
+
+/// Whether `pack` is installed and calibrated (`visage models calibrate`, which setup runs when
+/// LFW is present); skip, or fail under VISAGE_REQUIRE_MODELS=1.
+pub fn calibrated(pack: &str) -> bool {
+    if !installed(pack) {
+        return false;
+    }
+    let out = visage()
+        .args(["models", "list", "--json"])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ok = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == pack && p["calibrated"] == true);
+    if !ok {
+        assert!(
+            !require(),
+            "pack {pack} must be calibrated (VISAGE_REQUIRE_MODELS=1)"
+        );
+        eprintln!(
+            "skipping: pack {pack} is not calibrated; run `visage models calibrate --pack {pack}`"
+        );
+    }
+    ok
+}

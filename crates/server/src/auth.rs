@@ -1,0 +1,402 @@
+//! Authentication (API keys, session cookies), authorisation helpers that audit refusals,
+//! per-IP rate limiting, and the login/logout/me endpoints.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use visage_governance::{
+    Action, Actor, AuditEvent, AuthError, AuthzContext, Decision, OrgStatus, Principal,
+};
+
+use crate::{blocking, ApiError, ApiResult, AppState, ErrorBody};
+
+/// Name of the session cookie set by `POST /v1/auth/login`.
+pub const SESSION_COOKIE: &str = "visage_session";
+/// How long a session lasts after login.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+
+/// Server-side sessions: SHA-256 of the token -> (user id, expiry). Tokens are 32 random
+/// bytes; only their hashes are held, and the user's state is re-read on every request.
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, (i64, Instant)>>,
+}
+
+fn token_key(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl Sessions {
+    fn create(&self, user_id: i64) -> ApiResult<String> {
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("no OS randomness: {e}")))?;
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        let now = Instant::now();
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, (_, exp)| *exp > now);
+        m.insert(token_key(&token), (user_id, now + SESSION_TTL));
+        Ok(token)
+    }
+
+    fn user(&self, token: &str) -> Option<i64> {
+        let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&token_key(token))
+            .filter(|(_, exp)| *exp > Instant::now())
+            .map(|(u, _)| *u)
+    }
+
+    fn remove(&self, token: &str) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(&token_key(token));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rate limiting
+
+/// A token bucket per client IP: `per_minute` requests per minute, bursting to the same.
+pub struct RateLimiter {
+    per_minute: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn per_minute(n: u32) -> RateLimiter {
+        RateLimiter {
+            per_minute: f64::from(n.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `ip`; false when its bucket is empty.
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let rate = self.per_minute / 60.0;
+        let mut m = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() > 10_000 {
+            // Forget addresses whose bucket has refilled.
+            let full = self.per_minute;
+            m.retain(|_, (tokens, t)| *tokens + now.duration_since(*t).as_secs_f64() * rate < full);
+        }
+        let (tokens, t) = m.entry(ip).or_insert((self.per_minute, now));
+        *tokens = (*tokens + now.duration_since(*t).as_secs_f64() * rate).min(self.per_minute);
+        *t = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication
+
+/// How the caller authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    ApiKey,
+    Session,
+}
+
+/// An authenticated caller (extractor): 401 `unauthorized` otherwise, whatever the cause.
+pub struct Auth(pub Principal);
+
+/// As [`Auth`], also saying how.
+pub struct AuthVia(pub Principal, pub Via);
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// The principal of a user id (session login): the user's current role and organisation;
+/// disabled users are refused.
+fn principal_of_user(st: &AppState, user_id: i64) -> ApiResult<Principal> {
+    let user = match st.gov.get_user(user_id) {
+        Ok(u) => u,
+        Err(visage_governance::GovError::NotFound(_)) => return Err(ApiError::unauthorized()),
+        Err(e) => return Err(e.into()),
+    };
+    if user.disabled {
+        return Err(ApiError::unauthorized());
+    }
+    let org = st.gov.get_org(user.org_id)?;
+    Ok(Principal {
+        user_id,
+        username: user.username,
+        org,
+        role: user.role,
+    })
+}
+
+fn authenticate(st: &AppState, headers: &HeaderMap) -> ApiResult<(Principal, Via)> {
+    if let Some(h) = headers.get(header::AUTHORIZATION) {
+        let s = h.to_str().map_err(|_| ApiError::unauthorized())?;
+        let key = s
+            .strip_prefix("Bearer ")
+            .or_else(|| s.strip_prefix("bearer "))
+            .ok_or_else(ApiError::unauthorized)?
+            .trim();
+        return match st.gov.authenticate_key(key) {
+            Ok(p) => Ok((p, Via::ApiKey)),
+            Err(AuthError::Internal(m)) => Err(ApiError::internal(anyhow::anyhow!(m))),
+            Err(_) => Err(ApiError::unauthorized()),
+        };
+    }
+    if let Some(token) = cookie(headers, SESSION_COOKIE) {
+        let user = st.sessions.user(token).ok_or_else(ApiError::unauthorized)?;
+        return Ok((principal_of_user(st, user)?, Via::Session));
+    }
+    Err(ApiError::unauthorized())
+}
+
+impl FromRequestParts<AppState> for AuthVia {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> ApiResult<Self> {
+        let (p, via) = authenticate(st, &parts.headers)?;
+        Ok(AuthVia(p, via))
+    }
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> ApiResult<Self> {
+        let (p, _) = authenticate(st, &parts.headers)?;
+        Ok(Auth(p))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authorisation
+
+/// `gov.authorize`, appending the refusal (shaped by `shape`) to the audit log and answering
+/// 403 with the decision's code when denied. Allowed decisions are returned for the caller to
+/// record with the operation's results.
+pub(crate) fn authorize_with(
+    st: &AppState,
+    p: &Principal,
+    action: Action,
+    ctx: &AuthzContext,
+    shape: impl FnOnce(AuditEvent) -> AuditEvent,
+) -> ApiResult<Decision> {
+    let d = st.gov.authorize(p, action, ctx)?;
+    if !d.allowed {
+        let mut ev = AuditEvent::decision(p, action, &d);
+        // A case of another organisation is not recorded under that case.
+        if let Some(c) = ctx.case_id {
+            if d.rule != "builtin:case_not_found" {
+                ev = ev.case(c);
+            } else {
+                ev.details = serde_json::json!({"requested_case_id": c});
+            }
+        }
+        st.gov.append(shape(ev))?;
+        return Err(ApiError::denied(&d));
+    }
+    Ok(d)
+}
+
+/// For endpoints that are no single action (`/v1/auth/me`, `/metrics`): the organisation must
+/// be active (or in a running trial) and the policy must allow its role something.
+pub(crate) fn general_access(st: &AppState, p: &Principal) -> ApiResult<()> {
+    let deny = |rule: &str, reason: String| {
+        let d = Decision {
+            allowed: false,
+            rule: rule.into(),
+            reason,
+        };
+        Err(ApiError::denied(&d))
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if p.org.status == OrgStatus::Suspended {
+        return deny(
+            "builtin:org_suspended",
+            format!("organisation '{}' is suspended", p.org.name),
+        );
+    }
+    if p.org.status == OrgStatus::Trial && p.org.trial_expires_at.is_none_or(|t| t <= now) {
+        return deny(
+            "builtin:trial_expired",
+            format!("the trial of organisation '{}' has expired", p.org.name),
+        );
+    }
+    let policy = st.gov.policy();
+    let mut first_denial = None;
+    for a in Action::ALL {
+        let d = policy.evaluate(p.role, &p.org, *a);
+        if d.allowed {
+            return Ok(());
+        }
+        first_denial.get_or_insert(d);
+    }
+    match first_denial {
+        Some(d) => Err(ApiError::denied(&d)),
+        None => Ok(()),
+    }
+}
+
+/// Whether the principal is an admin of the operator organisation (manages every
+/// organisation); other admins manage only their own.
+pub(crate) fn is_operator(st: &AppState, p: &Principal) -> bool {
+    p.role == visage_governance::Role::Admin && st.operator_org == Some(p.org.id)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Endpoints
+
+/// Username and password.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginJson {
+    pub username: String,
+    pub password: String,
+}
+
+/// Who the caller is.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    pub user_id: i64,
+    pub username: String,
+    pub role: String,
+    #[schema(value_type = Object)]
+    pub org: visage_governance::Organisation,
+    pub via: Via,
+    /// Admin of the operator organisation (manages every organisation).
+    pub operator: bool,
+}
+
+fn me_of(st: &AppState, p: Principal, via: Via) -> Me {
+    Me {
+        operator: is_operator(st, &p),
+        user_id: p.user_id,
+        username: p.username,
+        role: p.role.as_str().to_string(),
+        org: p.org,
+        via,
+    }
+}
+
+/// Logs in with a username and password: sets the `visage_session` cookie (HttpOnly,
+/// SameSite=Strict, 12 h). Rate-limited per client IP.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", security(()),
+    request_body = LoginJson,
+    responses(
+        (status = 200, description = "Logged in; the session cookie is set", body = Me),
+        (status = 400, description = "`bad_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "organisation suspended (`policy_denied`)", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+    ))]
+pub(crate) async fn login(
+    State(st): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    if !st.login_limit.allow(addr.ip()) {
+        return Err(ApiError::rate_limited());
+    }
+    let j: LoginJson = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_json(format!("invalid JSON body: {e}")))?;
+    let (p, token) = blocking(&st, move |st| {
+        let res = st.gov.authenticate_password(&j.username, &j.password);
+        match res {
+            Ok(p) => {
+                st.gov.append(
+                    AuditEvent::new(&Actor::from(&p), "login")
+                        .org(p.org.id)
+                        .decided(true, "auth:password", "password login"),
+                )?;
+                general_access(st, &p)?;
+                let token = st.sessions.create(p.user_id)?;
+                Ok((p, token))
+            }
+            Err(AuthError::Internal(m)) => Err(ApiError::internal(anyhow::anyhow!(m))),
+            Err(e) => {
+                st.gov.append(
+                    AuditEvent::new(&Actor::public(), "login")
+                        .decided(false, "auth:password", e.code())
+                        .details(serde_json::json!({"username": j.username})),
+                )?;
+                Err(ApiError::unauthorized())
+            }
+        }
+    })
+    .await?;
+    let me = me_of(&st, p, Via::Session);
+    let mut res = Json(me).into_response();
+    let c = format!(
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        SESSION_TTL.as_secs()
+    );
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&c).map_err(|e| ApiError::internal(e.into()))?,
+    );
+    Ok(res)
+}
+
+/// Ends the session of the cookie (if any) and clears the cookie.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth",
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    ))]
+pub(crate) async fn logout(
+    State(st): State<AppState>,
+    AuthVia(_, _): AuthVia,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+        st.sessions.remove(token);
+    }
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("visage_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    );
+    Ok(res)
+}
+
+/// The authenticated caller: user, role, organisation, and how they authenticated.
+#[utoipa::path(get, path = "/v1/auth/me", tag = "auth",
+    responses(
+        (status = 200, description = "The caller", body = Me),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied`: organisation suspended, or the policy \
+            allows its role nothing", body = ErrorBody),
+    ))]
+pub(crate) async fn me(
+    State(st): State<AppState>,
+    AuthVia(p, via): AuthVia,
+) -> ApiResult<Json<Me>> {
+    general_access(&st, &p)?;
+    Ok(Json(me_of(&st, p, via)))
+}

@@ -1,0 +1,788 @@
+//! Governance endpoints: cases and reports, the audit log, organisations, users, API keys,
+//! the policy, face deletion and erasure with signed receipts.
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use visage_gallery::DeleteTarget;
+use visage_governance::{
+    Action, Actor, AuditEvent, AuditRecord, AuthzContext, Case, Decision, NewCase, NewOrg,
+    OrgUpdate, Organisation, Principal, Role,
+};
+
+use crate::auth::{is_operator, Auth};
+use crate::input;
+use crate::{authorize, blocking, face_id, ApiError, ApiResult, AppState, ErrorBody};
+
+fn none() -> AuthzContext {
+    AuthzContext::default()
+}
+
+fn int_id(raw: &str, what: &str) -> ApiResult<i64> {
+    raw.parse()
+        .map_err(|_| ApiError::bad_request(format!("{what} id {raw:?} is not an integer")))
+}
+
+/// 403 for an admin of another organisation trying an operator-only change; audited.
+fn operator_only(st: &AppState, p: &Principal, action: Action, what: &str) -> ApiResult<()> {
+    if is_operator(st, p) {
+        return Ok(());
+    }
+    let d = Decision {
+        allowed: false,
+        rule: "builtin:operator_only".into(),
+        reason: format!("only administrators of the operator organisation may {what}"),
+    };
+    st.gov.append(AuditEvent::decision(p, action, &d))?;
+    Err(ApiError::denied(&d))
+}
+
+// ---- faces -----------------------------------------------------------------------------------
+
+/// Deletes one face (row, vector, blobs no longer referenced; tombstoned). Audited with the
+/// deletion report.
+#[utoipa::path(delete, path = "/v1/faces/{id}", tag = "faces",
+    params(("id" = i64, Path, description = "Face id")),
+    responses(
+        (status = 200, description = "DeleteReport", body = Object),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action delete)", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`read_only`", body = ErrorBody),
+    ))]
+pub(crate) async fn delete_face(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Response> {
+    let id = face_id(&raw)?;
+    let d = authorize(&st, &p, Action::Delete, &none())?;
+    st.writable()?;
+    blocking(&st, move |st| {
+        let report = st
+            .gallery
+            .delete(&DeleteTarget::Faces(vec![id]))
+            .map_err(ApiError::internal)?;
+        if report.faces == 0 {
+            return Err(ApiError::not_found(format!("no face with id {id}")));
+        }
+        st.gov.append(
+            AuditEvent::decision(&p, Action::Delete, &d)
+                .objects(report.face_ids.iter().map(|i| i.to_string()))
+                .result_count(report.faces as u64)
+                .details(serde_json::to_value(&report).unwrap_or_default()),
+        )?;
+        Ok(Json(report).into_response())
+    })
+    .await
+}
+
+// ---- cases -----------------------------------------------------------------------------------
+
+/// The case if it belongs to the caller's organisation (404 otherwise).
+fn own_case(st: &AppState, p: &Principal, id: i64) -> ApiResult<Case> {
+    match st.gov.get_case(id) {
+        Ok(c) if c.org_id == p.org.id => Ok(c),
+        Ok(_) | Err(visage_governance::GovError::NotFound(_)) => {
+            Err(ApiError::not_found(format!("no case {id}")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens a case in the caller's organisation.
+#[utoipa::path(post, path = "/v1/cases", tag = "cases",
+    request_body(content = Object, description = "NewCase: number, purpose, legal_basis, \
+        offence_category"),
+    responses(
+        (status = 201, description = "Case", body = Object),
+        (status = 400, description = "`bad_json` or `invalid`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action manage_cases)", body = ErrorBody),
+        (status = 409, description = "`conflict`: number already used", body = ErrorBody),
+    ))]
+pub(crate) async fn create_case(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    authorize(&st, &p, Action::ManageCases, &none())?;
+    let new: NewCase = input::json(&body)?;
+    let c = blocking(&st, move |st| Ok(st.gov.create_case(&p, &new)?)).await?;
+    Ok((StatusCode::CREATED, Json(c)).into_response())
+}
+
+/// The caller's organisation's cases.
+#[utoipa::path(get, path = "/v1/cases", tag = "cases",
+    responses(
+        (status = 200, description = "Cases", body = Object),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action manage_cases)", body = ErrorBody),
+    ))]
+pub(crate) async fn list_cases(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+) -> ApiResult<Json<Vec<Case>>> {
+    authorize(&st, &p, Action::ManageCases, &none())?;
+    let org = p.org.id;
+    Ok(Json(
+        blocking(&st, move |st| Ok(st.gov.list_cases(org)?)).await?,
+    ))
+}
+
+/// One case of the caller's organisation.
+#[utoipa::path(get, path = "/v1/cases/{id}", tag = "cases",
+    params(("id" = i64, Path, description = "Case id")),
+    responses(
+        (status = 200, description = "Case", body = Object),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action manage_cases)", body = ErrorBody),
+        (status = 404, description = "`not_found` (also for other organisations' cases)",
+            body = ErrorBody),
+    ))]
+pub(crate) async fn get_case(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Json<Case>> {
+    let id = int_id(&raw, "case")?;
+    authorize(&st, &p, Action::ManageCases, &none())?;
+    Ok(Json(own_case(&st, &p, id)?))
+}
+
+/// Closes a case: no further searches under it.
+#[utoipa::path(post, path = "/v1/cases/{id}/close", tag = "cases",
+    params(("id" = i64, Path, description = "Case id")),
+    responses(
+        (status = 200, description = "Case", body = Object),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action manage_cases)", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`conflict`: already closed", body = ErrorBody),
+    ))]
+pub(crate) async fn close_case(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Json<Case>> {
+    let id = int_id(&raw, "case")?;
+    authorize(&st, &p, Action::ManageCases, &none())?;
+    own_case(&st, &p, id)?;
+    let c = blocking(&st, move |st| {
+        Ok(st.gov.close_case(&Actor::from(&p), id)?)
+    })
+    .await?;
+    Ok(Json(c))
+}
+
+fn report_of(
+    st: &AppState,
+    p: &Principal,
+    d: &Decision,
+    id: i64,
+    format: &str,
+) -> ApiResult<visage_governance::CaseReport> {
+    own_case(st, p, id)?;
+    let r = st.gov.case_report(id)?;
+    st.gov.append(
+        AuditEvent::decision(p, Action::ExportReport, d)
+            .case(id)
+            .details(serde_json::json!({"format": format})),
+    )?;
+    Ok(r)
+}
+
+/// Everything done under a case (searches with probe hashes, result ids, rules; other events)
+/// from the audit log, with the audit head, as JSON.
+#[utoipa::path(get, path = "/v1/cases/{id}/report", tag = "cases",
+    params(("id" = i64, Path, description = "Case id")),
+    responses(
+        (status = 200, description = "CaseReport", body = Object),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action export_report)", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub(crate) async fn case_report(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Response> {
+    let id = int_id(&raw, "case")?;
+    let d = authorize(&st, &p, Action::ExportReport, &none())?;
+    let r = blocking(&st, move |st| report_of(st, &p, &d, id, "json")).await?;
+    Ok(Json(r.to_json()).into_response())
+}
+
+/// The case report as a self-contained printable HTML page.
+#[utoipa::path(get, path = "/v1/cases/{id}/report.html", tag = "cases",
+    params(("id" = i64, Path, description = "Case id")),
+    responses(
+        (status = 200, description = "HTML page", content_type = "text/html"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action export_report)", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub(crate) async fn case_report_html(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Response> {
+    let id = int_id(&raw, "case")?;
+    let d = authorize(&st, &p, Action::ExportReport, &none())?;
+    let r = blocking(&st, move |st| report_of(st, &p, &d, id, "html")).await?;
+    let mut res = r.to_html().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    res.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    );
+    Ok(res)
+}
+
+// ---- audit -----------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct AuditQuery {
+    /// Records with seq greater than this (default 0).
+    after_seq: Option<u64>,
+    /// At most this many (1 to 1000, default 100).
+    limit: Option<usize>,
+}
+
+/// A page of audit records.
+#[derive(Debug, Serialize)]
+pub(crate) struct AuditPage {
+    records: Vec<AuditRecord>,
+    /// Pass as `after_seq` for the next page; absent at the end.
+    next_after_seq: Option<u64>,
+}
+
+/// Audit records in seq order. Administrators of the operator organisation see every record;
+/// everyone else sees their own organisation's.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
+    responses(
+        (status = 200, description = "`records` and `next_after_seq`", body = Object),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action read_audit)", body = ErrorBody),
+    ))]
+pub(crate) async fn audit_records(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<AuditPage>> {
+    authorize(&st, &p, Action::ReadAudit, &none())?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let after = q.after_seq.unwrap_or(0);
+    let all = is_operator(&st, &p);
+    let org = p.org.id;
+    let page = blocking(&st, move |st| {
+        let mut out = Vec::new();
+        let mut next = after.saturating_add(1);
+        let mut scanned_to = after;
+        // Scan pages until `limit` visible records are found or the log ends.
+        loop {
+            let page = st.gov.audit_records(next.., 1000)?;
+            let Some(last) = page.last().map(|r| r.seq) else {
+                break;
+            };
+            for r in page {
+                scanned_to = r.seq;
+                if all || r.org_id == Some(org) {
+                    out.push(r);
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+            if out.len() == limit {
+                break;
+            }
+            next = last + 1;
+        }
+        let more = out.len() == limit
+            && st
+                .gov
+                .audit_head()?
+                .is_some_and(|(head, _)| head > scanned_to);
+        Ok(AuditPage {
+            records: out,
+            next_after_seq: more.then_some(scanned_to),
+        })
+    })
+    .await?;
+    Ok(Json(page))
+}
+
+/// Verifies the whole log: hash chain, checkpoint signatures, no missing checkpoint.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
+    responses(
+        (status = 200, description = "VerifyReport (`ok`, `first_bad`, head, checkpoints)",
+            body = Object),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action read_audit)", body = ErrorBody),
+    ))]
+pub(crate) async fn audit_verify(State(st): State<AppState>, Auth(p): Auth) -> ApiResult<Response> {
+    authorize(&st, &p, Action::ReadAudit, &none())?;
+    let mut v = blocking(&st, |st| {
+        serde_json::to_value(st.gov.verify()?).map_err(|e| ApiError::internal(e.into()))
+    })
+    .await?;
+    v["public_key_hex"] = st.gov.public_key_hex().into();
+    Ok(Json(v).into_response())
+}
+
+/// The whole log with its signed checkpoints as JSON Lines, for offline verification with the
+/// installation's public key. Every organisation's records are in it, so only administrators
+/// of the operator organisation may export.
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
+    responses(
+        (status = 200, description = "JSON Lines", content_type = "application/x-ndjson"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action read_audit, operator only)",
+            body = ErrorBody),
+    ))]
+pub(crate) async fn audit_export(State(st): State<AppState>, Auth(p): Auth) -> ApiResult<Response> {
+    let d = authorize(&st, &p, Action::ReadAudit, &none())?;
+    operator_only(&st, &p, Action::ReadAudit, "export the whole audit log")?;
+    let bytes = blocking(&st, move |st| {
+        let mut buf = Vec::new();
+        let summary = st.gov.export_jsonl(&mut buf, ..)?;
+        st.gov.append(
+            AuditEvent::decision(&p, Action::ReadAudit, &d)
+                .details(serde_json::json!({"export": summary})),
+        )?;
+        Ok(buf)
+    })
+    .await?;
+    let mut res = bytes.into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"visage-audit.jsonl\""),
+    );
+    Ok(res)
+}
+
+// ---- organisations ---------------------------------------------------------------------------
+
+/// Organisations: all for operator administrators, else the caller's own.
+#[utoipa::path(get, path = "/v1/orgs", tag = "admin",
+    responses(
+        (status = 200, description = "Organisations", body = Object),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action manage_accounts)", body = ErrorBody),
+    ))]
+pub(crate) async fn list_orgs(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+) -> ApiResult<Json<Vec<Organisation>>> {
+    authorize(&st, &p, Action::ManageAccounts, &none())?;
+    if is_operator(&st, &p) {
+        return Ok(Json(st.gov.list_orgs()?));
+    }
+    Ok(Json(vec![st.gov.get_org(p.org.id)?]))
+}
+
+/// Creates an organisation (operator administrators only).
+#[utoipa::path(post, path = "/v1/orgs", tag = "admin",
+    request_body(content = Object, description = "NewOrg: name, kind, jurisdiction, status, \
+        trial_expires_at?, search_quota?"),
+    responses(
+        (status = 201, description = "Organisation", body = Object),
+        (status = 400, description = "`bad_json` or `invalid`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied`", body = ErrorBody),
+        (status = 409, description = "`conflict`: name taken", body = ErrorBody),
+    ))]
+pub(crate) async fn create_org(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    authorize(&st, &p, Action::ManageAccounts, &none())?;
+    operator_only(&st, &p, Action::ManageAccounts, "create organisations")?;
+    let new: NewOrg = input::json(&body)?;
+    let org = st.gov.create_org(&Actor::from(&p), &new)?;
+    Ok((StatusCode::CREATED, Json(org)).into_response())
+}
+
+/// Changes an organisation's status (trial, active, suspended), trial expiry or search quota
+/// (operator administrators only). Suspension takes effect on the next request.
+#[utoipa::path(patch, path = "/v1/orgs/{id}", tag = "admin",
+    params(("id" = i64, Path, description = "Organisation id")),
+    request_body(content = Object, description = "OrgUpdate: status?, trial_expires_at?, \
+        search_quota?"),
+    responses(
+        (status = 200, description = "Organisation", body = Object),
+        (status = 400, description = "`bad_json` or `invalid`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub(crate) async fn update_org(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    UrlPath(raw): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Organisation>> {
+    let id = int_id(&raw, "organisation")?;
+    authorize(&st, &p, Action::ManageAccounts, &none())?;
+    operator_only(&st, &p, Action::ManageAccounts, "change organisations")?;
+    let update: OrgUpdate = input::json(&body)?;
+    Ok(Json(st.gov.update_org(&Actor::from(&p), id, &update)?))
+}
+
+// ---- users and keys --------------------------------------------------------------------------
+
+/// The organisation a non-operator admin may act in; operators may act anywhere.
+fn may_manage_org(st: &AppState, p: &Principal, org_id: i64) -> ApiResult<()> {
+    if is_operator(st, p) || org_id == p.org.id {
+        Ok(())
+    } else {
+        // Other organisations do not exist for this caller.
+        Err(ApiError::not_found(format!("no organisation {org_id}")))
+    }
+}
+
+fn managed_user(st: &AppState, p: &Principal, user_id: i64) -> ApiResult<visage_governance::User> {
+    let u = st.gov.get_user(user_id)?;
+    if !is_operator(st, p) && u.org_id != p.org.id {
+        return Err(ApiError::not_found(format!("no user {user_id}")));
+    }
+    Ok(u)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct UsersQuery {
+    /// Only this organisation's users (operator administrators; others always see their own).
+    org_id: Option<i64>,
+}
+
+/// Users: operator administrators see every organisation's (or `org_id`'s), other
+/// administrators their own organisation's.
+#[utoipa::path(get, path = "/v1/users", tag = "admin", params(UsersQuery),
+    responses(
+        (status = 200, description = "Users (never password hashes)", body = Object),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action manage_accounts)", body = ErrorBody),
+    ))]
+pub(crate) async fn list_users(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<UsersQuery>,
+) -> ApiResult<Json<Vec<visage_governance::User>>> {
+    authorize(&st, &p, Action::ManageAccounts, &none())?;
+    let org = if is_operator(&st, &p) {
+        q.org_id
+    } else {
+        Some(p.org.id)
+    };
+    Ok(Json(st.gov.list_users(org)?))
+}
+
+/// A new user.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewUserJson {
+    /// Organisation (default: the caller's; another one only for operator administrators).
+    pub org_id: Option<i64>,
+    pub username: String,
+    /// `admin`, `investigator`, `auditor` or `compliance`.
+    pub role: String,
+    /// At least 12 characters; absent for key-only accounts.
+    pub password: Option<String>,
+}
+
+/// Creates a user.
+#[utoipa::path(post, path = "/v1/users", tag = "admin", request_body = NewUserJson,
+    responses(
+        (status = 201, description = "User", body = Object),
+        (status = 400, description = "`bad_json` or `invalid`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action manage_accounts)", body = ErrorBody),
+        (status = 404, description = "`not_found`: organisation", body = ErrorBody),
+        (status = 409, description = "`conflict`: username taken", body = ErrorBody),
+    ))]
+pub(crate) async fn create_user(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    authorize(&st, &p, Action::ManageAccounts, &none())?;
+    let j: NewUserJson = input::json(&body)?;
+    let org_id = j.org_id.unwrap_or(p.org.id);
+    may_manage_org(&st, &p, org_id)?;
+    let role: Role = j.role.parse()?;
+    let user = blocking(&st, move |st| {
+        Ok(st.gov.create_user(
+            &Actor::from(&p),
+            org_id,
+            &j.username,
+            role,
+            j.password.as_deref(),
+        )?)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(user)).into_response())
+}
+
+async fn set_disabled(
+    st: AppState,
+    p: Principal,
+    raw: String,
+    disabled: bool,
+) -> ApiResult<Json<visage_governance::User>> {
+    let id = int_id(&raw, "user")?;
+    authorize(&st, &p, Action::ManageAccounts, &none())?;
+    managed_user(&st, &p, id)?;
+    Ok(Json(st.gov.set_user_disabled(
+        &Actor::from(&p),
+        id,
+        disabled,
+    )?))
+}
+
+/// Disables a user: their sessions and keys stop working on the next request.
+#[utoipa::path(post, path = "/v1/users/{id}/disable", tag = "admin",
+    params(("id" = i64, Path, description = "User id")),
+    responses(
+        (status = 200, description = "User", body = Object),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action manage_accounts)", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub(crate) async fn disable_user(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Json<visage_governance::User>> {
+    set_disabled(st, p, raw, true).await
+}
+
+/// Re-enables a user.
+#[utoipa::path(post, path = "/v1/users/{id}/enable", tag = "admin",
+    params(("id" = i64, Path, description = "User id")),
+    responses(
+        (status = 200, description = "User", body = Object),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action manage_accounts)", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub(crate) async fn enable_user(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Json<visage_governance::User>> {
+    set_disabled(st, p, raw, false).await
+}
+
+/// A new API key.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewKeyJson {
+    /// A label, e.g. the script that uses it.
+    pub name: String,
+    /// The key's role (default the user's; another only for admin users).
+    pub role: Option<String>,
+}
+
+/// Creates an API key for a user; the `secret` (`vsk_...`) is in this response only.
+#[utoipa::path(post, path = "/v1/users/{id}/keys", tag = "admin",
+    params(("id" = i64, Path, description = "User id")),
+    request_body = NewKeyJson,
+    responses(
+        (status = 201, description = "NewApiKey: `info` and the one-time `secret`", body = Object),
+        (status = 400, description = "`bad_json` or `invalid`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action manage_accounts)", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub(crate) async fn create_key(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    UrlPath(raw): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let id = int_id(&raw, "user")?;
+    authorize(&st, &p, Action::ManageAccounts, &none())?;
+    let j: NewKeyJson = input::json(&body)?;
+    managed_user(&st, &p, id)?;
+    let role = j.role.as_deref().map(str::parse::<Role>).transpose()?;
+    let key = st.gov.create_api_key(&Actor::from(&p), id, &j.name, role)?;
+    let mut res = (StatusCode::CREATED, Json(key)).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct KeysQuery {
+    /// Only this user's keys.
+    user_id: Option<i64>,
+}
+
+/// API keys (never secrets): of one user, or of every user the caller manages.
+#[utoipa::path(get, path = "/v1/keys", tag = "admin", params(KeysQuery),
+    responses(
+        (status = 200, description = "ApiKeyInfo list", body = Object),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action manage_accounts)", body = ErrorBody),
+        (status = 404, description = "`not_found`: user", body = ErrorBody),
+    ))]
+pub(crate) async fn list_keys(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<KeysQuery>,
+) -> ApiResult<Json<Vec<visage_governance::ApiKeyInfo>>> {
+    authorize(&st, &p, Action::ManageAccounts, &none())?;
+    if let Some(u) = q.user_id {
+        managed_user(&st, &p, u)?;
+        return Ok(Json(st.gov.list_api_keys(Some(u))?));
+    }
+    let keys = st.gov.list_api_keys(None)?;
+    if is_operator(&st, &p) {
+        return Ok(Json(keys));
+    }
+    let mine: std::collections::HashSet<i64> = st
+        .gov
+        .list_users(Some(p.org.id))?
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    Ok(Json(
+        keys.into_iter()
+            .filter(|k| mine.contains(&k.user_id))
+            .collect(),
+    ))
+}
+
+/// Revokes an API key (takes effect on the next request).
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "admin",
+    params(("id" = String, Path, description = "Key id (the 16 hex digits after `vsk_`)")),
+    responses(
+        (status = 200, description = "ApiKeyInfo with `revoked_at`", body = Object),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action manage_accounts)", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub(crate) async fn revoke_key(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    UrlPath(key_id): UrlPath<String>,
+) -> ApiResult<Json<visage_governance::ApiKeyInfo>> {
+    authorize(&st, &p, Action::ManageAccounts, &none())?;
+    let key = st
+        .gov
+        .list_api_keys(None)?
+        .into_iter()
+        .find(|k| k.id == key_id)
+        .ok_or_else(|| ApiError::not_found(format!("no API key {key_id}")))?;
+    managed_user(&st, &p, key.user_id)
+        .map_err(|_| ApiError::not_found(format!("no API key {key_id}")))?;
+    Ok(Json(st.gov.revoke_api_key(&Actor::from(&p), &key_id)?))
+}
+
+/// The policy in force: its TOML text, SHA-256 and where it came from.
+#[utoipa::path(get, path = "/v1/policy", tag = "admin",
+    responses(
+        (status = 200, description = "`text`, `sha256`, `origin`", body = Object),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action manage_policy)", body = ErrorBody),
+    ))]
+pub(crate) async fn get_policy(State(st): State<AppState>, Auth(p): Auth) -> ApiResult<Response> {
+    authorize(&st, &p, Action::ManagePolicy, &none())?;
+    Ok(Json(serde_json::json!({
+        "text": st.policy_text,
+        "sha256": st.gov.policy().sha256,
+        "origin": st.policy_origin,
+    }))
+    .into_response())
+}
+
+// ---- erasure ---------------------------------------------------------------------------------
+
+/// What to erase: exactly one of the three.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErasureJson {
+    pub source_id: Option<i64>,
+    pub subject_id: Option<i64>,
+    /// ISO 3166 code; a country includes its subdivisions.
+    pub jurisdiction: Option<String>,
+}
+
+/// Erases every face of a source, a subject or a jurisdiction (rows, vectors, blobs; ids
+/// tombstoned so no index brings them back) and returns a signed receipt (kind `erasure`)
+/// with the counts, verifiable with the installation's public key alone.
+#[utoipa::path(post, path = "/v1/erasures", tag = "erasure", request_body = ErasureJson,
+    responses(
+        (status = 201, description = "`report` (counts) and `receipt` (signed)", body = Object),
+        (status = 400, description = "`bad_json` or `bad_request`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action erase)", body = ErrorBody),
+        (status = 409, description = "`read_only`", body = ErrorBody),
+    ))]
+pub(crate) async fn erase(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let d = authorize(&st, &p, Action::Erase, &none())?;
+    let j: ErasureJson = input::json(&body)?;
+    let (target, described) = match (j.source_id, j.subject_id, j.jurisdiction) {
+        (Some(s), None, None) => (DeleteTarget::Source(s), serde_json::json!({"source_id": s})),
+        (None, Some(s), None) => (
+            DeleteTarget::Subject(s),
+            serde_json::json!({"subject_id": s}),
+        ),
+        (None, None, Some(j)) => {
+            let code = visage_governance::normalise_jurisdiction(&j)
+                .ok_or_else(|| ApiError::bad_request(format!("{j:?} is not an ISO 3166 code")))?;
+            (
+                DeleteTarget::Jurisdiction(code.clone()),
+                serde_json::json!({"jurisdiction": code}),
+            )
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of `source_id`, `subject_id`, `jurisdiction`",
+            ))
+        }
+    };
+    st.writable()?;
+    let out = blocking(&st, move |st| {
+        let report = st.gallery.delete(&target).map_err(ApiError::internal)?;
+        st.gov.append(
+            AuditEvent::decision(&p, Action::Erase, &d)
+                .objects(report.face_ids.iter().map(|i| i.to_string()))
+                .result_count(report.faces as u64)
+                .details(serde_json::json!({"target": described})),
+        )?;
+        let body = serde_json::json!({
+            "target": described,
+            "faces": report.faces,
+            "images": report.images,
+            "sources": report.sources,
+            "subjects": report.subjects,
+            "blobs_removed": report.blobs_removed,
+            "face_ids_count": report.face_ids.len(),
+            "when": visage_gallery::gallery::now(),
+            "by": p.username,
+            "org_id": p.org.id,
+        });
+        let receipt = st
+            .gov
+            .sign_receipt(&Actor::from(&p), Some(p.org.id), "erasure", body)?;
+        Ok(serde_json::json!({"report": report, "receipt": receipt}))
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
