@@ -38,6 +38,27 @@ if ! command -v ffmpeg >/dev/null; then
   fi
 fi
 
+# The web app's browser tests (crates/server/tests/web.rs) drive Debian's Chromium with
+# playwright-core (pinned in web-tests/package-lock.json; it never downloads a browser).
+# Optional for running visage: the web app itself needs neither.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing chromium (web app tests)"
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium \
+      || echo "setup: warning: installing chromium failed; the web app's browser test will not run" >&2
+  else
+    echo "setup: note: /usr/bin/chromium not found; the web app's browser test needs it" \
+      "(e.g. sudo apt-get install chromium). Continuing." >&2
+  fi
+fi
+if command -v npm >/dev/null; then
+  echo "==> installing the web test tools (npm ci --prefix web-tests)"
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix web-tests --no-audit --no-fund --loglevel=error \
+    || echo "setup: warning: npm ci --prefix web-tests failed; the web app's browser test will not run" >&2
+else
+  echo "setup: note: node/npm not found; the web app's browser test needs them. Continuing." >&2
+fi
+
 echo "==> building visage (release)"
 cargo build --release --locked -p visage-cli
 

@@ -199,6 +199,12 @@ impl Rng {
     }
 }
 
+/// `n` synthetic face-like unit vectors (identities of 1 to 7 faces with the spread of real
+/// face embeddings; see `generated_data_is_deterministic_and_face_like`), row-major.
+pub fn synthetic_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    Data::generate(n, dim, 0, seed).rows
+}
+
 /// The synthetic gallery: rows of one identity are contiguous.
 struct Data {
     dim: usize,

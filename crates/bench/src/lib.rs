@@ -4,5 +4,6 @@ pub mod calibrate;
 pub mod index;
 pub mod lfw;
 pub mod lfw1n;
+pub mod probe;
 pub mod recall;
 pub mod speed;

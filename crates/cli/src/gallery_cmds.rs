@@ -90,6 +90,9 @@ pub struct SearchArgs {
     /// calibrated pack: `visage models calibrate`).
     #[arg(long)]
     pub max_fmr: Option<f64>,
+    /// Smallest probe face to look for, in pixels (smaller is slower on large photos).
+    #[arg(long, default_value_t = visage_engine::search::PROBE_MIN_FACE_PX)]
+    pub min_face: f32,
     /// Collections to search (default: all that use the pack).
     #[arg(long = "collection")]
     pub collections: Vec<String>,
@@ -371,7 +374,7 @@ pub fn search(home: &Home, inf: &InferenceOptions, dir: &Path, a: SearchArgs) ->
     let p = FacePipeline::load(home, &a.pack.pack, inf)?;
     let bytes =
         std::fs::read(&a.probe).with_context(|| format!("reading {}", a.probe.display()))?;
-    let opts = SearchOptions {
+    let mut opts = SearchOptions {
         collections: a.collections.clone(),
         k: a.k,
         threshold: a.threshold,
@@ -380,6 +383,7 @@ pub fn search(home: &Home, inf: &InferenceOptions, dir: &Path, a: SearchArgs) ->
         all_faces: a.all_faces,
         ..Default::default()
     };
+    opts.analyze.detect.min_face_px = a.min_face;
     let r = visage_engine::search_image(&gallery, &p, &bytes, &opts)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -212,6 +212,62 @@ struct VerifyArgs {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Grow a collection of the gallery in --data-dir to N faces with synthetic face-like
+    /// vectors stored as real rows (one shared crop), for latency measurements at scale.
+    FillSynthetic {
+        #[command(flatten)]
+        pack: PackArg,
+        #[arg(long, default_value = "synthetic")]
+        collection: String,
+        /// Total faces the collection should hold.
+        #[arg(long)]
+        faces: u64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// End-to-end probe latency on the gallery in --data-dir: decode, detect, embed, index
+    /// search and provenance joins, p50/p90 over --runs searches.
+    Probe {
+        #[command(flatten)]
+        pack: PackArg,
+        /// The probe photo (e.g. ../shared/data/e2e/face_recognition/examples/obama-1080p.jpg).
+        #[arg(long)]
+        probe: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Smallest face to look for, in pixels (smaller adds tiled passes on large photos;
+        /// the search default is 40).
+        #[arg(long, default_value_t = visage_engine::search::PROBE_MIN_FACE_PX)]
+        min_face: f32,
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Load test a running `visage serve`: --clients concurrent searches for --seconds, then
+    /// latency percentiles and errors. Needs an investigator API key and an open case.
+    Load {
+        /// Server base URL (loopback only in tests and benchmarks).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// API key (default: $VISAGE_API_KEY).
+        #[arg(long, env = "VISAGE_API_KEY", hide_env_values = true)]
+        key: String,
+        #[arg(long)]
+        case_id: i64,
+        #[arg(long, default_value = "load test of the search service")]
+        purpose: String,
+        #[arg(long)]
+        probe: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Check a pack's calibration on LFW pairs.txt: at the scores where the estimate says
     /// 1e-2, 1e-3 and 1e-4, the false match rates different people actually reach.
     Calibration {
@@ -847,6 +903,107 @@ fn write_json(path: Option<&Path>, v: &impl serde::Serialize) -> Result<()> {
 
 fn bench(home: &Home, inf: &InferenceOptions, data_dir: &Path, cmd: BenchCmd) -> Result<ExitCode> {
     match cmd {
+        BenchCmd::FillSynthetic {
+            pack,
+            collection,
+            faces,
+            seed,
+        } => {
+            let g = visage_gallery::Gallery::open(data_dir, visage_gallery::Access::ReadWrite)?;
+            let p = FacePipeline::load(home, &pack.pack, inf)?;
+            let t = std::time::Instant::now();
+            let added =
+                visage_bench::probe::fill_synthetic(&g, &p, &collection, faces, seed, |d, n| {
+                    if d % 20_000 == 0 || d == n {
+                        eprintln!("fill-synthetic: {d}/{n} faces");
+                    }
+                })?;
+            println!(
+                "collection {collection}: {added} synthetic faces added in {:.0} s",
+                t.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCmd::Probe {
+            pack,
+            probe,
+            runs,
+            k,
+            min_face,
+            json,
+        } => {
+            let g = visage_gallery::Gallery::open(data_dir, visage_gallery::Access::ReadOnly)?;
+            for c in g.collections()? {
+                g.load_index(c.id)?;
+            }
+            let p = FacePipeline::load(home, &pack.pack, inf)?;
+            let bytes =
+                std::fs::read(&probe).with_context(|| format!("reading {}", probe.display()))?;
+            let r = visage_bench::probe::probe_latency(
+                &g,
+                &p,
+                &probe.display().to_string(),
+                &bytes,
+                runs,
+                k,
+                min_face,
+                inf.intra_threads,
+            )?;
+            println!(
+                "{}x{} probe, {} faces searched, {} runs (p50 / p90 ms): decode {:.1}/{:.1}, detect {:.1}/{:.1}, embed {:.1}/{:.1}, search {:.1}/{:.1} (index {:.1}, joins {:.1}), total {:.1}/{:.1}",
+                r.probe_width, r.probe_height, r.faces_searched, r.runs,
+                r.decode.p50, r.decode.p90, r.detect.p50, r.detect.p90, r.embed.p50, r.embed.p90,
+                r.search.p50, r.search.p90, r.index.p50, r.join.p50, r.total.p50, r.total.p90
+            );
+            if let Some(path) = &json {
+                std::fs::write(path, serde_json::to_string_pretty(&r)? + "\n")
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCmd::Load {
+            url,
+            key,
+            case_id,
+            purpose,
+            probe,
+            clients,
+            seconds,
+            k,
+            json,
+        } => {
+            let bytes =
+                std::fs::read(&probe).with_context(|| format!("reading {}", probe.display()))?;
+            let o = visage_bench::probe::LoadOptions {
+                url,
+                api_key: key,
+                case_id,
+                purpose,
+                probe: bytes,
+                clients,
+                duration: std::time::Duration::from_secs(seconds),
+                k,
+            };
+            let r = visage_bench::probe::load_test(&o, |n| eprint!("\rload: {n} requests"))?;
+            eprintln!();
+            println!(
+                "{} clients, {:.0} s: {} requests ({:.1}/s), {} errors; latency p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+                r.clients, r.seconds, r.requests, r.requests_per_second, r.errors,
+                r.latency_ms.p50, r.latency_ms.p90, r.p99_ms, r.max_ms
+            );
+            for e in &r.error_samples {
+                eprintln!("error: {e}");
+            }
+            if let Some(path) = &json {
+                std::fs::write(path, serde_json::to_string_pretty(&r)? + "\n")
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            Ok(if r.errors == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         BenchCmd::Calibration { pack, data, json } => {
             let pool = PipelinePool::load(home, &pack.pack, files::cores(), 1)?;
             let Some(cal) = pool.first().pack.calibration.clone() else {

@@ -13,6 +13,7 @@ mod input;
 mod metrics;
 mod public;
 mod search;
+mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -675,6 +676,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(long)
         .merge(normal)
+        .merge(web::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), log_requests))
         .with_state(state)

@@ -1,0 +1,230 @@
+// End-to-end test of the visage web app in the system Chromium (never a downloaded browser).
+// Run by crates/server/tests/web.rs against a real server; configured by environment:
+//   VISAGE_URL                          base URL, e.g. http://127.0.0.1:41234
+//   VISAGE_INV_USER / VISAGE_INV_PASS   an investigator
+//   VISAGE_AUD_USER / VISAGE_AUD_PASS   an auditor (same organisation)
+//   VISAGE_ADMIN_USER / VISAGE_ADMIN_PASS  the operator administrator
+//   VISAGE_PROBE                        a photo of VISAGE_EXPECT_LABEL not in the gallery
+//   VISAGE_OPTOUT_PHOTO                 another photo of that person, for the opt-out
+//   VISAGE_EXPECT_LABEL                 the subject label the search must rank first
+//   VISAGE_SCREENSHOTS                  folder for one PNG per page
+//   VISAGE_CHROMIUM                     browser binary (default /usr/bin/chromium)
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const env = (k, d) => {
+  const v = process.env[k] ?? d;
+  if (v === undefined) { console.error(`e2e: ${k} is not set`); process.exit(2); }
+  return v;
+};
+const BASE = env('VISAGE_URL').replace(/\/$/, '');
+const INV = [env('VISAGE_INV_USER'), env('VISAGE_INV_PASS')];
+const AUD = [env('VISAGE_AUD_USER'), env('VISAGE_AUD_PASS')];
+const ADM = [env('VISAGE_ADMIN_USER'), env('VISAGE_ADMIN_PASS')];
+const PROBE = env('VISAGE_PROBE');
+const OPTOUT = env('VISAGE_OPTOUT_PHOTO');
+const LABEL = env('VISAGE_EXPECT_LABEL');
+const SHOTS = env('VISAGE_SCREENSHOTS');
+const BROWSER = env('VISAGE_CHROMIUM', '/usr/bin/chromium');
+fs.mkdirSync(SHOTS, { recursive: true });
+
+const step = (s) => console.log(`e2e: ${s}`);
+function check(cond, what) {
+  if (!cond) throw new Error(`check failed: ${what}`);
+}
+
+const browser = await chromium.launch({ executablePath: BROWSER, headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
+const context = await browser.newContext({ viewport: { width: 1366, height: 768 }, deviceScaleFactor: 1 });
+const page = await context.newPage();
+page.setDefaultTimeout(30_000);
+const problems = [];
+page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+page.on('console', (m) => {
+  if (/Content.Security.Policy|Refused to/i.test(m.text())) problems.push(`CSP: ${m.text()}`);
+  else if (m.type() === 'error' && !/status of 40[134]/.test(m.text())) problems.push(`console error: ${m.text()}`);
+});
+let shotNo = 0;
+async function shot(name, opts = {}) {
+  shotNo += 1;
+  const file = path.join(SHOTS, `${String(shotNo).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({ path: file, ...opts });
+  step(`screenshot ${file}`);
+}
+
+async function signIn([user, pass], { keyboard = false } = {}) {
+  await page.goto(`${BASE}/app/login`);
+  await page.waitForSelector('#login-form');
+  if (keyboard) {
+    // Keyboard only: the username field has focus, Tab to the password, Enter submits.
+    await page.locator('#username').focus();
+    await page.keyboard.type(user);
+    await page.keyboard.press('Tab');
+    check(await page.evaluate(() => document.activeElement.id) === 'password', 'Tab moves from username to password');
+    await page.keyboard.type(pass);
+    await page.keyboard.press('Enter');
+  } else {
+    await page.fill('#username', user);
+    await page.fill('#password', pass);
+    await page.click('#login-form button[type=submit]');
+  }
+  await page.waitForSelector('#signout');
+  check((await page.textContent('#who-name')) === user, `signed in as ${user}`);
+  step(`signed in as ${user}`);
+}
+
+async function signOut() {
+  await page.click('#signout');
+  await page.waitForSelector('#login-form');
+  step('signed out');
+}
+
+async function search(caseId) {
+  await page.goto(`${BASE}/app/search`);
+  await page.waitForSelector('#search-form');
+  await page.selectOption('#case', String(caseId));
+  await page.setInputFiles('#photo', PROBE);
+  await page.click('#search-btn');
+  await page.waitForSelector('#audit-id');
+  const audit = Number((await page.textContent('#audit-id')).replace(/\D+/g, ''));
+  const labels = await page.$$eval('#candidates .candidate', (els) => els.map((e) => e.dataset.label));
+  return { audit, labels };
+}
+
+try {
+  // --- the root redirects to the app; the app asks for a sign-in ---------------------------
+  const resp = await page.goto(`${BASE}/`);
+  check(resp.ok(), 'GET / answers');
+  await page.waitForSelector('#login-form');
+  check(new URL(page.url()).pathname === '/app/login', `unauthenticated visit lands on /app/login (got ${page.url()})`);
+  const headers = resp.headers();
+  check((headers['content-security-policy'] || '').includes("script-src 'self'"), 'CSP header on the shell');
+  check(headers['x-content-type-options'] === 'nosniff', 'nosniff header on the shell');
+  // a wrong password shows an error
+  await page.fill('#username', INV[0]);
+  await page.fill('#password', 'not the password at all');
+  await page.click('#login-form button[type=submit]');
+  await page.waitForSelector('#login-form .msg.error');
+  step('wrong password shows an error');
+  await shot('sign-in');
+
+  // --- investigator: open a case, search -----------------------------------------------------
+  await signIn(INV, { keyboard: true });
+  check(new URL(page.url()).pathname === '/app/search', 'investigator starts on the search page');
+  // searching without a case is refused in the page
+  await page.setInputFiles('#photo', PROBE);
+  await page.click('#search-btn');
+  await page.waitForSelector('#search-form .msg.error');
+  const number = `WEB-${Date.now()}`;
+  if (!(await page.isVisible('#nc-number'))) await page.click('#new-case summary');
+  await page.fill('#nc-number', number);
+  await page.fill('#nc-purpose', 'identify the person in the station CCTV still');
+  await page.fill('#nc-legal', 'warrant W-2024-117');
+  await page.fill('#nc-offence', 'robbery');
+  await page.click('#new-case-form button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#case').value !== '');
+  const caseId = Number(await page.inputValue('#case'));
+  check(caseId > 0, 'the new case is selected');
+  step(`case ${number} opened (id ${caseId})`);
+
+  const first = await search(caseId);
+  check(first.labels.length > 0, 'the search returns candidates');
+  check(first.labels[0] === LABEL, `first candidate is ${LABEL} (got ${first.labels.join(', ')})`);
+  const boxes = await page.$$('.probe .facebox');
+  check(boxes.length >= 1, 'the probe face is drawn as a box');
+  await boxes[0].click();
+  check((await boxes[0].getAttribute('aria-pressed')) === 'true', 'clicking a face box chooses it');
+  await page.waitForFunction(() => [...document.querySelectorAll('#candidates img.thumb')].every((i) => i.complete && i.naturalWidth > 0));
+  step(`search: audit #${first.audit}, candidates ${first.labels.join(', ')}`);
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await shot('search-results', { fullPage: true });
+
+  // --- case page and report --------------------------------------------------------------
+  await page.click(`a[href="/app/cases/${caseId}"]`);
+  await page.waitForSelector('#report-searches');
+  const seqs = await page.$$eval('#report-searches tbody tr td:first-child', (tds) => tds.map((t) => t.textContent.trim()));
+  check(seqs.includes(String(first.audit)), `the case report lists audit #${first.audit} (got ${seqs})`);
+  await shot('case-report');
+  const report = await context.newPage();
+  const r = await report.goto(`${BASE}/v1/cases/${caseId}/report.html`);
+  check(r.ok(), 'report.html answers');
+  const reportText = await report.textContent('body');
+  check(reportText.includes(number), 'report.html names the case');
+  check(reportText.includes('identify the person in the station CCTV still'), 'report.html lists the search purpose');
+  await report.close();
+  await page.goto(`${BASE}/app/cases`);
+  await page.waitForSelector('#cases-table');
+  check((await page.textContent('#cases-table')).includes(number), 'the cases list shows the case');
+  step('case report lists the search');
+  await signOut();
+
+  // --- public opt-out ---------------------------------------------------------------------
+  await page.goto(`${BASE}/optout`);
+  await page.waitForSelector('#request-form');
+  await page.setInputFiles('#selfie', OPTOUT);
+  await page.fill('#contact', 'person@example.org');
+  await page.click('#submit');
+  await page.waitForSelector('#request-id-value', { timeout: 120_000 });
+  const requestId = (await page.textContent('#request-id-value')).trim();
+  check(/^[0-9a-f]{16,}$/.test(requestId), `request id shown (${requestId})`);
+  check(((await page.textContent('#receipt-id')) || '').trim().length > 0, 'receipt shown');
+  const deleted = await page.textContent('#request-details');
+  step(`opt-out ${requestId}: ${deleted.replace(/\s+/g, ' ').slice(0, 120)}`);
+  await shot('optout-status', { fullPage: true });
+  // the status page again, from its address (GET /v1/public/requests/{id})
+  await page.goto(`${BASE}/optout?request=${requestId}`);
+  await page.waitForSelector('#request-id-value');
+  check((await page.textContent('#request-id-value')).trim() === requestId, 'status page by address');
+
+  // --- the person is no longer found --------------------------------------------------------
+  await signIn(INV);
+  const second = await search(caseId);
+  check(!second.labels.includes(LABEL), `${LABEL} is no longer returned (got ${second.labels.join(', ')})`);
+  step(`search after opt-out: audit #${second.audit}, candidates [${second.labels.join(', ')}]`);
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await shot('search-after-optout');
+  await signOut();
+
+  // --- auditor: the audit log, verified -----------------------------------------------------
+  await signIn(AUD);
+  await page.goto(`${BASE}/app/audit`);
+  await page.waitForSelector('#verify-box .verify');
+  check((await page.getAttribute('#verify-box .verify', 'data-ok')) === 'true', 'audit chain verified (green)');
+  await page.waitForSelector('#audit-table tbody tr');
+  const actions = await page.$$eval('#audit-table tbody tr td:nth-child(6)', (tds) => tds.map((t) => t.textContent));
+  check(actions.includes('search'), `the audit table shows the searches (got ${[...new Set(actions)]})`);
+  step('audit log verified');
+  await shot('audit');
+  await signOut();
+
+  // --- administrator: users, keys (secret once), policy; collections -------------------------
+  await signIn(ADM);
+  await page.goto(`${BASE}/app/admin`);
+  await page.waitForSelector('#policy-sha');
+  check((await page.textContent('#users-table')).includes(INV[0]), 'users table lists the investigator');
+  await page.fill('#key-form input[name=name]', 'e2e script');
+  await page.click('#key-form button[type=submit]');
+  await page.waitForSelector('#new-secret');
+  check((await page.textContent('#new-secret')).startsWith('vsk_'), 'the new key secret is shown once');
+  await page.locator('#api-keys').scrollIntoViewIfNeeded();
+  await page.evaluate(() => document.getElementById('api-keys').scrollIntoView());
+  await shot('admin');
+  await page.goto(`${BASE}/app/gallery`);
+  await page.waitForSelector('#collections-table');
+  check((await page.textContent('#collections-table')).includes('lfw'), 'collections table lists lfw');
+  await shot('collections');
+  await page.goto(`${BASE}/app/audit`);
+  await page.waitForSelector('#verify-box .verify.ok');
+  step('admin pages');
+  await signOut();
+
+  check(problems.length === 0, `no page errors or CSP violations:\n  ${problems.join('\n  ')}`);
+  step('all checks passed');
+  await browser.close();
+} catch (e) {
+  console.error(`e2e: FAILED: ${e.message}`);
+  if (problems.length) console.error(`e2e: page problems:\n  ${problems.join('\n  ')}`);
+  try { await page.screenshot({ path: path.join(SHOTS, 'failure.png'), fullPage: true }); } catch (_) { /* ignore */ }
+  await browser.close();
+  process.exit(1);
+}
