@@ -117,6 +117,12 @@ struct ServeArgs {
     /// ISO 3166 jurisdiction of the `default` organisation created with the first admin.
     #[arg(long, default_value = "ZZ")]
     admin_jurisdiction: String,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -457,8 +463,13 @@ fn serve(home: &Home, inf: &InferenceOptions, data_dir: &Path, a: ServeArgs) -> 
             admin.user.username, admin.password
         );
     }
-    visage_server::run(a.bind, state, |addr| {
-        eprintln!("visage: listening on http://{addr}");
+    let tls = match (a.tls_cert, a.tls_key) {
+        (Some(cert), Some(key)) => Some(visage_server::TlsFiles { cert, key }),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    visage_server::run(a.bind, state, tls, |addr| {
+        eprintln!("visage: listening on {scheme}://{addr}");
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -722,12 +722,69 @@ pub async fn shutdown_signal() {
 
 /// Blocking entry point of `visage serve`: a 2-worker runtime, bound to `bind`, until Ctrl-C
 /// or SIGTERM. `on_ready` gets the bound address.
-pub fn run(bind: SocketAddr, state: AppState, on_ready: impl FnOnce(SocketAddr)) -> Result<()> {
-    if !bind.ip().is_loopback() {
+/// A PEM certificate chain and private key for HTTPS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Serves HTTPS on `listener` until `shutdown` resolves, then lets requests in flight finish
+/// (up to 30 s).
+pub async fn serve_tls(
+    listener: std::net::TcpListener,
+    state: AppState,
+    tls: &TlsFiles,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    // One process-wide crypto provider (ring); a second install is a harmless no-op error.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot load the TLS certificate {} and key {}",
+                tls.cert.display(),
+                tls.key.display()
+            )
+        })?;
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        h.graceful_shutdown(Some(Duration::from_secs(30)));
+    });
+    listener.set_nonblocking(true)?;
+    axum_server::from_tcp_rustls(listener, config)?
+        .handle(handle)
+        .serve(router(state).into_make_service_with_connect_info::<SocketAddr>())
+        .await?;
+    Ok(())
+}
+
+/// Runs the server until Ctrl-C or SIGTERM: HTTPS when `tls` is given, else plain HTTP.
+pub fn run(
+    bind: SocketAddr,
+    state: AppState,
+    tls: Option<TlsFiles>,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    if !bind.ip().is_loopback() && tls.is_none() {
         tracing::warn!(
-            "listening on {bind}, which is not loopback: put TLS in front (session cookies and \
-             API keys travel in every request)"
+            "listening on {bind}, which is not loopback, without TLS: use --tls-cert/--tls-key or \
+             put TLS in front (session cookies and API keys travel in every request)"
         );
+    }
+    if let Some(tls) = tls {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let listener = std::net::TcpListener::bind(bind)
+            .with_context(|| format!("cannot listen on {bind}"))?;
+        on_ready(listener.local_addr()?);
+        return rt.block_on(serve_tls(listener, state, &tls, shutdown_signal()));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
