@@ -190,6 +190,9 @@ pub enum FacesCmd {
         yes: bool,
         #[arg(long)]
         json: bool,
+        /// Write a signed erasure receipt here (needs `visage admin init` in the data directory).
+        #[arg(long, value_name = "FILE")]
+        receipt: Option<PathBuf>,
     },
 }
 
@@ -557,7 +560,9 @@ pub fn faces(dir: &Path, cmd: FacesCmd) -> Result<ExitCode> {
             collection,
             yes,
             json,
+            receipt: receipt_path,
         } => {
+            receipt_possible(dir, receipt_path.as_deref())?;
             let g = open(dir, Access::ReadWrite)?;
             let mut targets = Vec::new();
             if !ids.is_empty() {
@@ -596,6 +601,21 @@ pub fn faces(dir: &Path, cmd: FacesCmd) -> Result<ExitCode> {
             for t in &targets {
                 reports.push(g.delete(t)?);
             }
+            let total = |f: fn(&visage_gallery::DeleteReport) -> usize| {
+                reports.iter().map(f).sum::<usize>()
+            };
+            receipt(
+                dir,
+                "erasure",
+                serde_json::json!({
+                    "targets": targets.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>(),
+                    "faces": total(|r| r.faces),
+                    "images": total(|r| r.images),
+                    "sources": total(|r| r.sources),
+                    "subjects": total(|r| r.subjects),
+                }),
+                receipt_path.as_deref(),
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&reports)?);
             } else {
@@ -704,6 +724,9 @@ pub struct OptOutArgs {
     pub pack: crate::PackArg,
     #[arg(long)]
     pub json: bool,
+    /// Write the signed receipt here (needs `visage admin init` in the data directory).
+    #[arg(long, value_name = "FILE")]
+    pub receipt: Option<PathBuf>,
 }
 
 fn read_selfies(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
@@ -715,6 +738,7 @@ fn read_selfies(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
 
 /// Processes an opt-out request: deletes the requester's faces and suppresses them for good.
 pub fn opt_out(home: &Home, inf: &InferenceOptions, dir: &Path, a: OptOutArgs) -> Result<ExitCode> {
+    receipt_possible(dir, a.receipt.as_deref())?;
     let gallery = open(dir, Access::ReadWrite)?;
     let p = FacePipeline::load(home, &a.pack.pack, inf)?;
     let selfies = read_selfies(&a.selfies)?;
@@ -725,6 +749,13 @@ pub fn opt_out(home: &Home, inf: &InferenceOptions, dir: &Path, a: OptOutArgs) -
         format!("optout-{}-{}", t.as_secs(), std::process::id())
     });
     let r = visage_engine::optout::opt_out(&gallery, &p, &request_id, &selfies)?;
+    receipt(
+        dir,
+        "opt_out",
+        serde_json::json!({"request_id": r.request_id, "selfies": r.selfies,
+            "faces_deleted": r.faces_deleted, "suppressed_embeddings": r.suppressed_embeddings}),
+        a.receipt.as_deref(),
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -747,10 +778,17 @@ pub fn opt_out(home: &Home, inf: &InferenceOptions, dir: &Path, a: OptOutArgs) -
 
 /// An access request: what the gallery holds about the person in the selfie(s).
 pub fn access(home: &Home, inf: &InferenceOptions, dir: &Path, a: OptOutArgs) -> Result<ExitCode> {
+    receipt_possible(dir, a.receipt.as_deref())?;
     let gallery = open(dir, Access::ReadOnly)?;
     let p = FacePipeline::load(home, &a.pack.pack, inf)?;
     let selfies = read_selfies(&a.selfies)?;
     let r = visage_engine::optout::access_report(&gallery, &p, &selfies)?;
+    receipt(
+        dir,
+        "access",
+        serde_json::json!({"selfies": r.selfies, "faces": r.faces.len()}),
+        a.receipt.as_deref(),
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);
@@ -770,4 +808,42 @@ pub fn access(home: &Home, inf: &InferenceOptions, dir: &Path, a: OptOutArgs) ->
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses up front a `--receipt` that could not be signed (before anything is changed).
+fn receipt_possible(dir: &Path, out: Option<&Path>) -> Result<()> {
+    if out.is_some() && !dir.join(visage_governance::DB_FILE).exists() {
+        bail!(
+            "no governance database in {} to sign a receipt: run `visage admin init` first",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Signs a receipt for a data-subject request or erasure with the installation's audit key,
+/// when the data directory has governance (`visage admin init`); writes it to `out` if given.
+fn receipt(
+    dir: &Path,
+    kind: &str,
+    body: serde_json::Value,
+    out: Option<&Path>,
+) -> Result<Option<visage_governance::Receipt>> {
+    if !dir.join(visage_governance::DB_FILE).exists() {
+        if out.is_some() {
+            bail!(
+                "no governance database in {} to sign a receipt: run `visage admin init` first",
+                dir.display()
+            );
+        }
+        return Ok(None);
+    }
+    let gov = visage_governance::Governance::open(dir)?;
+    let r = gov.sign_receipt(&crate::gov_cmds::cli_actor(), None, kind, body)?;
+    if let Some(p) = out {
+        std::fs::write(p, serde_json::to_string_pretty(&r)? + "\n")
+            .with_context(|| format!("cannot write {}", p.display()))?;
+        eprintln!("signed {kind} receipt {} written to {}", r.id, p.display());
+    }
+    Ok(Some(r))
 }

@@ -177,7 +177,7 @@ pub enum ReceiptCmd {
 }
 
 /// The actor recorded for changes made from this command line.
-fn cli_actor() -> Actor {
+pub(crate) fn cli_actor() -> Actor {
     let os_user = std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .ok()

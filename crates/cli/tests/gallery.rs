@@ -597,10 +597,47 @@ fn excluded_jurisdictions_are_refused_and_erasure_removes_them() {
         .iter()
         .map(|f| f["crop_sha"].as_str().unwrap().to_string())
         .collect();
+    // Governance in the data directory: the erasure gets a signed receipt.
+    let init = visage()
+        .args(["admin", "init", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let receipt = tmp.path().join("erasure-receipt.json");
     let del = run_json(
-        &["faces", "delete", "--jurisdiction", "FR", "--yes", "--json"],
+        &[
+            "faces",
+            "delete",
+            "--jurisdiction",
+            "FR",
+            "--yes",
+            "--json",
+            "--receipt",
+            receipt.to_str().unwrap(),
+        ],
         &data,
     );
+    let check = visage()
+        .args(["receipt", "verify"])
+        .arg(&receipt)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let signed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+    assert_eq!(signed["kind"], "erasure");
+    assert_eq!(signed["body"]["faces"], del[0]["faces"], "{signed}");
     assert_eq!(
         del[0]["faces"].as_u64().unwrap() as usize,
         fr_faces.as_array().unwrap().len(),

@@ -332,19 +332,27 @@ pub(crate) async fn access(
         let n = add_thumbnails(st, &mut report);
         let summary = serde_json::json!({"request_id": request_id, "selfies": selfies.len(),
             "faces": n});
+        // What was disclosed, signed (counts only; no images, no face data).
+        let receipt = st
+            .gov
+            .sign_receipt(&Actor::public(), None, "access", summary.clone())?;
         st.gov.append(
             AuditEvent::new(&Actor::public(), "access_request")
                 .decided(true, "public:access", "public data-subject access request")
                 .result_count(n as u64)
-                .details(summary.clone()),
+                .details(
+                    serde_json::json!({"request_id": request_id, "selfies": selfies.len(),
+                    "faces": n, "receipt_id": receipt.id}),
+                ),
         )?;
         st.requests
-            .insert(&request_id, "access", &contact, None, &summary)
+            .insert(&request_id, "access", &contact, Some(&receipt.id), &summary)
             .map_err(ApiError::internal)?;
         Ok(serde_json::json!({
             "request_id": request_id,
             "status": "completed",
             "report": report,
+            "receipt": receipt,
         }))
     })
     .await?;

@@ -343,6 +343,14 @@ fn http_api_end_to_end() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let acc = r.json();
+    let receipt: visage_governance::Receipt =
+        serde_json::from_value(acc["receipt"].clone()).expect("an access receipt");
+    receipt.verify().expect("the access receipt verifies");
+    assert_eq!(receipt.kind, "access");
+    assert_eq!(
+        receipt.body["faces"].as_u64().unwrap() as usize,
+        acc["report"]["faces"].as_array().unwrap().len()
+    );
     for f in acc["report"]["faces"].as_array().unwrap() {
         assert!(f["thumbnail"]
             .as_str()
