@@ -320,11 +320,24 @@ pub fn opt_out(
     }
     gallery.add_suppressions(&pack, request_id, &suppress)?;
     let ids: Vec<i64> = found.into_iter().collect();
-    let report = if ids.is_empty() {
+    let mut images = BTreeSet::new();
+    for &id in &ids {
+        if let Some(r) = gallery.face(id)? {
+            images.insert(r.image.id);
+        }
+    }
+    let mut report = if ids.is_empty() {
         Default::default()
     } else {
         gallery.delete(&DeleteTarget::Faces(ids.clone()))?
     };
+    // A photo left without faces goes too (its row still says where a photo of the person
+    // was); photos that still show other people stay, without the requester's face.
+    for img in images {
+        if gallery.image_face_count(img)? == 0 {
+            report.images += gallery.delete(&DeleteTarget::Image(img))?.images;
+        }
+    }
     Ok(OptOutOutcome {
         request_id: request_id.to_string(),
         pack,

@@ -115,6 +115,17 @@ impl Gallery {
         Ok(out)
     }
 
+    /// Faces stored for an image.
+    pub fn image_face_count(&self, image_id: i64) -> Result<u64> {
+        let conn = lock(&self.conn);
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM face WHERE image_id = ?1",
+            [image_id],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
     /// Up to `n` stored vectors of a collection, spread evenly over its face ids (a sample of
     /// the gallery for score normalisation).
     pub fn sample_vectors(&self, collection_id: i64, n: usize) -> Result<Vec<Vec<f32>>> {
