@@ -64,13 +64,7 @@ pub struct IngestArgs {
 /// The policy in force: `explicit`, else `<data-dir>/policy.toml`, else the built-in default
 /// (the same rule `visage serve` follows).
 pub fn load_policy(dir: &Path, explicit: Option<&Path>) -> Result<visage_governance::Policy> {
-    let local = dir.join("policy.toml");
-    let path = match explicit {
-        Some(p) => Some(p.to_path_buf()),
-        None if local.is_file() => Some(local),
-        None => None,
-    };
-    match path {
+    match visage_governance::policy_file(dir, explicit) {
         Some(p) => Ok(visage_governance::Policy::load(&p)?),
         None => Ok(visage_governance::Policy::default_policy()),
     }

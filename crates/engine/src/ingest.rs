@@ -557,11 +557,7 @@ struct Ctx<'a> {
 fn excluded_by<'a>(j: &str, excluded: &'a [String]) -> Option<&'a str> {
     excluded
         .iter()
-        .find(|x| {
-            j == x.as_str()
-                || j.strip_prefix(x.as_str())
-                    .is_some_and(|r| r.starts_with('-'))
-        })
+        .find(|x| visage_gallery::filter::jurisdiction_within(j, x))
         .map(|x| x.as_str())
 }
 

@@ -87,16 +87,17 @@ fn z_ok(score: f32, med: f32, mad: f32, min_z: f32) -> bool {
 
 /// The suppression list of one pack, loaded for matching.
 pub struct SuppressionList {
-    entries: Vec<visage_gallery::Suppression>,
+    entries: std::sync::Arc<Vec<visage_gallery::Suppression>>,
     pub rule: MatchRule,
     pub generation: i64,
 }
 
 impl SuppressionList {
     pub fn load(gallery: &Gallery, p: &FacePipeline) -> Result<SuppressionList> {
+        let (generation, entries) = gallery.suppressions(&p.pack_id())?;
         Ok(SuppressionList {
-            generation: gallery.suppression_generation()?,
-            entries: gallery.suppressions(&p.pack_id())?,
+            generation,
+            entries,
             rule: rule(p, EXPAND_FMR, EXPAND_Z),
         })
     }

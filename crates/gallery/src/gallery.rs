@@ -286,6 +286,8 @@ pub struct Gallery {
     write: Mutex<()>,
     _lock: Option<File>,
     recovery: Mutex<Recovery>,
+    /// The suppression list per pack, with the generation it was read at.
+    suppression_cache: Mutex<HashMap<String, (i64, Arc<Vec<suppression::Suppression>>)>>,
 }
 
 /// Work an interrupted process left and a writable open finished.
@@ -438,6 +440,7 @@ impl Gallery {
             write: Mutex::new(()),
             _lock: lock_file,
             recovery: Mutex::new(Recovery::default()),
+            suppression_cache: Mutex::new(HashMap::new()),
         };
         if access == Access::ReadWrite {
             let r = g.recover().context("recovering unfinished work")?;

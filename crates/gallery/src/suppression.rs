@@ -3,6 +3,8 @@
 //! stores the entries durably and hands them out, with a cheap generation check so callers can
 //! cache them.
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use rusqlite::params;
 use serde::Serialize;
@@ -77,8 +79,22 @@ impl Gallery {
         )
     }
 
-    /// Every suppression for embeddings of `pack`.
-    pub fn suppressions(&self, pack: &str) -> Result<Vec<Suppression>> {
+    /// Every suppression for embeddings of `pack`, and the generation it was read at. Read
+    /// from SQLite only when suppressions were added since the last call (searches ask for
+    /// it every time; another process may have added some).
+    pub fn suppressions(&self, pack: &str) -> Result<(i64, Arc<Vec<Suppression>>)> {
+        let generation = self.suppression_generation()?;
+        if let Some((g, list)) = lock(&self.suppression_cache).get(pack) {
+            if *g == generation {
+                return Ok((generation, list.clone()));
+            }
+        }
+        let list = Arc::new(self.read_suppressions(pack)?);
+        lock(&self.suppression_cache).insert(pack.to_string(), (generation, list.clone()));
+        Ok((generation, list))
+    }
+
+    fn read_suppressions(&self, pack: &str) -> Result<Vec<Suppression>> {
         let conn = lock(&self.conn);
         let mut st = conn.prepare(
             "SELECT id, pack, vector, z_median, z_mad, request_id, origin, created_at

@@ -372,6 +372,20 @@ impl Policy {
     }
 }
 
+/// Name of a data directory's own policy file.
+pub const POLICY_FILE: &str = "policy.toml";
+
+/// The policy file in force for a data directory: `explicit`, else `<data_dir>/policy.toml`
+/// when present, else `None` (the built-in default). `visage serve` and `visage ingest` both
+/// resolve it here.
+pub fn policy_file(data_dir: &Path, explicit: Option<&Path>) -> Option<std::path::PathBuf> {
+    let local = data_dir.join(POLICY_FILE);
+    match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => local.is_file().then_some(local),
+    }
+}
+
 /// The text of `policy/default.toml`.
 pub const DEFAULT_POLICY_TOML: &str = include_str!("../../../policy/default.toml");
 

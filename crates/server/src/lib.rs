@@ -134,11 +134,7 @@ impl AppState {
         pipeline: FacePipeline,
         opts: &ServeOptions,
     ) -> Result<(AppState, Option<InitialAdmin>)> {
-        let local = data_dir.join("policy.toml");
-        let file = opts
-            .policy
-            .clone()
-            .or_else(|| local.is_file().then_some(local));
+        let file = visage_governance::policy_file(data_dir, opts.policy.as_deref());
         let (policy, text, origin) = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(&path)
