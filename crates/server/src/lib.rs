@@ -8,8 +8,10 @@
 //! SHA-256, never the image. See docs/API.md.
 
 mod auth;
+mod catalog;
 mod gov_api;
 mod input;
+mod jobs;
 mod metrics;
 mod public;
 mod search;
@@ -417,7 +419,16 @@ async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "public",
     responses((status = 200, description = "OpenAPI 3 document", body = Object)))]
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    Json(api_doc())
+}
+
+/// The whole OpenAPI document: the core paths plus each module's own `Doc`.
+pub fn api_doc() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(catalog::Doc::openapi());
+    doc.merge(jobs::Doc::openapi());
+    doc.merge(search::VideoDoc::openapi());
+    doc
 }
 
 pub(crate) fn face_id(raw: &str) -> ApiResult<i64> {
@@ -672,6 +683,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(long)
         .merge(normal)
+        .merge(catalog::routes())
+        .merge(jobs::routes())
+        .merge(search::video_routes())
         .merge(web::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), log_requests))

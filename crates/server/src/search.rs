@@ -651,3 +651,15 @@ pub(crate) async fn verify(
     })
     .await
 }
+
+// ---- search by video ---------------------------------------------------------------------------
+
+/// OpenAPI paths of the video search.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub(crate) struct VideoDoc;
+
+/// Routes of the video search (merged into the server's router; own limits and timeout).
+pub(crate) fn video_routes() -> axum::Router<crate::AppState> {
+    axum::Router::new()
+}
