@@ -59,6 +59,14 @@ pub struct IngestArgs {
     /// `<data-dir>/policy.toml` when present, else the built-in policy/default.toml).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Download manifest rows that give a url but no path: exactly the url written in the
+    /// row (http or https, one at a time), never a link found in what it returns. Without
+    /// this flag such rows are reported as `url_fetch_disabled`.
+    #[arg(long)]
+    pub fetch_urls: bool,
+    /// Time limit of one download, seconds (with --fetch-urls).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub fetch_timeout: u64,
 }
 
 /// The policy in force: `explicit`, else `<data-dir>/policy.toml`, else the built-in default
@@ -238,6 +246,15 @@ pub fn ingest(home: &Home, inf: &InferenceOptions, dir: &Path, a: IngestArgs) ->
         bail!("--video-fps must be in (0, 60]");
     }
     opts.video_fps = a.video_fps;
+    if a.fetch_urls {
+        if a.fetch_timeout == 0 {
+            bail!("--fetch-timeout must be at least 1 second");
+        }
+        opts.fetch_urls = Some(visage_engine::sources::manifest::UrlFetch {
+            timeout: std::time::Duration::from_secs(a.fetch_timeout),
+            ..Default::default()
+        });
+    }
     // Ctrl-C: stop taking new items, finish and save what is in flight, exit 130.
     static STOP: AtomicBool = AtomicBool::new(false);
     let _ = ctrlc::set_handler(|| {

@@ -17,6 +17,7 @@ use visage_gallery::{Gallery, NewFace, NewImage, NewSource};
 use visage_vision::{AnalyzeOptions, DecodeLimits, FacePipeline, PipelinePool};
 
 use crate::encode;
+use crate::sources::manifest::UrlFetch;
 use crate::sources::{self, ItemError, ItemMeta, ItemResult, ReadLimits, SourceItem};
 
 #[derive(Debug, Clone)]
@@ -42,6 +43,9 @@ pub struct IngestOptions {
     /// Items whose jurisdiction is (inside) one of these are refused (`jurisdiction_excluded`):
     /// the policy's excluded jurisdictions.
     pub excluded_jurisdictions: Vec<String>,
+    /// Download manifest rows that give a url but no path (`visage ingest --fetch-urls`);
+    /// `None` refuses them as `url_fetch_disabled`.
+    pub fetch_urls: Option<UrlFetch>,
 }
 
 impl IngestOptions {
@@ -59,6 +63,7 @@ impl IngestOptions {
             report: None,
             video_fps: 2.0,
             excluded_jurisdictions: vec![],
+            fetch_urls: None,
         }
     }
 }
@@ -206,7 +211,7 @@ pub fn ingest_paths(
         None => None,
     };
 
-    let (items, total) = item_stream(inputs, &opts.read);
+    let (items, total) = item_stream(inputs, &opts.read, opts.fetch_urls.as_ref());
     let items = Mutex::new(items);
     let counts = Mutex::new(IngestCounts::default());
     let mut failures: Vec<ItemFailure> = Vec::new();
@@ -451,6 +456,7 @@ fn cpu_seconds() -> Option<f64> {
 fn item_stream(
     inputs: &[PathBuf],
     read: &ReadLimits,
+    fetch: Option<&UrlFetch>,
 ) -> (Box<dyn Iterator<Item = Work> + Send>, Option<u64>) {
     let listing = crate::files::collect(inputs);
     let named: std::collections::HashSet<PathBuf> = inputs.iter().cloned().collect();
@@ -475,6 +481,7 @@ fn item_stream(
         kinds.push(kind);
     }
     let read = *read;
+    let fetch = fetch.cloned();
     let skipped = listing
         .skipped
         .into_iter()
@@ -492,7 +499,7 @@ fn item_stream(
             let opened: Result<Box<dyn Iterator<Item = ItemResult> + Send>> = match kind {
                 Kind::Archive => sources::archive::read_archive(&f, &read),
                 Kind::Warc => sources::warc::read_warc(&f, &read),
-                Kind::Manifest => sources::manifest::read_manifest(&f, &read),
+                Kind::Manifest => sources::manifest::read_manifest_with(&f, &read, fetch.as_ref()),
                 Kind::File | Kind::Video => Ok(Box::new(std::iter::once(read_file(&f, &read)))),
             };
             let items: Box<dyn Iterator<Item = ItemResult> + Send> = match opened {

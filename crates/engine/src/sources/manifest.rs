@@ -6,8 +6,10 @@
 //! `path` or `file` (a local file; relative paths resolve against the manifest's folder;
 //! absolute paths are allowed, since the manifest is the operator's own statement, but the
 //! path must lead to a regular file, through symbolic links or not), `url` (where the image
-//! came from, recorded as `uri`; without a path the row is an `url_fetch_unsupported` error,
-//! since this reader does not download anything), `page_url`, `captured_at` (unix seconds or
+//! came from, recorded as `uri`; a row with a url and no path is downloaded only when the
+//! operator asked for it ([`UrlFetch`], `visage ingest --fetch-urls`): exactly that url, over
+//! http or https, never a link found in what it returns; otherwise the row is a
+//! `url_fetch_disabled` error), `page_url`, `captured_at` (unix seconds or
 //! an RFC 3339 date-time), `licence`/`license`, `legal_basis`, `jurisdiction`,
 //! `subject`/`subject_label`, `external_id`/`id`. When a row has both names of a field, the
 //! first one listed wins. Empty values count as absent. `uri` is the url if given, else the
@@ -15,7 +17,9 @@
 //!
 //! Locations read `<manifest file name>:<line>`. Error codes: `bad_row` (invalid JSON, not an
 //! object, a field of the wrong type, wrong CSV column count, unparsable `captured_at`, no
-//! path nor url), `url_fetch_unsupported`, `io_error` (missing or unreadable file; also a
+//! path nor url), `url_fetch_disabled`, `bad_url` (not an http or https url), `fetch_failed`
+//! (connection, TLS, timeout, too many redirects), `http_status` (an answer other than 2xx),
+//! `io_error` (missing or unreadable file; also a
 //! read error of the manifest itself, which stops), `not_a_file` (a directory, fifo,
 //! device...), `too_large`, `container_limit` (more rows or bytes than the limits allow;
 //! stops).
@@ -23,6 +27,8 @@
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
@@ -76,13 +82,88 @@ fn field_for(name: &str) -> Option<(Field, u8)> {
         .map(|&(_, field, rank)| (field, rank))
 }
 
-/// Streams the images a manifest lists (see the module documentation). Fails only when the
-/// manifest cannot be opened, its extension is unknown, or a CSV header names no path or
-/// url column; problems in rows are `ItemError`s.
+/// How rows that give a url but no path are downloaded (opt-in: without it they are
+/// `url_fetch_disabled` errors). One request at a time, the url exactly as written.
+#[derive(Debug, Clone)]
+pub struct UrlFetch {
+    /// Whole-request limit (connect, redirects, body).
+    pub timeout: Duration,
+    pub max_redirects: u32,
+}
+
+impl Default for UrlFetch {
+    fn default() -> Self {
+        UrlFetch {
+            timeout: Duration::from_secs(30),
+            max_redirects: 5,
+        }
+    }
+}
+
+impl UrlFetch {
+    fn agent(&self) -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .timeout_global(Some(self.timeout))
+            .max_redirects(self.max_redirects)
+            .http_status_as_error(false)
+            .user_agent(concat!("visage-ingest/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into()
+    }
+}
+
+/// Downloads `url` (http or https) into memory, at most `max` bytes.
+fn fetch(agent: &ureq::Agent, url: &str, max: u64) -> Result<Vec<u8>, (&'static str, String)> {
+    let scheme_ok = url.split_once("://").is_some_and(|(s, rest)| {
+        ["http", "https"].contains(&&*s.to_ascii_lowercase()) && !rest.is_empty()
+    });
+    if !scheme_ok {
+        return Err(("bad_url", format!("{url} is not an http or https url")));
+    }
+    let mut res = agent
+        .get(url)
+        .call()
+        .map_err(|e| ("fetch_failed", format!("{url}: {e}")))?;
+    let status = res.status();
+    if !status.is_success() {
+        return Err(("http_status", format!("{url} answered {status}")));
+    }
+    let declared = res
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(("too_large", format!("{url} is over {max} bytes")));
+    }
+    res.body_mut()
+        .with_config()
+        .limit(max)
+        .read_to_vec()
+        .map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(_) => ("too_large", format!("{url} is over {max} bytes")),
+            e => ("fetch_failed", format!("{url}: {e}")),
+        })
+}
+
+/// Streams the images a manifest lists (see the module documentation), never downloading.
 pub fn read_manifest(
     path: &Path,
     limits: &ReadLimits,
 ) -> anyhow::Result<Box<dyn Iterator<Item = ItemResult> + Send>> {
+    read_manifest_with(path, limits, None)
+}
+
+/// Streams the images a manifest lists (see the module documentation), downloading the rows
+/// that give only a url when `fetch` is given. Fails only when the manifest cannot be
+/// opened, its extension is unknown, or a CSV header names no path or url column; problems
+/// in rows are `ItemError`s.
+pub fn read_manifest_with(
+    path: &Path,
+    limits: &ReadLimits,
+    fetch: Option<&UrlFetch>,
+) -> anyhow::Result<Box<dyn Iterator<Item = ItemResult> + Send>> {
+    let agent = fetch.map(UrlFetch::agent);
     let extension = path
         .extension()
         .and_then(|e| e.to_str())
@@ -103,7 +184,7 @@ pub fn read_manifest(
                 line: 0,
                 buf: Vec::new(),
             };
-            Ok(Box::new(Manifest::new(rows, name, base, limits)))
+            Ok(Box::new(Manifest::new(rows, name, base, limits, agent)))
         }
         Some("csv") => {
             let mut reader = csv::ReaderBuilder::new()
@@ -135,7 +216,7 @@ pub fn read_manifest(
                 columns,
                 record: csv::ByteRecord::new(),
             };
-            Ok(Box::new(Manifest::new(rows, name, base, limits)))
+            Ok(Box::new(Manifest::new(rows, name, base, limits, agent)))
         }
         _ => bail!(
             "{}: unknown manifest format (expected .jsonl, .ndjson or .csv)",
@@ -187,14 +268,23 @@ struct Manifest<R> {
     entries: u64,
     total: u64,
     done: bool,
+    /// Set when rows with only a url are downloaded.
+    agent: Option<ureq::Agent>,
 }
 
 impl<R> Manifest<R> {
-    fn new(rows: R, name: String, base: PathBuf, limits: &ReadLimits) -> Self {
+    fn new(
+        rows: R,
+        name: String,
+        base: PathBuf,
+        limits: &ReadLimits,
+        agent: Option<ureq::Agent>,
+    ) -> Self {
         Manifest {
             rows,
             name,
             base,
+            agent,
             limits: *limits,
             entries: 0,
             total: 0,
@@ -239,7 +329,13 @@ impl<R: RowReader> Iterator for Manifest<R> {
             Ok(row) => row,
             Err(msg) => return Some(Err(ItemError::new(location, "bad_row", msg))),
         };
-        let result = make_item(*row, &self.base, location, self.limits.max_item_bytes);
+        let result = make_item(
+            *row,
+            &self.base,
+            location,
+            self.limits.max_item_bytes,
+            self.agent.as_ref(),
+        );
         if let Ok(item) = &result {
             self.total += item.bytes.len() as u64;
             if self.total > self.limits.max_total_bytes {
@@ -260,6 +356,7 @@ fn make_item(
     base: &Path,
     location: String,
     max_item: u64,
+    agent: Option<&ureq::Agent>,
 ) -> Result<SourceItem, ItemError> {
     let captured_at = match row.take(Field::CapturedAt) {
         None => None,
@@ -274,26 +371,37 @@ fn make_item(
         },
     };
     let url = row.take(Field::Url);
-    let Some(file) = row.take(Field::Path) else {
-        return Err(match url {
-            Some(url) => ItemError::new(
+    let (bytes, uri) = match (row.take(Field::Path), url) {
+        (Some(file), url) => {
+            let path = base.join(&file);
+            match read_regular_file(&path, max_item) {
+                Ok(bytes) => (bytes, url.unwrap_or_else(|| path.display().to_string())),
+                Err((code, msg)) => return Err(ItemError::new(location, code, msg)),
+            }
+        }
+        (None, Some(url)) => match agent {
+            Some(agent) => match fetch(agent, &url, max_item) {
+                Ok(bytes) => (bytes, url),
+                Err((code, msg)) => return Err(ItemError::new(location, code, msg)),
+            },
+            None => {
+                let msg = format!(
+                    "the row gives a url ({url}) but no path, and downloading was not asked \
+                     for: list the files' paths, or ingest with --fetch-urls"
+                );
+                return Err(ItemError::new(location, "url_fetch_disabled", msg));
+            }
+        },
+        (None, None) => {
+            return Err(ItemError::new(
                 location,
-                "url_fetch_unsupported",
-                format!(
-                    "the row gives a url ({url}) but no path; the manifest reader does not \
-                     download images: fetch them first and list their paths"
-                ),
-            ),
-            None => ItemError::new(location, "bad_row", "the row has no path, file or url"),
-        });
-    };
-    let path = base.join(&file);
-    let bytes = match read_regular_file(&path, max_item) {
-        Ok(bytes) => bytes,
-        Err((code, msg)) => return Err(ItemError::new(location, code, msg)),
+                "bad_row",
+                "the row has no path, file or url",
+            ))
+        }
     };
     let meta = ItemMeta {
-        uri: Some(url.unwrap_or_else(|| path.display().to_string())),
+        uri: Some(uri),
         page_uri: row.take(Field::PageUrl),
         captured_at,
         licence: row.take(Field::Licence),
@@ -605,7 +713,7 @@ mod tests {
                 "m.jsonl:4:ok",
                 "m.jsonl:5:io_error",
                 "m.jsonl:6:bad_row",
-                "m.jsonl:7:url_fetch_unsupported",
+                "m.jsonl:7:url_fetch_disabled",
                 "m.jsonl:8:not_a_file",
                 "m.jsonl:9:bad_row",
                 "m.jsonl:10:bad_row",
@@ -617,7 +725,7 @@ mod tests {
         let message = |i: usize| results[i].as_ref().unwrap_err().message.clone();
         assert!(message(1).contains("invalid JSON"), "{}", message(1));
         assert!(message(4).contains("yesterday"), "{}", message(4));
-        assert!(message(5).contains("does not download"), "{}", message(5));
+        assert!(message(5).contains("--fetch-urls"), "{}", message(5));
         assert!(message(7).contains("not a JSON object"), "{}", message(7));
         assert!(message(8).contains("no path"), "{}", message(8));
         assert!(message(9).contains("subject"), "{}", message(9));
@@ -654,7 +762,7 @@ mod tests {
                 "m.csv:3:ok",
                 "m.csv:4:io_error",
                 "m.csv:5:bad_row",
-                "m.csv:6:url_fetch_unsupported",
+                "m.csv:6:url_fetch_disabled",
                 "m.csv:7:bad_row",
                 "m.csv:8:ok",
             ]
