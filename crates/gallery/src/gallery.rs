@@ -9,6 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 #[path = "suppression.rs"]
 pub mod suppression;
+#[path = "subjects.rs"]
+pub mod subjects;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
