@@ -12,8 +12,17 @@
 //! neighbours are nearly equidistant strangers, which HNSW finds poorly: recall@10 here is a
 //! harder test than on real embeddings, whose intrinsic dimension is lower. The report also
 //! gives what face search needs: `identity_recall_at_1` and `mate_recall_at_10`.
+//!
+//! With real embeddings (`real`) the index holds a gallery's labelled faces; with
+//! `mix_synthetic` as well, synthetic vectors are added until it holds `n` (real embeddings
+//! mixed into synthetic ones), and half the queries are held-out real faces, half synthetic
+//! ones (recall is then also given over the real queries alone).
+//!
+//! `export` writes the exact data of the run (rows, queries, exact top-10) as `.npy` files, so
+//! that another index (FAISS in `bench/peers_faiss.py`) is measured on identical vectors.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -56,6 +65,12 @@ pub struct IndexBenchOptions {
     /// are then taken from them): queries are faces of subjects with several faces, held out
     /// of the index.
     pub real: Option<Vec<(Option<i64>, Vec<f32>)>>,
+    /// With `real`: add synthetic vectors until the index holds `n`; half the queries are
+    /// then real held-out faces, the other half synthetic.
+    pub mix_synthetic: bool,
+    /// Write the rows, queries and exact top-10 of the run to this folder (`.npy` files, see
+    /// [`export`]).
+    pub export: Option<PathBuf>,
 }
 
 impl Default for IndexBenchOptions {
@@ -71,6 +86,8 @@ impl Default for IndexBenchOptions {
             rerank: 40,
             save_dir: None,
             real: None,
+            mix_synthetic: false,
+            export: None,
         }
     }
 }
@@ -91,6 +108,13 @@ pub struct EfPoint {
     pub recall_at_10: f64,
     pub identity_recall_at_1: f64,
     pub mate_recall_at_10: f64,
+    /// recall@10 over the real queries alone (runs on real embeddings mixed into synthetic
+    /// ones).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub real_recall_at_10: Option<f64>,
+    /// Identity recall@1 over the real queries alone (mixed runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub real_identity_recall_at_1: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -146,6 +170,20 @@ pub struct IndexBenchReport {
     pub ef_sweep: Vec<EfPoint>,
     /// Smallest swept ef (the main one included) with recall@10 >= 0.99, if any.
     pub min_ef_recall_0_99: Option<usize>,
+    /// Real embeddings in the index (runs on a gallery's faces), and the held-out real faces
+    /// among the queries (the first `real_queries` queries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub real_faces: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub real_queries: Option<usize>,
+    /// recall@10 and identity recall@1 over the real queries alone at the main ef (mixed runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub real_recall_at_10: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub real_identity_recall_at_1: Option<f64>,
+    /// Folder the data was exported to (`export`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exported_to: Option<PathBuf>,
     pub machine: Machine,
 }
 
@@ -315,6 +353,20 @@ impl Data {
         })
     }
 
+    /// `real` followed by `synthetic` (same dimension): identities, rows and queries of the
+    /// second come after those of the first.
+    fn concat(mut real: Data, synthetic: Data) -> Data {
+        debug_assert_eq!(real.dim, synthetic.dim);
+        let (rows, ids) = (real.n(), real.identities());
+        real.starts
+            .extend(synthetic.starts[1..].iter().map(|s| s + rows));
+        real.rows.extend_from_slice(&synthetic.rows);
+        real.queries.extend_from_slice(&synthetic.queries);
+        real.query_identity
+            .extend(synthetic.query_identity.iter().map(|i| i + ids));
+        real
+    }
+
     fn n(&self) -> usize {
         self.rows.len() / self.dim
     }
@@ -442,9 +494,11 @@ fn measure(
     k: usize,
     ef: usize,
     rerank: usize,
+    real_queries: Option<usize>,
 ) -> Result<EfPoint> {
     let mut times = Vec::with_capacity(data.query_count());
     let (mut recall_sum, mut first_mates, mut mates_found, mut mates_total) = (0.0, 0, 0, 0);
+    let (mut real_recall_sum, mut real_first_mates) = (0.0, 0usize);
     for (q, truth) in exact.iter().enumerate() {
         let query = data.query(q);
         let t = Instant::now();
@@ -460,8 +514,14 @@ fn measure(
             index.search(query, k)?
         };
         times.push(t.elapsed().as_secs_f64() * 1e3);
-        recall_sum += recall(&hits, truth);
-        first_mates += hits.first().is_some_and(|h| data.is_mate(q, h.id)) as usize;
+        let r = recall(&hits, truth);
+        let first = hits.first().is_some_and(|h| data.is_mate(q, h.id)) as usize;
+        recall_sum += r;
+        first_mates += first;
+        if real_queries.is_some_and(|n| q < n) {
+            real_recall_sum += r;
+            real_first_mates += first;
+        }
         mates_found += hits.iter().filter(|h| data.is_mate(q, h.id)).count();
         mates_total += data.mates(q).len().min(k);
     }
@@ -476,12 +536,20 @@ fn measure(
         recall_at_10: recall_sum / count,
         identity_recall_at_1: first_mates as f64 / count,
         mate_recall_at_10: mates_found as f64 / mates_total.max(1) as f64,
+        real_recall_at_10: real_queries.map(|n| real_recall_sum / n.max(1) as f64),
+        real_identity_recall_at_1: real_queries.map(|n| real_first_mates as f64 / n.max(1) as f64),
     })
 }
 
 fn point_line(e: &EfPoint) -> String {
+    let real = match (e.real_recall_at_10, e.real_identity_recall_at_1) {
+        (Some(r), Some(i)) => {
+            format!(" (real queries: recall@10 {r:.4}, identity recall@1 {i:.4})")
+        }
+        _ => String::new(),
+    };
     format!(
-        "ef={}: p50 {:.3} ms, p99 {:.3} ms, recall@10 {:.4}, identity recall@1 {:.4}",
+        "ef={}: p50 {:.3} ms, p99 {:.3} ms, recall@10 {:.4}, identity recall@1 {:.4}{real}",
         e.ef, e.p50_ms, e.p99_ms, e.recall_at_10, e.identity_recall_at_1
     )
 }
@@ -559,11 +627,27 @@ fn build(
 }
 
 pub fn run(opts: &IndexBenchOptions, progress: impl Fn(&str)) -> Result<IndexBenchReport> {
+    let mix = opts.mix_synthetic && opts.real.is_some();
+    let real_queries_wanted = if mix {
+        opts.queries.div_ceil(2)
+    } else {
+        opts.queries
+    };
     let real = match &opts.real {
-        Some(v) => Some(Data::from_labelled(v, opts.queries, opts.seed)?),
+        Some(v) => Some(Data::from_labelled(v, real_queries_wanted, opts.seed)?),
         None => None,
     };
+    let real_faces = real.as_ref().map(Data::n);
+    let real_queries = real.as_ref().map(Data::query_count);
+    if mix && real_faces.is_some_and(|r| r > opts.n) {
+        bail!(
+            "--n {} is smaller than the {} real embeddings to mix in",
+            opts.n,
+            real_faces.unwrap_or(0)
+        );
+    }
     let (n, dim) = match &real {
+        Some(d) if mix => (opts.n, d.dim),
         Some(d) => (d.n(), d.dim),
         None => (opts.n, opts.dim),
     };
@@ -593,9 +677,25 @@ pub fn run(opts: &IndexBenchOptions, progress: impl Fn(&str)) -> Result<IndexBen
     ));
     let t = Instant::now();
     let data = match real {
+        Some(d) if mix => {
+            let synthetic_queries = opts.queries.saturating_sub(d.query_count());
+            let fill = n - d.n();
+            progress(&format!(
+                "mixing {} real embeddings ({} real queries) with {fill} synthetic ones \
+                 ({synthetic_queries} synthetic queries)",
+                d.n(),
+                d.query_count()
+            ));
+            let s = pool.install(|| Data::generate(fill, dim, synthetic_queries, opts.seed));
+            Data::concat(d, s)
+        }
         Some(d) => d,
         None => pool.install(|| Data::generate(n, dim, opts.queries, opts.seed)),
     };
+    let queries = data.query_count();
+    if queries == 0 {
+        bail!("index benchmark: no query (no subject with two or more faces?)");
+    }
     let generate_s = t.elapsed().as_secs_f64();
     let (same_identity_cos, other_identity_cos) = similarity_stats(&data, opts.seed);
     progress(&format!(
@@ -625,10 +725,21 @@ pub fn run(opts: &IndexBenchOptions, progress: impl Fn(&str)) -> Result<IndexBen
         n as f64 / build_s
     ));
 
-    progress(&format!("exact top-{k} of {} queries", opts.queries));
+    progress(&format!("exact top-{k} of {queries} queries"));
     let t = Instant::now();
     let exact = pool.install(|| exact_top_k(&data, k, threads * 4));
     let ground_truth_s = t.elapsed().as_secs_f64();
+    if let Some(dir) = &opts.export {
+        let t = Instant::now();
+        export(dir, &data, &exact, real_faces, real_queries)?;
+        progress(&format!(
+            "exported rows, queries and exact top-{k} to {} in {:.1} s",
+            dir.display(),
+            t.elapsed().as_secs_f64()
+        ));
+    }
+    // Recall over the real queries alone is worth giving only when synthetic ones are mixed in.
+    let real_only = if mix { real_queries } else { None };
     let exact_identity_recall_at_1 = exact
         .iter()
         .enumerate()
@@ -638,13 +749,14 @@ pub fn run(opts: &IndexBenchOptions, progress: impl Fn(&str)) -> Result<IndexBen
 
     progress(&format!("timing queries at ef={}", p.expansion_search));
     index.set_expansion_search(p.expansion_search);
-    measure(&index, &data, &exact, k, p.expansion_search, rerank)?; // warm-up
-    let main = measure(&index, &data, &exact, k, p.expansion_search, rerank)?;
+    let measure_at = |ef: usize| measure(&index, &data, &exact, k, ef, rerank, real_only);
+    measure_at(p.expansion_search)?; // warm-up
+    let main = measure_at(p.expansion_search)?;
     progress(&point_line(&main));
     let mut ef_sweep = Vec::with_capacity(opts.ef_sweep.len());
     for &ef in &opts.ef_sweep {
         index.set_expansion_search(ef);
-        let point = measure(&index, &data, &exact, k, ef, rerank)?;
+        let point = measure_at(ef)?;
         progress(&point_line(&point));
         ef_sweep.push(point);
     }
@@ -656,7 +768,7 @@ pub fn run(opts: &IndexBenchOptions, progress: impl Fn(&str)) -> Result<IndexBen
         .map(|e| e.ef)
         .min();
 
-    let reference: Vec<Vec<Neighbour>> = (0..RELOAD_CHECKS.min(opts.queries))
+    let reference: Vec<Vec<Neighbour>> = (0..RELOAD_CHECKS.min(queries))
         .map(|q| index.search(data.query(q), k))
         .collect::<Result<_>>()?;
     let dir = match &opts.save_dir {
@@ -695,7 +807,7 @@ pub fn run(opts: &IndexBenchOptions, progress: impl Fn(&str)) -> Result<IndexBen
         n,
         dim,
         identities: data.identities(),
-        queries: opts.queries,
+        queries,
         seed: opts.seed,
         threads,
         connectivity: p.connectivity,
@@ -726,8 +838,120 @@ pub fn run(opts: &IndexBenchOptions, progress: impl Fn(&str)) -> Result<IndexBen
         reload_identical,
         ef_sweep,
         min_ef_recall_0_99,
+        real_faces,
+        real_queries,
+        real_recall_at_10: main.real_recall_at_10,
+        real_identity_recall_at_1: main.real_identity_recall_at_1,
+        exported_to: opts.export.clone(),
         machine: machine(),
     })
+}
+
+/// The header of a version 1.0 `.npy` file holding an array of `descr` (e.g. `<f4`) and
+/// `shape`, C order.
+pub fn export_npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    // Magic (6) + version (2) + length (2) + header + newline, padded to a multiple of 64.
+    let total = (10 + h.len() + 1).div_ceil(64) * 64;
+    h.push_str(&" ".repeat(total - 10 - h.len() - 1));
+    h.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    out.extend_from_slice(h.as_bytes());
+    out
+}
+
+fn write_npy(
+    path: &Path,
+    descr: &str,
+    shape: &[usize],
+    bytes: impl Iterator<Item = [u8; 4]>,
+) -> Result<()> {
+    write_npy_raw(path, descr, shape, |w| {
+        for b in bytes {
+            w.write_all(&b)?;
+        }
+        Ok(())
+    })
+}
+
+fn write_npy_raw(
+    path: &Path,
+    descr: &str,
+    shape: &[usize],
+    body: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let f =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    w.write_all(&export_npy_header(descr, shape))
+        .and_then(|_| body(&mut w))
+        .and_then(|_| w.flush())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes `data` and its exact answers to `dir` (created if needed), as NumPy `.npy` files
+/// (little-endian, C order):
+/// - `base.npy`: the rows, float32 `[n, dim]`, in insertion order (row `i` has id `i`);
+/// - `queries.npy`: float32 `[queries, dim]`;
+/// - `gt.npy`: int64 `[queries, k]`, the exact top-k ids of each query, best first;
+/// - `meta.json`: sizes, and how many rows and queries (the first ones) are real embeddings.
+fn export(
+    dir: &Path,
+    data: &Data,
+    exact: &[Vec<Neighbour>],
+    real_faces: Option<usize>,
+    real_queries: Option<usize>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (n, dim, q) = (data.n(), data.dim, data.query_count());
+    let k = exact.iter().map(Vec::len).max().unwrap_or(0);
+    if exact.iter().any(|e| e.len() != k) {
+        bail!("exact answers of different lengths");
+    }
+    write_npy(
+        &dir.join("base.npy"),
+        "<f4",
+        &[n, dim],
+        data.rows.iter().map(|x| x.to_le_bytes()),
+    )?;
+    write_npy(
+        &dir.join("queries.npy"),
+        "<f4",
+        &[q, dim],
+        data.queries.iter().map(|x| x.to_le_bytes()),
+    )?;
+    write_npy_raw(&dir.join("gt.npy"), "<i8", &[q, k], |w| {
+        for e in exact {
+            for nb in e {
+                w.write_all(&(nb.id as i64).to_le_bytes())?;
+            }
+        }
+        Ok(())
+    })?;
+    let meta = serde_json::json!({
+        "n": n,
+        "dim": dim,
+        "queries": q,
+        "k": k,
+        "identities": data.identities(),
+        "real_faces": real_faces,
+        "real_queries": real_queries,
+        "metric": "inner product of unit vectors (cosine)",
+        "recall_at_10": "|approximate top-10 ∩ gt row| / 10, averaged over queries",
+    });
+    std::fs::write(
+        dir.join("meta.json"),
+        serde_json::to_string_pretty(&meta)? + "\n",
+    )
+    .with_context(|| format!("cannot write {}", dir.join("meta.json").display()))?;
+    Ok(())
 }
 
 /// Mean cosine of each query with its identity's enrolled samples and with one random row
@@ -847,6 +1071,77 @@ mod tests {
             assert!(json.get(key).is_some(), "missing {key}");
         }
         assert!(json["machine"]["cores"].as_u64().unwrap() >= 1);
+    }
+
+    #[test]
+    fn npy_header_is_aligned_and_readable() {
+        let h = export_npy_header("<f4", &[3, 2]);
+        assert_eq!(&h[..8], b"\x93NUMPY\x01\x00");
+        assert_eq!(h.len() % 64, 0);
+        let len = u16::from_le_bytes([h[8], h[9]]) as usize;
+        assert_eq!(10 + len, h.len());
+        let text = std::str::from_utf8(&h[10..]).unwrap();
+        assert!(text.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }"));
+        assert!(text.ends_with('\n'));
+        let h1 = export_npy_header("<i8", &[7]);
+        assert!(std::str::from_utf8(&h1[10..])
+            .unwrap()
+            .contains("'shape': (7,)"));
+    }
+
+    /// Real labelled vectors mixed into synthetic ones: sizes, query split, labels and the
+    /// exported files.
+    #[test]
+    fn real_embeddings_mixed_into_synthetic_ones_and_exported() {
+        let dim = 16;
+        // 40 subjects of 3 faces (a tight cluster each) and 30 unlabelled faces.
+        let mut real = Vec::new();
+        for s in 0..40 {
+            let c = centre(99, s, dim);
+            for j in 0..3 {
+                let mut v = vec![0f32; dim];
+                sample(&c, &mut Rng::new(99, 9, (s * 3 + j) as u64), &mut v);
+                real.push((Some(s as i64), v));
+            }
+        }
+        for i in 0..30 {
+            real.push((None, centre(98, i, dim)));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let opts = IndexBenchOptions {
+            n: 2000,
+            dim: 999, // taken from the real vectors
+            queries: 60,
+            threads: 2,
+            real: Some(real),
+            mix_synthetic: true,
+            export: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let r = run(&opts, |_| {}).unwrap();
+        assert_eq!((r.n, r.dim, r.queries), (2000, 16, 60));
+        assert_eq!(r.real_faces, Some(150 - 30));
+        assert_eq!(r.real_queries, Some(30));
+        assert!(r.real_recall_at_10.is_some());
+        assert!(r.ef_sweep.is_empty());
+        let base = std::fs::read(dir.path().join("base.npy")).unwrap();
+        let gt = std::fs::read(dir.path().join("gt.npy")).unwrap();
+        let q = std::fs::read(dir.path().join("queries.npy")).unwrap();
+        let header = |b: &[u8]| 10 + u16::from_le_bytes([b[8], b[9]]) as usize;
+        assert_eq!(base.len() - header(&base), 2000 * 16 * 4);
+        assert_eq!(q.len() - header(&q), 60 * 16 * 4);
+        assert_eq!(gt.len() - header(&gt), 60 * 10 * 8);
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("meta.json")).unwrap()).unwrap();
+        assert_eq!(meta["real_queries"], 30);
+        assert_eq!(meta["n"], 2000);
+        // The first ground-truth answer of the first (real) query is one of its two enrolled
+        // mates (unit vectors: the first row of gt is the highest inner product).
+        let first = i64::from_le_bytes(gt[header(&gt)..header(&gt) + 8].try_into().unwrap());
+        assert!((0..120).contains(&first), "{first}");
+        // Too few rows for the real ones: refused.
+        let small = IndexBenchOptions { n: 50, ..opts };
+        assert!(run(&small, |_| {}).is_err());
     }
 
     #[test]

@@ -381,6 +381,15 @@ enum BenchCmd {
         /// uses the global --data-dir.
         #[arg(long, value_name = "COLLECTION")]
         real: Option<String>,
+        /// With --real: add synthetic face-like vectors until the index holds --n (real
+        /// embeddings mixed into synthetic ones); half the queries are then held-out real
+        /// faces, half synthetic.
+        #[arg(long, requires = "real")]
+        mix_synthetic: bool,
+        /// Write the rows, queries and exact top-10 to this folder as .npy files (for
+        /// bench/peers_faiss.py: FAISS on identical data).
+        #[arg(long, value_name = "DIR")]
+        export: Option<PathBuf>,
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
@@ -1111,6 +1120,8 @@ fn bench(home: &Home, inf: &InferenceOptions, data_dir: &Path, cmd: BenchCmd) ->
             rerank,
             save_dir,
             real,
+            mix_synthetic,
+            export,
             json,
         } => {
             let real = match real {
@@ -1140,6 +1151,8 @@ fn bench(home: &Home, inf: &InferenceOptions, data_dir: &Path, cmd: BenchCmd) ->
                 ef_sweep,
                 save_dir,
                 real,
+                mix_synthetic,
+                export,
             };
             let report = visage_bench::index::run(&opts, |line| eprintln!("bench index: {line}"))?;
             eprintln!(
