@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use visage_engine::search::FaceChoice;
 use visage_engine::{IngestOptions, SearchOptions};
 use visage_gallery::{Access, CheckOptions, DeleteTarget, Filter, Gallery, NewSource};
 use visage_vision::{FacePipeline, Home, InferenceOptions};
@@ -80,7 +81,8 @@ pub fn load_policy(dir: &Path, explicit: Option<&Path>) -> Result<visage_governa
 
 #[derive(Args)]
 pub struct SearchArgs {
-    /// Probe photo.
+    /// Probe photo, or probe video (MP4/MOV, Matroska/WebM, AVI, MPEG-TS; recognised by its
+    /// first bytes or its extension): each face track of the video is searched.
     pub probe: PathBuf,
     /// Matches per probe face.
     #[arg(long, default_value_t = 10)]
@@ -100,13 +102,44 @@ pub struct SearchArgs {
     pub collections: Vec<String>,
     #[command(flatten)]
     pub filter: FilterArgs,
-    /// Search with every face in the probe, not only the most central usable one.
-    #[arg(long)]
+    /// Which probe faces to search with: `main` (the main face: among the largest, the
+    /// nearest the centre), `all`, or a face index as listed under "faces detected" (left to
+    /// right). Photos only.
+    #[arg(long = "face", value_name = "N|all|main", default_value = "main",
+          value_parser = parse_face_choice)]
+    pub face: FaceChoice,
+    /// Same as `--face all`.
+    #[arg(long, conflicts_with = "face")]
     pub all_faces: bool,
+    /// Frames per second sampled from a probe video.
+    #[arg(long, default_value_t = 2.0)]
+    pub video_fps: f32,
+    /// Longest probe video accepted, seconds.
+    #[arg(long, default_value_t = visage_engine::video_search::PROBE_VIDEO_MAX_S)]
+    pub max_duration: f32,
     #[command(flatten)]
     pub pack: PackArg,
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_face_choice(s: &str) -> Result<FaceChoice, String> {
+    s.parse()
+}
+
+/// Extensions of the video containers `visage search` sends to the video search even when
+/// the first bytes are not recognised (it then reports `invalid_video` rather than an image
+/// decoder error).
+const VIDEO_EXTENSIONS: &[&str] = &[
+    "mp4", "m4v", "mov", "3gp", "mkv", "webm", "avi", "ts", "mts", "m2ts",
+];
+
+fn is_probe_video(path: &Path) -> bool {
+    visage_engine::video::is_video(path)
+        || path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 #[derive(Args, Default)]
@@ -386,18 +419,25 @@ pub fn jobs(dir: &Path, limit: usize, json: bool) -> Result<ExitCode> {
 pub fn search(home: &Home, inf: &InferenceOptions, dir: &Path, a: SearchArgs) -> Result<ExitCode> {
     let gallery = open(dir, Access::ReadOnly)?;
     let p = FacePipeline::load(home, &a.pack.pack, inf)?;
-    let bytes =
-        std::fs::read(&a.probe).with_context(|| format!("reading {}", a.probe.display()))?;
+    let faces = if a.all_faces { FaceChoice::All } else { a.face };
     let mut opts = SearchOptions {
         collections: a.collections.clone(),
         k: a.k,
         threshold: a.threshold,
         max_fmr: a.max_fmr,
         filter: a.filter.filter(),
-        all_faces: a.all_faces,
+        faces,
         ..Default::default()
     };
     opts.analyze.detect.min_face_px = a.min_face;
+    if is_probe_video(&a.probe) {
+        if faces != FaceChoice::Main {
+            bail!("--face applies to photos; a video is searched track by track");
+        }
+        return search_video(&gallery, &p, &a, opts);
+    }
+    let bytes =
+        std::fs::read(&a.probe).with_context(|| format!("reading {}", a.probe.display()))?;
     let r = visage_engine::search_image(&gallery, &p, &bytes, &opts)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -412,13 +452,33 @@ pub fn search(home: &Home, inf: &InferenceOptions, dir: &Path, a: SearchArgs) ->
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
-    if r.probe_faces.is_empty() {
+    if r.detected_faces.is_empty() {
         println!("no face found in the probe");
+    } else {
+        println!(
+            "{} face(s) detected (choose one with --face N):",
+            r.detected_faces.len()
+        );
+        for f in &r.detected_faces {
+            let b = f.bbox;
+            println!(
+                "  #{} [{:.0},{:.0} {:.0}x{:.0}] quality {:.2}{}{}",
+                f.index,
+                b[0],
+                b[1],
+                b[2] - b[0],
+                b[3] - b[1],
+                f.quality.score,
+                if f.usable { "" } else { " (unusable)" },
+                if f.searched { "  <- searched" } else { "" }
+            );
+        }
     }
-    for (i, f) in r.probe_faces.iter().enumerate() {
+    for f in &r.probe_faces {
         let b = f.bbox;
         print!(
-            "probe face #{i} [{:.0},{:.0} {:.0}x{:.0}]",
+            "probe face #{} [{:.0},{:.0} {:.0}x{:.0}]",
+            f.index,
             b[0],
             b[1],
             b[2] - b[0],
@@ -429,32 +489,108 @@ pub fn search(home: &Home, inf: &InferenceOptions, dir: &Path, a: SearchArgs) ->
             continue;
         }
         println!(": {} match(es)", f.hits.len());
-        for h in &f.hits {
-            let subject = h
-                .face
-                .subject
-                .as_ref()
-                .map(|s| s.label.as_str())
-                .unwrap_or("-");
-            let fmr = match (h.fmr, h.expected_false_matches) {
-                (Some(f), Some(e)) => format!("  FMR {f:.1e} (~{e:.2} false at this size)"),
-                _ => String::new(),
-            };
-            println!(
-                "  {:.4}{fmr}  face {}  subject {}  {}  source {} ({})  {}",
-                h.score,
-                h.face.id,
-                subject,
-                h.face.image.uri.as_deref().unwrap_or("-"),
-                h.face.source.name,
-                h.face
-                    .source
-                    .legal_basis
-                    .as_deref()
-                    .unwrap_or("no legal basis recorded"),
-                h.face.image.jurisdiction.as_deref().unwrap_or("")
-            );
+        print_hits(&f.hits);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_hits(hits: &[visage_gallery::Hit]) {
+    for h in hits {
+        let subject = h
+            .face
+            .subject
+            .as_ref()
+            .map(|s| s.label.as_str())
+            .unwrap_or("-");
+        let fmr = match (h.fmr, h.expected_false_matches) {
+            (Some(f), Some(e)) => format!("  FMR {f:.1e} (~{e:.2} false at this size)"),
+            _ => String::new(),
+        };
+        println!(
+            "  {:.4}{fmr}  face {}  subject {}  {}  source {} ({})  {}",
+            h.score,
+            h.face.id,
+            subject,
+            h.face.image.uri.as_deref().unwrap_or("-"),
+            h.face.source.name,
+            h.face
+                .source
+                .legal_basis
+                .as_deref()
+                .unwrap_or("no legal basis recorded"),
+            h.face.image.jurisdiction.as_deref().unwrap_or("")
+        );
+    }
+}
+
+/// `visage search VIDEO`: every face track of the clip with its matches.
+fn search_video(
+    gallery: &Gallery,
+    p: &FacePipeline,
+    a: &SearchArgs,
+    search: SearchOptions,
+) -> Result<ExitCode> {
+    use visage_engine::video_search::{VideoProbeError, VideoSearchOptions};
+    let opts = VideoSearchOptions {
+        search,
+        fps: a.video_fps,
+        max_duration_s: a.max_duration,
+        ..Default::default()
+    };
+    let r = match visage_engine::video_search::search_video(gallery, p, &a.probe, &opts) {
+        Ok(r) => r,
+        Err(e) => match e.downcast_ref::<VideoProbeError>() {
+            Some(v) => bail!("{}: {}: {}", a.probe.display(), v.code, v.message),
+            None => return Err(e),
+        },
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "pack {}; {} faces searched in {}",
+        r.pack,
+        r.faces_searched,
+        r.collections.join(", ")
+    );
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    let v = &r.video;
+    println!(
+        "video: {} frames sampled at {} fps{}; {} face track(s) in {:.0} ms",
+        v.frames_sampled,
+        v.fps,
+        v.duration_s
+            .map(|d| format!(" ({d:.1} s)"))
+            .unwrap_or_default(),
+        r.tracks.len(),
+        r.timings_ms.total
+    );
+    if r.tracks.is_empty() {
+        println!("no face found in the video");
+    }
+    for t in &r.tracks {
+        let b = t.best_face.bbox;
+        print!(
+            "track #{} {:.1}-{:.1} s, {} frame(s), best face at {:.1} s [{:.0},{:.0} {:.0}x{:.0}]",
+            t.track_id,
+            t.first_t,
+            t.last_t,
+            t.frames_seen,
+            t.best_face.t,
+            b[0],
+            b[1],
+            b[2] - b[0],
+            b[3] - b[1]
+        );
+        if let Some(why) = &t.unusable {
+            println!(": unusable ({})", why.join(", "));
+            continue;
         }
+        println!(": {} match(es)", t.hits.len());
+        print_hits(&t.hits);
     }
     Ok(ExitCode::SUCCESS)
 }

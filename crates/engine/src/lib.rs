@@ -9,6 +9,7 @@ pub mod optout;
 pub mod search;
 pub mod sources;
 pub mod video;
+pub mod video_search;
 
 pub use ingest::{ingest_paths, IngestOptions, IngestReport};
 pub use search::{search_image, ProbeFace, SearchOptions, SearchResult};

@@ -1,11 +1,95 @@
 //! Probe search: a photo in, its faces out, each with ranked matches and provenance.
 
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use serde::Serialize;
-use visage_gallery::{Filter, Gallery, Hit, SearchQuery, SearchTrace};
+use serde::{Serialize, Serializer};
+use visage_gallery::{Collection, Filter, Gallery, Hit, SearchQuery, SearchTrace};
 use visage_vision::{AnalyzeOptions, Calibration, DecodeLimits, FacePipeline};
+
+use crate::optout::SuppressionList;
+
+/// Which faces of a probe photo are searched with.
+///
+/// The default is [`FaceChoice::Main`]: an investigator searches for one person, and searching
+/// every face of a group or crowd photo would also search the bystanders (more people looked
+/// up than the case needs, more candidates to review, and every returned face is written to
+/// the audit log). The result lists every detected face with its index, so another face can
+/// be chosen and searched explicitly with [`FaceChoice::Index`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FaceChoice {
+    /// The photo's main face (among the largest, the nearest the centre), usable or not.
+    #[default]
+    Main,
+    /// Every detected face.
+    All,
+    /// One face, by its `index` in the result's `detected_faces` (faces are numbered left to
+    /// right, then top to bottom, so the same photo gives the same numbers).
+    Index(usize),
+}
+
+impl FromStr for FaceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<FaceChoice, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "main" | "" => Ok(FaceChoice::Main),
+            "all" => Ok(FaceChoice::All),
+            n => n.parse().map(FaceChoice::Index).map_err(|_| {
+                format!("faces must be `main`, `all` or a face index (0, 1, ...), got {s:?}")
+            }),
+        }
+    }
+}
+
+impl fmt::Display for FaceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FaceChoice::Main => f.write_str("main"),
+            FaceChoice::All => f.write_str("all"),
+            FaceChoice::Index(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+/// `"main"`, `"all"` or the index as a number.
+impl Serialize for FaceChoice {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            FaceChoice::Index(i) => s.serialize_u64(*i as u64),
+            other => s.serialize_str(&other.to_string()),
+        }
+    }
+}
+
+/// A face index beyond the faces detected in the probe photo.
+#[derive(Debug, Clone)]
+pub struct FaceIndexError {
+    pub index: usize,
+    pub detected: usize,
+}
+
+impl FaceIndexError {
+    /// The stable error code.
+    pub const CODE: &'static str = "face_index_out_of_range";
+}
+
+impl fmt::Display for FaceIndexError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "face index {} is out of range: {} face(s) were detected in the probe (indexes 0 to {})",
+            self.index,
+            self.detected,
+            self.detected.saturating_sub(1)
+        )
+    }
+}
+
+impl std::error::Error for FaceIndexError {}
 
 #[derive(Debug, Clone)]
 pub struct SearchOptions {
@@ -17,8 +101,8 @@ pub struct SearchOptions {
     /// calibrated pack; combined with `threshold`, the stricter wins).
     pub max_fmr: Option<f64>,
     pub filter: Filter,
-    /// Search with every usable probe face (default: only the most central one).
-    pub all_faces: bool,
+    /// Which probe faces to search with (default: the main face).
+    pub faces: FaceChoice,
     pub analyze: AnalyzeOptions,
     pub limits: DecodeLimits,
 }
@@ -38,7 +122,7 @@ impl Default for SearchOptions {
             threshold: None,
             max_fmr: None,
             filter: Filter::default(),
-            all_faces: false,
+            faces: FaceChoice::Main,
             analyze,
             limits: DecodeLimits::default(),
         }
@@ -47,6 +131,8 @@ impl Default for SearchOptions {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ProbeFace {
+    /// The face's index in `detected_faces`.
+    pub index: usize,
     pub bbox: [f32; 4],
     pub det_score: f32,
     pub quality: visage_core::Quality,
@@ -66,8 +152,26 @@ pub struct SearchResult {
     /// The similarity threshold applied (from `threshold` and `max_fmr`).
     pub threshold: Option<f32>,
     pub warnings: Vec<String>,
+    /// The faces searched with, as chosen by `faces`.
+    pub faces: FaceChoice,
+    /// Every face detected in the probe, numbered left to right (then top to bottom): the
+    /// indexes `faces` accepts.
+    pub detected_faces: Vec<DetectedFace>,
     pub probe_faces: Vec<ProbeFace>,
     pub timings_ms: Timings,
+}
+
+/// A face detected in the probe photo, searched with or not.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectedFace {
+    pub index: usize,
+    pub bbox: [f32; 4],
+    pub det_score: f32,
+    pub quality: visage_core::Quality,
+    /// Passes the quality gate (only usable faces can be searched with).
+    pub usable: bool,
+    /// This search used it (it is in `probe_faces`).
+    pub searched: bool,
 }
 
 /// A summary of a pack's calibration, reported with every search.
@@ -148,48 +252,150 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-/// Searches the gallery with the faces of an encoded photo.
+/// What the probe searches of one request share: the collections (all of the pipeline's pack
+/// unless named), the calibration, the suppression list and the effective threshold.
+pub struct Searcher<'a> {
+    gallery: &'a Gallery,
+    pub pack: String,
+    pub colls: Vec<Collection>,
+    pub cal: Option<&'a Calibration>,
+    supp: SuppressionList,
+    pub threshold: Option<f32>,
+    pub warnings: Vec<String>,
+    k: usize,
+    filter: Filter,
+}
+
+impl<'a> Searcher<'a> {
+    /// Resolves the collections and threshold of `opts` (errors: unknown collection, another
+    /// pack, `max_fmr` without calibration) and loads the suppression list.
+    pub fn new(gallery: &'a Gallery, p: &'a FacePipeline, opts: &SearchOptions) -> Result<Self> {
+        let pack = p.pack_id();
+        let mut colls = Vec::new();
+        if opts.collections.is_empty() {
+            colls.extend(
+                gallery
+                    .collections()?
+                    .into_iter()
+                    .filter(|c| c.pack == pack),
+            );
+            if colls.is_empty() {
+                bail!("no collection in this gallery uses pack {pack}");
+            }
+        } else {
+            for name in &opts.collections {
+                let Some(c) = gallery.collection(name)? else {
+                    bail!("no collection named {name:?}")
+                };
+                if c.pack != pack {
+                    bail!(
+                        "collection {name:?} uses pack {}, the probe was embedded with {pack}",
+                        c.pack
+                    );
+                }
+                colls.push(c);
+            }
+        }
+        let cal = p.pack.calibration.as_ref();
+        let supp = SuppressionList::load(gallery, p)?;
+        let threshold = effective_threshold(cal, opts.threshold, opts.max_fmr)?;
+        let mut warnings = Vec::new();
+        if cal.is_none() {
+            warnings.push(format!(
+                "pack {pack} is not calibrated: matches carry no false match rate (`visage models calibrate`)"
+            ));
+        }
+        Ok(Searcher {
+            gallery,
+            pack,
+            colls,
+            cal,
+            supp,
+            threshold,
+            warnings,
+            k: opts.k,
+            filter: opts.filter.clone(),
+        })
+    }
+
+    /// Faces indexed in the searched collections.
+    pub fn faces_searched(&self) -> Result<u64> {
+        let mut n = 0u64;
+        for c in &self.colls {
+            n += self.gallery.indexed_faces(c.id)?;
+        }
+        Ok(n)
+    }
+
+    /// Whether a probe vector belongs to someone who opted out (never searched for).
+    pub fn opted_out(&self, v: &[f32]) -> bool {
+        !self.supp.is_empty() && self.supp.matches(v)
+    }
+
+    /// The best `k` matches of one person given by one or more probe vectors (e.g. the best
+    /// faces of a video track): each vector searches every collection, a face found by several
+    /// keeps its best score, opted-out faces are dropped. False match rates are calibrated
+    /// for the comparisons made: faces searched x vectors (each vector is one more chance of
+    /// a false match), so `expected_false_matches` stays an upper estimate.
+    pub fn search(&self, vectors: &[&[f32]]) -> Result<(Vec<Hit>, Vec<SearchTrace>)> {
+        let mut best: HashMap<i64, Hit> = HashMap::new();
+        let mut traces = Vec::new();
+        let mut searched = 0u64;
+        for v in vectors {
+            for c in &self.colls {
+                let (hits, trace) = self.gallery.search(&SearchQuery {
+                    collection_id: c.id,
+                    vector: v,
+                    k: self.k,
+                    threshold: self.threshold,
+                    filter: self.filter.clone(),
+                })?;
+                searched += match trace.filter_matches {
+                    Some(n) => n as u64,
+                    None => self.gallery.indexed_faces(c.id)?,
+                };
+                for h in hits {
+                    match best.get(&h.face.id) {
+                        Some(b) if b.score >= h.score => {}
+                        _ => {
+                            best.insert(h.face.id, h);
+                        }
+                    }
+                }
+                traces.push(trace);
+            }
+        }
+        let mut hits: Vec<Hit> = best.into_values().collect();
+        if !self.supp.is_empty() {
+            let mut kept = Vec::with_capacity(hits.len());
+            for h in hits {
+                if !self
+                    .gallery
+                    .face_vector(h.face.id)?
+                    .is_some_and(|v| self.supp.matches(&v))
+                {
+                    kept.push(h);
+                }
+            }
+            hits = kept;
+        }
+        calibrate_hits(self.cal, &mut hits, searched);
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.face.id.cmp(&b.face.id)));
+        hits.truncate(self.k);
+        Ok((hits, traces))
+    }
+}
+
+/// Searches the gallery with the faces of an encoded photo chosen by `opts.faces`.
+/// Errors: the decoder's ([`visage_vision::DecodeError`]), [`FaceIndexError`] for an index
+/// beyond the detected faces (none detected is no error: `probe_faces` is then empty).
 pub fn search_image(
     gallery: &Gallery,
     p: &FacePipeline,
     bytes: &[u8],
     opts: &SearchOptions,
 ) -> Result<SearchResult> {
-    let pack = p.pack_id();
-    let mut colls = Vec::new();
-    if opts.collections.is_empty() {
-        colls.extend(
-            gallery
-                .collections()?
-                .into_iter()
-                .filter(|c| c.pack == pack),
-        );
-        if colls.is_empty() {
-            bail!("no collection in this gallery uses pack {pack}");
-        }
-    } else {
-        for name in &opts.collections {
-            let Some(c) = gallery.collection(name)? else {
-                bail!("no collection named {name:?}")
-            };
-            if c.pack != pack {
-                bail!(
-                    "collection {name:?} uses pack {}, the probe was embedded with {pack}",
-                    c.pack
-                );
-            }
-            colls.push(c);
-        }
-    }
-    let cal = p.pack.calibration.as_ref();
-    let supp = crate::optout::SuppressionList::load(gallery, p)?;
-    let threshold = effective_threshold(cal, opts.threshold, opts.max_fmr)?;
-    let mut warnings = Vec::new();
-    if cal.is_none() {
-        warnings.push(format!(
-            "pack {pack} is not calibrated: matches carry no false match rate (`visage models calibrate`)"
-        ));
-    }
+    let searcher = Searcher::new(gallery, p, opts)?;
     let mut timings = Timings::default();
     let t_all = Instant::now();
     let t = Instant::now();
@@ -201,15 +407,29 @@ pub fn search_image(
         ..opts.analyze
     };
     let mut faces = p.analyze(&img.rgb, &analyze)?;
+    // Numbered left to right, then top to bottom: what a person reading the photo expects,
+    // and the same numbers for the same photo.
+    faces.sort_by(|a, b| {
+        let (a, b) = (&a.detection.bbox, &b.detection.bbox);
+        a.x1.total_cmp(&b.x1).then(a.y1.total_cmp(&b.y1))
+    });
     timings.detect = ms(t);
     // The main face, usable or not: falling back to another face of a group photo would
     // answer for someone else; an unusable main face is reported with its reasons.
-    let chosen: Vec<usize> = if opts.all_faces {
-        (0..faces.len()).collect()
-    } else {
-        visage_vision::main_face(&faces, img.rgb.width(), img.rgb.height())
+    let chosen: Vec<usize> = match opts.faces {
+        FaceChoice::All => (0..faces.len()).collect(),
+        FaceChoice::Main => visage_vision::main_face(&faces, img.rgb.width(), img.rgb.height())
             .into_iter()
-            .collect()
+            .collect(),
+        FaceChoice::Index(i) if i < faces.len() => vec![i],
+        FaceChoice::Index(_) if faces.is_empty() => vec![],
+        FaceChoice::Index(index) => {
+            return Err(FaceIndexError {
+                index,
+                detected: faces.len(),
+            }
+            .into())
+        }
     };
     // Only the faces searched with are embedded (a crowd photo costs one embedding).
     let t = Instant::now();
@@ -227,15 +447,13 @@ pub fn search_image(
     }
     timings.embed = ms(t);
     let t = Instant::now();
-    let mut faces_searched = 0u64;
-    for c in &colls {
-        faces_searched += gallery.indexed_faces(c.id)?;
-    }
+    let faces_searched = searcher.faces_searched()?;
     let mut probe_faces = Vec::new();
-    for i in chosen {
+    for &i in &chosen {
         let f = &faces[i];
         let b = &f.detection.bbox;
         let mut pf = ProbeFace {
+            index: i,
             bbox: [b.x1, b.y1, b.x2, b.y2],
             det_score: f.detection.score,
             quality: f.quality.clone(),
@@ -254,42 +472,13 @@ pub fn search_image(
                 )
             }
             // Someone who opted out is not searched for.
-            Some(e) if !supp.is_empty() && supp.matches(&e.vector) => {
+            Some(e) if searcher.opted_out(&e.vector) => {
                 pf.unusable = Some(vec!["opted_out".into()]);
             }
             Some(e) => {
-                let mut searched = 0u64;
-                for c in &colls {
-                    let (hits, trace) = gallery.search(&SearchQuery {
-                        collection_id: c.id,
-                        vector: &e.vector,
-                        k: opts.k,
-                        threshold,
-                        filter: opts.filter.clone(),
-                    })?;
-                    searched += match trace.filter_matches {
-                        Some(n) => n as u64,
-                        None => gallery.indexed_faces(c.id)?,
-                    };
-                    pf.hits.extend(hits);
-                    pf.traces.push(trace);
-                }
-                if !supp.is_empty() {
-                    let mut kept = Vec::with_capacity(pf.hits.len());
-                    for h in std::mem::take(&mut pf.hits) {
-                        if !gallery
-                            .face_vector(h.face.id)?
-                            .is_some_and(|v| supp.matches(&v))
-                        {
-                            kept.push(h);
-                        }
-                    }
-                    pf.hits = kept;
-                }
-                calibrate_hits(cal, &mut pf.hits, searched);
-                pf.hits
-                    .sort_by(|a, b| b.score.total_cmp(&a.score).then(a.face.id.cmp(&b.face.id)));
-                pf.hits.truncate(opts.k);
+                let (hits, traces) = searcher.search(&[&e.vector])?;
+                pf.hits = hits;
+                pf.traces = traces;
             }
         }
         probe_faces.push(pf);
@@ -301,15 +490,64 @@ pub fn search_image(
             timings.join += tr.join_ms;
         }
     }
+    let detected_faces = faces
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let b = &f.detection.bbox;
+            DetectedFace {
+                index: i,
+                bbox: [b.x1, b.y1, b.x2, b.y2],
+                det_score: f.detection.score,
+                quality: f.quality.clone(),
+                usable: f.quality.passes(),
+                searched: chosen.contains(&i),
+            }
+        })
+        .collect();
     timings.total = ms(t_all);
     Ok(SearchResult {
-        pack,
-        collections: colls.into_iter().map(|c| c.name).collect(),
+        pack: searcher.pack,
+        collections: searcher.colls.into_iter().map(|c| c.name).collect(),
         faces_searched,
-        calibration: cal.map(CalibrationInfo::of),
-        threshold,
-        warnings,
+        calibration: searcher.cal.map(CalibrationInfo::of),
+        threshold: searcher.threshold,
+        warnings: searcher.warnings,
+        faces: opts.faces,
+        detected_faces,
         probe_faces,
         timings_ms: timings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn face_choice_parses_and_prints() {
+        for (s, c) in [
+            ("main", FaceChoice::Main),
+            ("ALL", FaceChoice::All),
+            ("", FaceChoice::Main),
+            (" 3 ", FaceChoice::Index(3)),
+            ("0", FaceChoice::Index(0)),
+        ] {
+            assert_eq!(s.parse::<FaceChoice>().unwrap(), c, "{s:?}");
+        }
+        for bad in ["-1", "first", "1.5", "2,3"] {
+            assert!(bad.parse::<FaceChoice>().is_err(), "{bad:?}");
+        }
+        assert_eq!(FaceChoice::Index(2).to_string(), "2");
+        assert_eq!(
+            serde_json::to_string(&[FaceChoice::Main, FaceChoice::All, FaceChoice::Index(4)])
+                .unwrap(),
+            r#"["main","all",4]"#
+        );
+        let e = FaceIndexError {
+            index: 5,
+            detected: 2,
+        };
+        assert!(e.to_string().contains("0 to 1"), "{e}");
+    }
 }

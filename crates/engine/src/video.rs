@@ -413,7 +413,8 @@ pub struct Track {
     pub last_t: f32,
     /// Detections that joined the track.
     pub samples: usize,
-    /// Best faces by quality score (highest first; ties: earliest), at most `keep_per_track`.
+    /// Best faces: usable first, then by quality score (highest first; ties: earliest), at
+    /// most `keep_per_track`.
     pub best: Vec<TrackFace>,
 }
 
@@ -463,9 +464,12 @@ impl OpenTrack {
                 .zip(&e.vector)
                 .for_each(|(s, x)| *s += x);
         }
-        let score = face.quality.score;
-        // `best` is sorted by score desc, ties earlier first; a new face goes after its equals.
-        let pos = tr.best.partition_point(|b| b.face.quality.score >= score);
+        // `best` is sorted usable faces first (only they can be searched with; every tracked
+        // face is usable unless `embed_all`), then by score desc, ties earlier first; a new
+        // face goes after its equals.
+        let rank = |f: &Face| (f.quality.passes(), f.quality.score);
+        let key = rank(&face);
+        let pos = tr.best.partition_point(|b| rank(&b.face) >= key);
         if pos >= keep {
             return Ok(());
         }

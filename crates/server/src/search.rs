@@ -1,14 +1,25 @@
 //! Searches (by photo, by stored face) and 1:1 verification: each authorised under a case
 //! with a purpose and recorded in the audit log, refusals included.
 
-use axum::extract::{Path as UrlPath, Request, State};
-use axum::http::StatusCode;
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use axum::body::Bytes;
+use axum::extract::multipart::MultipartError;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path as UrlPath, Request, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tower_http::timeout::TimeoutLayer;
 use utoipa::ToSchema;
-use visage_engine::search::{calibrate_hits, effective_threshold, CalibrationInfo};
+use visage_engine::search::{
+    calibrate_hits, effective_threshold, CalibrationInfo, FaceChoice, FaceIndexError,
+};
+use visage_engine::video_search::{VideoProbeError, VideoSearchOptions, VideoSearchResult};
 use visage_engine::SearchOptions;
 use visage_gallery::{Filter, Hit, SearchQuery};
 use visage_governance::{Action, AuditEvent, AuthzContext, Principal};
@@ -35,9 +46,28 @@ pub struct SearchJson {
     pub max_fmr: Option<f64>,
     /// Collection to search (default: every collection of the server's pack).
     pub collection: Option<String>,
+    /// Which probe faces to search with: `main` (default: the main face, among the largest
+    /// the nearest the centre), `all`, or one face by its index in the response's
+    /// `detected_faces` (faces are numbered left to right; re-send the same photo with the
+    /// index to search with another face). An index beyond the faces detected is 400
+    /// `face_index_out_of_range`.
+    #[schema(value_type = Option<String>, example = "main")]
+    pub faces: Option<serde_json::Value>,
+    /// Only faces from these source ids.
+    pub source: Option<Vec<i64>>,
+    /// Only faces from these jurisdictions or inside them (`US` matches `US-IL`).
+    pub jurisdiction: Option<Vec<String>>,
+    /// Never faces from these jurisdictions (the policy's exclusions always apply).
+    pub exclude_jurisdiction: Option<Vec<String>>,
+    /// Only faces captured at or after this time (unix seconds); faces without a capture
+    /// time are left out when either bound is given.
+    pub captured_from: Option<i64>,
+    /// Only faces captured at or before this time (unix seconds).
+    pub captured_to: Option<i64>,
 }
 
-/// Search by multipart/form-data upload (same fields as JSON, `image` is the file).
+/// Search by multipart/form-data upload (same fields as JSON, `image` is the file; list
+/// fields repeat or hold comma-separated values).
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)]
 pub struct SearchForm {
@@ -50,6 +80,13 @@ pub struct SearchForm {
     threshold: Option<f32>,
     max_fmr: Option<f64>,
     collection: Option<String>,
+    /// `main` (default), `all` or a face index.
+    faces: Option<String>,
+    source: Option<Vec<i64>>,
+    jurisdiction: Option<Vec<String>>,
+    exclude_jurisdiction: Option<Vec<String>>,
+    captured_from: Option<i64>,
+    captured_to: Option<i64>,
 }
 
 /// Search with a stored face's vector.
@@ -140,10 +177,130 @@ fn record(
 }
 
 fn decode_error(e: anyhow::Error) -> ApiError {
-    match e.downcast_ref::<DecodeError>() {
-        Some(d) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, d.code(), d.to_string()),
-        None => ApiError::internal(e),
+    if let Some(d) = e.downcast_ref::<DecodeError>() {
+        return ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, d.code(), d.to_string());
     }
+    if let Some(f) = e.downcast_ref::<FaceIndexError>() {
+        return ApiError::new(StatusCode::BAD_REQUEST, FaceIndexError::CODE, f.to_string());
+    }
+    if let Some(v) = e.downcast_ref::<VideoProbeError>() {
+        let status = match v.code {
+            "decoder_missing" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        return ApiError::new(status, v.code, v.message.clone());
+    }
+    ApiError::internal(e)
+}
+
+/// The values of a list field: multipart fields repeat and may hold comma-separated values;
+/// JSON takes a string, a number or an array of them.
+fn list(input: &Input, name: &str) -> ApiResult<Vec<String>> {
+    use serde_json::Value as V;
+    let raw: Vec<String> = match input {
+        Input::Form(f) => f
+            .get(name)
+            .map(|v| {
+                v.iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Input::Json(m) => match m.get(name) {
+            None | Some(V::Null) => vec![],
+            Some(V::String(s)) => vec![s.clone()],
+            Some(V::Number(n)) => vec![n.to_string()],
+            Some(V::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    V::String(s) => Ok(s.clone()),
+                    V::Number(n) => Ok(n.to_string()),
+                    _ => Err(ApiError::bad_json(format!(
+                        "`{name}` must hold strings or numbers"
+                    ))),
+                })
+                .collect::<ApiResult<_>>()?,
+            Some(_) => {
+                return Err(ApiError::bad_json(format!(
+                    "`{name}` must be a string, a number or an array"
+                )))
+            }
+        },
+    };
+    Ok(raw
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
+/// The caller's result filter (`source`, `jurisdiction`, `exclude_jurisdiction`,
+/// `captured_from`, `captured_to`); the policy's exclusions are added by the caller.
+fn parse_filter(input: &Input) -> ApiResult<Filter> {
+    let jurisdictions = |name: &str| -> ApiResult<Vec<String>> {
+        list(input, name)?
+            .iter()
+            .map(|j| {
+                visage_gallery::normalize_jurisdiction(j)
+                    .map_err(|e| ApiError::bad_request(format!("`{name}`: {e:#}")))
+            })
+            .collect()
+    };
+    let sources = list(input, "source")?
+        .iter()
+        .map(|s| {
+            s.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(format!("`source` must hold source ids, got {s:?}"))
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let f = Filter {
+        sources,
+        jurisdictions: jurisdictions("jurisdiction")?,
+        exclude_jurisdictions: jurisdictions("exclude_jurisdiction")?,
+        subjects: vec![],
+        captured_from: input.num("captured_from")?,
+        captured_to: input.num("captured_to")?,
+    };
+    if let (Some(a), Some(b)) = (f.captured_from, f.captured_to) {
+        if a > b {
+            return Err(ApiError::bad_request(
+                "`captured_from` is after `captured_to`",
+            ));
+        }
+    }
+    Ok(f)
+}
+
+/// `faces`: `main` (default), `all` or a face index (a string or, in JSON, a number).
+fn parse_faces(input: &Input) -> ApiResult<FaceChoice> {
+    let raw = match input {
+        Input::Json(m) => match m.get("faces") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            Some(_) => {
+                return Err(ApiError::bad_json(
+                    "`faces` must be \"main\", \"all\" or a face index",
+                ))
+            }
+        },
+        Input::Form(_) => input.text("faces")?,
+    };
+    match raw {
+        None => Ok(FaceChoice::Main),
+        Some(s) => s.parse().map_err(|e: String| ApiError::bad_request(e)),
+    }
+}
+
+/// The filter as recorded in the audit log (only what the caller asked for).
+fn filter_details(f: &Filter) -> serde_json::Value {
+    serde_json::json!({
+        "source": f.sources, "jurisdiction": f.jurisdictions,
+        "exclude_jurisdiction": f.exclude_jurisdictions,
+        "captured_from": f.captured_from, "captured_to": f.captured_to,
+    })
 }
 
 fn no_face(which: &str) -> ApiError {
@@ -163,7 +320,10 @@ fn add_audit_id(v: impl Serialize, case_id: i64, audit_id: u64) -> ApiResult<Res
     Ok(Json(v).into_response())
 }
 
-/// Searches the gallery with the most central usable face of a probe photo, under a case.
+/// Searches the gallery with the faces of a probe photo chosen by `faces` (default: the main
+/// face), under a case. The response lists every detected face (`detected_faces`, with index
+/// and box) and the searched ones with their matches (`probe_faces`); to search with another
+/// face, send the same photo again with `faces` set to its index (a new, audited search).
 /// The probe's SHA-256 (never the image) and the returned face ids go to the audit log; the
 /// response's `audit_id` is that record's seq.
 #[utoipa::path(post, path = "/v1/search", tag = "search",
@@ -174,7 +334,8 @@ fn add_audit_id(v: impl Serialize, case_id: i64, audit_id: u64) -> ApiResult<Res
     responses(
         (status = 200, description = "Probe faces with ranked matches (engine SearchResult) \
             plus `audit_id` and `case_id`", body = Object),
-        (status = 400, description = "`bad_request` or `bad_json`", body = ErrorBody),
+        (status = 400, description = "`bad_request`, `bad_json`, `face_index_out_of_range`",
+            body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`policy_denied`, `case_required`, `purpose_required`, \
             `quota_exceeded`", body = ErrorBody),
@@ -204,11 +365,15 @@ pub(crate) async fn search(
     let threshold: Option<f32> = input.num("threshold")?;
     let max_fmr: Option<f64> = input.num("max_fmr")?;
     let collection = input.text("collection")?;
+    let faces = parse_faces(&input)?;
+    let filter = parse_filter(&input)?;
     let probe_sha = sha256_hex(&image);
     let details = serde_json::json!({
         "purpose": purpose, "k": k, "threshold": audit_num(threshold.map(f64::from)),
         "max_fmr": audit_num(max_fmr),
         "collection": collection,
+        "faces": faces.to_string(),
+        "filter": filter_details(&filter),
     });
     let d = {
         let sha = probe_sha.clone();
@@ -235,9 +400,13 @@ pub(crate) async fn search(
         k,
         threshold,
         max_fmr,
+        filter,
+        faces,
         ..Default::default()
     };
-    opts.filter.exclude_jurisdictions = st.excluded_jurisdictions();
+    opts.filter
+        .exclude_jurisdictions
+        .extend(st.excluded_jurisdictions());
     blocking(&st, move |st| {
         let res = run_search(st, &image, &opts);
         let (faces, mut details) = match &res {
@@ -285,6 +454,18 @@ fn run_search(
     opts: &SearchOptions,
 ) -> ApiResult<visage_engine::SearchResult> {
     let pipeline = lock_pipeline(st)?;
+    check_search(st, &pipeline, opts)?;
+    let result =
+        visage_engine::search_image(&st.gallery, &pipeline, image, opts).map_err(decode_error)?;
+    if result.probe_faces.is_empty() {
+        return Err(no_face("probe"));
+    }
+    Ok(result)
+}
+
+/// The collections and threshold of a search, checked so that these client errors get their
+/// own codes (404 unknown collection, 400 another pack or `max_fmr` without calibration).
+fn check_search(st: &AppState, pipeline: &FacePipeline, opts: &SearchOptions) -> ApiResult<()> {
     let pack = pipeline.pack_id();
     // Checked here so that these client errors get their own codes.
     for name in &opts.collections {
@@ -318,12 +499,7 @@ fn run_search(
         opts.max_fmr,
     )
     .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
-    let result =
-        visage_engine::search_image(&st.gallery, &pipeline, image, opts).map_err(decode_error)?;
-    if result.probe_faces.is_empty() {
-        return Err(no_face("probe"));
-    }
-    Ok(result)
+    Ok(())
 }
 
 /// The result of a search by stored face.
@@ -654,12 +830,410 @@ pub(crate) async fn verify(
 
 // ---- search by video ---------------------------------------------------------------------------
 
+/// Largest probe video upload (the whole multipart body).
+pub const VIDEO_BODY_LIMIT: usize = 256 * 1024 * 1024;
+/// Largest text field of a video search (the fields beside the video), and all of them.
+const VIDEO_TEXT_FIELD_LIMIT: usize = 64 * 1024;
+const VIDEO_TEXT_TOTAL_LIMIT: usize = 1024 * 1024;
+/// Highest sampling rate a video search may ask for (frames per second).
+const VIDEO_MAX_FPS: f32 = 5.0;
+
+/// Search by video: multipart/form-data with the clip in `video` and the photo search's
+/// fields (no `faces`: every face track is searched).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct VideoSearchForm {
+    /// The probe video (MP4/MOV, Matroska/WebM, AVI or MPEG-TS; at most 256 MiB and
+    /// 120 s).
+    #[schema(value_type = String, format = Binary)]
+    video: Vec<u8>,
+    /// Open case of the caller's organisation (required).
+    case_id: i64,
+    /// Why this search is made (required).
+    purpose: String,
+    /// Matches per track (1 to 100, default 10).
+    k: Option<usize>,
+    threshold: Option<f32>,
+    max_fmr: Option<f64>,
+    collection: Option<String>,
+    source: Option<Vec<i64>>,
+    jurisdiction: Option<Vec<String>>,
+    exclude_jurisdiction: Option<Vec<String>>,
+    captured_from: Option<i64>,
+    captured_to: Option<i64>,
+    /// Frames sampled per second (default 2, at most 5).
+    fps: Option<f32>,
+}
+
+/// A file in the data directory's `tmp/` (emptied when the gallery opens), removed when
+/// dropped, whatever happened.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn create(dir: &Path) -> anyhow::Result<(TempFile, std::fs::File)> {
+        std::fs::create_dir_all(dir)?;
+        let mut rnd = [0u8; 16];
+        getrandom::fill(&mut rnd).map_err(|e| anyhow::anyhow!("random name: {e}"))?;
+        let path = dir.join(format!("probe-video-{}.tmp", hex::encode(rnd)));
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        let f = o.open(&path)?;
+        Ok((TempFile(path), f))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn video_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!(
+            "the upload is over {} MiB, the limit for probe videos; cut the part with the person",
+            VIDEO_BODY_LIMIT >> 20
+        ),
+    )
+}
+
+fn multipart_error(e: MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        video_too_large()
+    } else {
+        ApiError::bad_request(e.body_text())
+    }
+}
+
+/// The upload: text fields, and the video written to `file` with its size and SHA-256.
+struct VideoUpload {
+    fields: HashMap<String, Vec<Bytes>>,
+    video: Option<(u64, String)>,
+}
+
+/// Reads the multipart body, streaming the `video` field to `file` (never held in memory)
+/// and hashing it on the way.
+async fn read_video_upload(req: Request, file: std::fs::File) -> ApiResult<VideoUpload> {
+    let mut mp = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| ApiError::body(e.status(), e.body_text()))?;
+    let mut out = VideoUpload {
+        fields: HashMap::new(),
+        video: None,
+    };
+    let mut file = Some(file);
+    let mut text_bytes = 0usize;
+    while let Some(mut field) = mp.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or("").to_string();
+        if name == "video" {
+            let Some(mut f) = file.take() else {
+                return Err(ApiError::bad_request("send one `video` field"));
+            };
+            // Chunks go to a blocking writer thread; the SHA-256 is computed on the way.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+            let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
+                let mut h = Sha256::new();
+                let mut n = 0u64;
+                while let Some(b) = rx.blocking_recv() {
+                    h.update(&b);
+                    f.write_all(&b)?;
+                    n += b.len() as u64;
+                }
+                f.flush()?;
+                Ok((n, hex::encode(h.finalize())))
+            });
+            let read = loop {
+                match field.chunk().await {
+                    Ok(Some(b)) => {
+                        if tx.send(b).await.is_err() {
+                            break Ok(());
+                        }
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(multipart_error(e)),
+                }
+            };
+            drop(tx);
+            let written = writer
+                .await
+                .map_err(|e| ApiError::internal(anyhow::anyhow!("writer task: {e}")))?;
+            read?;
+            let written = written
+                .map_err(|e| ApiError::internal(anyhow::anyhow!("writing the upload: {e}")))?;
+            out.video = Some(written);
+        } else {
+            let mut buf = Vec::new();
+            while let Some(b) = field.chunk().await.map_err(multipart_error)? {
+                if buf.len() + b.len() > VIDEO_TEXT_FIELD_LIMIT {
+                    return Err(ApiError::bad_request(format!(
+                        "field `{name}` is over {VIDEO_TEXT_FIELD_LIMIT} bytes (the clip goes in \
+                         the `video` field)"
+                    )));
+                }
+                buf.extend_from_slice(&b);
+            }
+            text_bytes += buf.len();
+            if text_bytes > VIDEO_TEXT_TOTAL_LIMIT {
+                return Err(ApiError::bad_request(format!(
+                    "the fields beside the video are over {VIDEO_TEXT_TOTAL_LIMIT} bytes"
+                )));
+            }
+            out.fields.entry(name).or_default().push(Bytes::from(buf));
+        }
+    }
+    Ok(out)
+}
+
+/// The video search's answer: the engine's result with each track's best-face thumbnail as a
+/// `data:` URL, the temporary file's name replaced in messages.
+fn video_response(r: &VideoSearchResult, tmp: &Path) -> ApiResult<serde_json::Value> {
+    let mut v = serde_json::to_value(r).map_err(|e| ApiError::internal(e.into()))?;
+    if let Some(tracks) = v["tracks"].as_array_mut() {
+        for (t, tr) in tracks.iter_mut().zip(&r.tracks) {
+            t["thumbnail"] = if tr.thumbnail_jpeg.is_empty() {
+                serde_json::Value::Null
+            } else {
+                format!(
+                    "data:image/jpeg;base64,{}",
+                    base64::engine::general_purpose::STANDARD.encode(&tr.thumbnail_jpeg)
+                )
+                .into()
+            };
+        }
+    }
+    let name = tmp.display().to_string();
+    if let Some(w) = v["warnings"].as_array_mut() {
+        for s in w.iter_mut() {
+            if let Some(t) = s.as_str() {
+                *s = t.replace(&name, "the video").into();
+            }
+        }
+    }
+    if let Some(t) = v["video"]["decode_error"].as_str() {
+        v["video"]["decode_error"] = t.replace(&name, "the video").into();
+    }
+    Ok(v)
+}
+
+fn run_video_search(
+    st: &AppState,
+    path: &Path,
+    opts: &VideoSearchOptions,
+) -> ApiResult<VideoSearchResult> {
+    let pipeline = lock_pipeline(st)?;
+    check_search(st, &pipeline, &opts.search)?;
+    let name = path.display().to_string();
+    let r = visage_engine::video_search::search_video(&st.gallery, &pipeline, path, opts).map_err(
+        |e| {
+            // Messages from ffmpeg name the file: never show the server's paths.
+            let mut err = decode_error(e);
+            err.message = err.message.replace(&name, "the video");
+            err
+        },
+    )?;
+    if r.tracks.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_face_detected",
+            format!(
+                "no face was detected in the probe video ({} frames sampled)",
+                r.video.frames_sampled
+            ),
+        ));
+    }
+    Ok(r)
+}
+
+/// Searches the gallery with the faces of a probe video, under a case: the clip is sampled
+/// (2 frames per second by default), its faces are tracked, and each track is searched with
+/// its best usable faces, with the same threshold, calibration, filters and opt-out
+/// suppression as `POST /v1/search`. The upload is written to a temporary file in the data
+/// directory and removed afterwards; the audit log gets its SHA-256, never the video.
+#[utoipa::path(post, path = "/v1/search/video", tag = "search",
+    request_body(content((VideoSearchForm = "multipart/form-data"))),
+    responses(
+        (status = 200, description = "`tracks[]` (track_id, first_t, last_t, frames_seen, \
+            best_face with bbox, t and quality, `thumbnail` data URL, `unusable` reasons, \
+            `hits[]` as in a photo search), `video` (duration, frames sampled), `pack`, \
+            `calibration`, `threshold`, `warnings`, `timings_ms`, `audit_id`, `case_id`",
+            body = Object),
+        (status = 400, description = "`bad_request`; `invalid_video` (not a video \
+            container, or frames too large), `corrupt_video` (nothing decodes), \
+            `video_too_long` (over 120 s)", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied`, `case_required`, `purpose_required`, \
+            `quota_exceeded`", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown collection", body = ErrorBody),
+        (status = 408, description = "`timeout` (300 s)", body = ErrorBody),
+        (status = 413, description = "`payload_too_large` (256 MiB)", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not multipart/form-data",
+            body = ErrorBody),
+        (status = 422, description = "`no_face_detected` in any sampled frame",
+            body = ErrorBody),
+        (status = 503, description = "`decoder_missing`: ffmpeg is not installed",
+            body = ErrorBody),
+    ))]
+pub(crate) async fn search_video(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    req: Request,
+) -> ApiResult<Response> {
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !ctype.starts_with("multipart/form-data") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send multipart/form-data with the clip in a `video` field",
+        ));
+    }
+    // Refused before a byte is read when the declared length is over the limit.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > VIDEO_BODY_LIMIT as u64) {
+        return Err(video_too_large());
+    }
+    let (tmp, file) = TempFile::create(&st.gallery.dir().join("tmp")).map_err(|e| {
+        ApiError::internal(e.context("cannot create a temporary file for the video"))
+    })?;
+    let upload = read_video_upload(req, file).await?;
+    let input = Input::Form(upload.fields);
+    let (size, video_sha) = upload
+        .video
+        .ok_or_else(|| ApiError::bad_request("missing the `video` field"))?;
+    let case_id: Option<i64> = input.num("case_id")?;
+    let purpose = input.text("purpose")?;
+    let k = check_k(input.num("k")?)?;
+    let threshold: Option<f32> = input.num("threshold")?;
+    let max_fmr: Option<f64> = input.num("max_fmr")?;
+    let collection = input.text("collection")?;
+    let filter = parse_filter(&input)?;
+    if input.text("faces")?.is_some() {
+        return Err(ApiError::bad_request(
+            "`faces` applies to photos: every face track of a video is searched",
+        ));
+    }
+    let fps: f32 = input.num("fps")?.unwrap_or(2.0);
+    if !(fps.is_finite() && fps > 0.0 && fps <= VIDEO_MAX_FPS) {
+        return Err(ApiError::bad_request(format!(
+            "`fps` must be above 0 and at most {VIDEO_MAX_FPS}"
+        )));
+    }
+    let details = serde_json::json!({
+        "purpose": purpose, "k": k, "threshold": audit_num(threshold.map(f64::from)),
+        "max_fmr": audit_num(max_fmr),
+        "collection": collection,
+        "filter": filter_details(&filter),
+        "probe_kind": "video", "video_bytes": size, "fps": audit_num(Some(f64::from(fps))),
+    });
+    let d = {
+        let sha = video_sha.clone();
+        let details = details.clone();
+        authorize_with(
+            &st,
+            &p,
+            Action::Search,
+            &ctx(case_id, purpose.clone()),
+            move |ev| {
+                let mut ev = ev.probe_sha256(sha);
+                if let (serde_json::Value::Object(m), serde_json::Value::Object(extra)) =
+                    (&mut ev.details, details)
+                {
+                    m.extend(extra);
+                }
+                ev
+            },
+        )?
+    };
+    let case_id = case_id.expect("authorised searches carry a case");
+    let mut opts = VideoSearchOptions {
+        search: SearchOptions {
+            collections: collection.into_iter().collect(),
+            k,
+            threshold,
+            max_fmr,
+            filter,
+            ..Default::default()
+        },
+        fps,
+        ..Default::default()
+    };
+    opts.search
+        .filter
+        .exclude_jurisdictions
+        .extend(st.excluded_jurisdictions());
+    blocking(&st, move |st| {
+        // The temporary file goes when this closure ends, whatever happens in it.
+        let tmp = tmp;
+        let res = run_video_search(st, &tmp.0, &opts).and_then(|r| {
+            let v = video_response(&r, &tmp.0)?;
+            Ok((r, v))
+        });
+        let mut details = details;
+        let mut faces: Vec<i64> = Vec::new();
+        match &res {
+            Ok((r, _)) => {
+                for h in r.tracks.iter().flat_map(|t| &t.hits) {
+                    if !faces.contains(&h.face.id) {
+                        faces.push(h.face.id);
+                    }
+                }
+                details["pack"] = r.pack.clone().into();
+                details["tracks"] = r.tracks.len().into();
+                details["tracks_unusable"] = r
+                    .tracks
+                    .iter()
+                    .filter(|t| t.unusable.is_some())
+                    .count()
+                    .into();
+                details["frames_sampled"] = r.video.frames_sampled.into();
+            }
+            Err(e) => details["error"] = e.code.into(),
+        }
+        let audit_id = record(
+            st,
+            &p,
+            Action::Search,
+            &d,
+            case_id,
+            &faces,
+            details,
+            Some(&video_sha),
+        )?;
+        st.metrics.search("video", res.is_ok());
+        let (_, v) = res?;
+        add_audit_id(v, case_id, audit_id)
+    })
+    .await
+}
+
 /// OpenAPI paths of the video search.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(search_video), components(schemas(VideoSearchForm)))]
 pub(crate) struct VideoDoc;
 
-/// Routes of the video search (merged into the server's router; own limits and timeout).
+/// Routes of the video search (merged into the server's router): uploads up to
+/// [`VIDEO_BODY_LIMIT`] and the long timeout (300 s), as analysing a clip takes seconds.
 pub(crate) fn video_routes() -> axum::Router<crate::AppState> {
     axum::Router::new()
+        .route("/v1/search/video", axum::routing::post(search_video))
+        .layer(DefaultBodyLimit::max(VIDEO_BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            crate::LONG_REQUEST_TIMEOUT,
+        ))
 }
