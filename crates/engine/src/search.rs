@@ -139,7 +139,75 @@ pub struct ProbeFace {
     /// Present when the face could not be used, with its quality reason codes.
     pub unusable: Option<Vec<String>>,
     pub hits: Vec<Hit>,
+    /// The same hits grouped by subject and by gallery photo.
+    pub groups: HitGroups,
     pub traces: Vec<SearchTrace>,
+}
+
+/// Hits grouped two ways, each group best first (hits are sorted by score, so a group's
+/// first hit is its best).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct HitGroups {
+    /// Faces labelled with the same subject together; unlabelled faces each form a group of
+    /// their own (`subject` absent).
+    pub by_subject: Vec<SubjectGroup>,
+    /// Faces from the same gallery photo together.
+    pub by_image: Vec<ImageGroup>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SubjectGroup {
+    pub subject: Option<visage_gallery::gallery::SubjectRef>,
+    pub collection: String,
+    pub best_score: f32,
+    /// False match rate of the best hit (when calibrated).
+    pub best_fmr: Option<f64>,
+    /// The group's face ids, best first (each is in `hits`).
+    pub face_ids: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ImageGroup {
+    pub image_id: i64,
+    pub collection: String,
+    pub uri: Option<String>,
+    pub best_score: f32,
+    pub face_ids: Vec<i64>,
+}
+
+impl HitGroups {
+    pub fn of(hits: &[Hit]) -> HitGroups {
+        let mut g = HitGroups::default();
+        for h in hits {
+            let f = &h.face;
+            let same_subject = |s: &&mut SubjectGroup| {
+                s.collection == f.collection
+                    && matches!((&s.subject, &f.subject), (Some(a), Some(b)) if a.id == b.id)
+            };
+            match g.by_subject.iter_mut().find(same_subject) {
+                Some(s) => s.face_ids.push(f.id),
+                None => g.by_subject.push(SubjectGroup {
+                    subject: f.subject.clone(),
+                    collection: f.collection.clone(),
+                    best_score: h.score,
+                    best_fmr: h.fmr,
+                    face_ids: vec![f.id],
+                }),
+            }
+            let same_image = |i: &&mut ImageGroup| i.image_id == f.image.id;
+            match g.by_image.iter_mut().find(same_image) {
+                Some(i) => i.face_ids.push(f.id),
+                None => g.by_image.push(ImageGroup {
+                    image_id: f.image.id,
+                    collection: f.collection.clone(),
+                    uri: f.image.uri.clone(),
+                    best_score: h.score,
+                    face_ids: vec![f.id],
+                }),
+            }
+        }
+        g
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -459,6 +527,7 @@ pub fn search_image(
             quality: f.quality.clone(),
             unusable: None,
             hits: vec![],
+            groups: HitGroups::default(),
             traces: vec![],
         };
         match &f.embedding {
@@ -477,6 +546,7 @@ pub fn search_image(
             }
             Some(e) => {
                 let (hits, traces) = searcher.search(&[&e.vector])?;
+                pf.groups = HitGroups::of(&hits);
                 pf.hits = hits;
                 pf.traces = traces;
             }

@@ -107,6 +107,8 @@ pub struct ProbeTrack {
     pub unusable: Option<Vec<String>>,
     /// Matches, best first (with provenance and, when calibrated, false match rates).
     pub hits: Vec<Hit>,
+    /// The same hits grouped by subject and by gallery photo.
+    pub groups: crate::search::HitGroups,
     /// JPEG thumbnail of the best face in its frame (not serialised: front ends choose how
     /// to show it).
     #[serde(skip)]
@@ -276,6 +278,7 @@ pub fn search_video(
             faces_used: 0,
             unusable: None,
             hits: vec![],
+            groups: Default::default(),
             thumbnail_jpeg: best.thumbnail.clone(),
         };
         let probes: Vec<&[f32]> = tr
@@ -302,6 +305,7 @@ pub fn search_video(
         } else {
             pt.faces_used = probes.len();
             pt.hits = searcher.search(&probes)?.0;
+            pt.groups = crate::search::HitGroups::of(&pt.hits);
         }
         tracks.push(pt);
     }

@@ -114,6 +114,50 @@ fn http_api_end_to_end() {
     } else {
         eprintln!("note: pack open is not calibrated here; fmr not checked");
     }
+    // the same hits grouped by subject and by photo: every hit in exactly one group of each,
+    // groups best first, the best subject group the top hit's subject
+    let groups = &res["probe_faces"][0]["groups"];
+    let ids = |v: &serde_json::Value| -> Vec<i64> {
+        let mut ids: Vec<i64> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| {
+                g["face_ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i.as_i64().unwrap())
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut hit_ids: Vec<i64> = hits
+        .iter()
+        .map(|h| h["face"]["id"].as_i64().unwrap())
+        .collect();
+    hit_ids.sort();
+    assert_eq!(ids(&groups["by_subject"]), hit_ids, "{groups}");
+    assert_eq!(ids(&groups["by_image"]), hit_ids, "{groups}");
+    let by_subject = groups["by_subject"].as_array().unwrap();
+    assert_eq!(
+        by_subject[0]["subject"]["label"], "Colin_Powell",
+        "{groups}"
+    );
+    assert_eq!(by_subject[0]["best_score"], hits[0]["score"]);
+    let labels: Vec<&str> = by_subject
+        .iter()
+        .filter_map(|g| g["subject"]["label"].as_str())
+        .collect();
+    let mut unique = labels.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        labels.len(),
+        unique.len(),
+        "a subject in two groups: {groups}"
+    );
     let audit_id = res["audit_id"].as_u64().expect("audit_id");
     assert_eq!(res["case_id"].as_i64(), Some(case));
     let face_id = hits[0]["face"]["id"].as_i64().unwrap();
