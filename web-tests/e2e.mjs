@@ -9,6 +9,10 @@
 //   VISAGE_EXPECT_LABEL                 the subject label the search must rank first
 //   VISAGE_SCREENSHOTS                  folder for one PNG per page
 //   VISAGE_CHROMIUM                     browser binary (default /usr/bin/chromium)
+//   VISAGE_INGEST_FILES                 JSON array of files the admin uploads on the collections
+//                                       page: VISAGE_INGEST_GOOD photos, one truncated JPEG
+//                                       and one text file
+//   VISAGE_INGEST_GOOD                  how many of them are good photos
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -27,6 +31,8 @@ const OPTOUT = env('VISAGE_OPTOUT_PHOTO');
 const LABEL = env('VISAGE_EXPECT_LABEL');
 const SHOTS = env('VISAGE_SCREENSHOTS');
 const BROWSER = env('VISAGE_CHROMIUM', '/usr/bin/chromium');
+const INGEST = JSON.parse(env('VISAGE_INGEST_FILES'));
+const INGEST_GOOD = Number(env('VISAGE_INGEST_GOOD'));
 fs.mkdirSync(SHOTS, { recursive: true });
 
 const step = (s) => console.log(`e2e: ${s}`);
@@ -213,6 +219,53 @@ try {
   await page.waitForSelector('#collections-table');
   check((await page.textContent('#collections-table')).includes('lfw'), 'collections table lists lfw');
   await shot('collections');
+
+  // --- administrator: upload photos into a new collection, watch the job to its end ---------
+  await page.waitForSelector('#ingest-form');
+  await page.fill('#ing-collection', 'web-uploads');
+  await page.fill('#ing-source', 'e2e upload');
+  await page.fill('#ing-legal', 'consent of the people photographed (test)');
+  await page.fill('#ing-jurisdiction', 'GB');
+  await page.setInputFiles('#ing-files', INGEST);
+  check((await page.textContent('#ing-chosen')).startsWith(`${INGEST.length} files`), 'the chosen files are counted');
+  // submitted from the keyboard: focus on the button, Enter
+  await page.focus('#ing-submit');
+  await page.keyboard.press('Enter');
+  const card = await page.waitForSelector('#ingest-live .job-live', { timeout: 60_000 });
+  const jobId = Number((await card.getAttribute('id')).replace('job-', ''));
+  check(jobId > 0, 'the new job is shown with its id');
+  check(await page.isVisible(`#job-${jobId}-bar`), 'the job shows a progress bar');
+  check((await page.textContent(`#job-${jobId}-counts`)).includes('items'), 'the job shows its counts');
+  await page.evaluate(() => document.getElementById('ingest-live').scrollIntoView({ block: 'center' }));
+  // the counts grow while it runs (a short job may end first: then the summary shows them)
+  await page.waitForFunction((id) => {
+    const c = document.getElementById(`job-${id}-counts`);
+    return !c || !c.textContent.startsWith('0 ');
+  }, jobId, { timeout: 60_000 });
+  if (await page.isVisible(`#job-${jobId}`)) {
+    step(`ingest job ${jobId} running: ${(await page.textContent(`#job-${jobId}`)).replace(/\s+/g, ' ').slice(0, 200)}`);
+    await shot('ingest-running');
+  } else {
+    step(`ingest job ${jobId} ended before a progress screenshot`);
+    await shot('ingest-running');
+  }
+  await page.waitForSelector(`#ingest-result[data-job="${jobId}"]`, { timeout: 180_000 });
+  const ingestStatus = await page.getAttribute('#ingest-result', 'data-status');
+  const summary = (await page.textContent('#ingest-result')).replace(/\s+/g, ' ');
+  check(ingestStatus === 'completed', `the job completed (${ingestStatus}: ${summary})`);
+  check(summary.includes(`${INGEST_GOOD} images and`), `the summary counts ${INGEST_GOOD} images (${summary})`);
+  check(summary.includes('corrupt_image 1') && summary.includes('unsupported_format 1'), `the summary names the bad files' reasons (${summary})`);
+  check(await page.isVisible('#ingest-result-report'), 'the summary links the report');
+  check(await page.isHidden(`#job-${jobId}`), 'the finished job leaves the running list');
+  await page.waitForFunction(() => (document.querySelector('#collections-table')?.textContent || '').includes('web-uploads'));
+  check((await page.textContent('#jobs-table')).includes('web-uploads'), 'the jobs table lists the job');
+  const rep = await context.request.get(`${BASE}/v1/ingest/jobs/${jobId}/report`);
+  check(rep.ok(), 'the report answers');
+  const failed = (await rep.text()).trim().split('\n').filter((l) => l).map((l) => JSON.parse(l)).filter((l) => l.kind === 'failed');
+  check(failed.length === 2 && failed.some((l) => l.code === 'corrupt_image') && failed.some((l) => l.code === 'unsupported_format'),
+    `the report lists the two bad files (${JSON.stringify(failed)})`);
+  step(`ingest: ${summary.slice(0, 200)}`);
+  await shot('ingest', { fullPage: true });
   await page.goto(`${BASE}/app/audit`);
   await page.waitForSelector('#verify-box .verify.ok');
   step('admin pages');

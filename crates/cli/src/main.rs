@@ -123,6 +123,16 @@ struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// A folder whose files `POST /v1/ingest/jobs` may ingest by server-side path
+    /// (repeatable; symbolic links leading outside are refused). Without it, only uploads.
+    #[arg(long = "ingest-root", value_name = "DIR")]
+    ingest_roots: Vec<PathBuf>,
+    /// Largest upload to `POST /v1/ingest/jobs`, in MiB (other requests: 32 MiB).
+    #[arg(long, value_name = "MIB", default_value_t = 2048)]
+    upload_limit_mib: u64,
+    /// Pipelines (cores) an HTTP ingest job uses (default: every core but one).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    ingest_workers: usize,
 }
 
 #[derive(Subcommand)]
@@ -461,6 +471,13 @@ fn serve(home: &Home, inf: &InferenceOptions, data_dir: &Path, a: ServeArgs) -> 
         read_only: a.read_only,
         policy: a.policy,
         admin_jurisdiction: a.admin_jurisdiction,
+        ingest_roots: a.ingest_roots,
+        upload_limit: a
+            .upload_limit_mib
+            .checked_mul(1 << 20)
+            .filter(|n| *n > 0)
+            .context("--upload-limit-mib must be between 1 and 2^44")?,
+        ingest_workers: a.ingest_workers,
         ..Default::default()
     };
     let (state, admin) = visage_server::AppState::open(data_dir, home, &a.pack.pack, inf, &opts)?;

@@ -311,14 +311,54 @@ pub struct Job {
     pub kind: String,
     pub collection: Option<String>,
     pub args: serde_json::Value,
-    /// running, completed, failed, interrupted
+    /// queued, running, completed, failed, interrupted, cancelled
     pub status: String,
     pub pid: Option<i64>,
     pub counts: serde_json::Value,
     pub error: Option<String>,
+    /// When it started (for a queued job: when it was queued).
     pub started_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
+}
+
+thread_local! {
+    /// The queued job the next `start_job` on this thread starts (`run_queued_job`).
+    static QUEUED_JOB: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
+}
+
+const JOB_COLUMNS: &str = "id, kind, collection, args, status, pid, counts, error, started_at, \
+    updated_at, finished_at";
+
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+    let args: String = r.get(3)?;
+    let counts: String = r.get(6)?;
+    Ok(Job {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        collection: r.get(2)?,
+        args: serde_json::from_str(&args).unwrap_or(serde_json::Value::Null),
+        status: r.get(4)?,
+        pid: r.get(5)?,
+        counts: serde_json::from_str(&counts).unwrap_or(serde_json::Value::Null),
+        error: r.get(7)?,
+        started_at: r.get(8)?,
+        updated_at: r.get(9)?,
+        finished_at: r.get(10)?,
+    })
+}
+
+/// A read-only view cannot run recovery: a running (or queued) job whose process is gone is
+/// shown as interrupted.
+fn show_dead_running(jobs: &mut [Job]) {
+    for j in jobs {
+        if (j.status == "running" || j.status == "queued")
+            && j.pid
+                .is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+        {
+            j.status = "interrupted".into();
+        }
+    }
 }
 
 pub fn now() -> i64 {
@@ -1603,7 +1643,8 @@ impl Gallery {
         Ok(out)
     }
 
-    /// Records a new running job; returns its id.
+    /// Records a new running job; returns its id. Inside [`Gallery::run_queued_job`] on the
+    /// same thread, the queued job is started instead of a new one being recorded.
     pub fn start_job(
         &self,
         kind: &str,
@@ -1614,6 +1655,18 @@ impl Gallery {
         let guard = lock(&self.jobs_conn);
         let conn = guard.as_ref().ok_or_else(|| anyhow!("no job log"))?;
         let t = now();
+        if let Some(id) = QUEUED_JOB.with(|c| c.take()) {
+            // The queued row keeps the arguments it was queued with (what the caller asked).
+            let n = conn.execute(
+                "UPDATE job SET status = 'running', kind = ?2, pid = ?3, started_at = ?4, \
+                 updated_at = ?4 WHERE id = ?1 AND status = 'queued'",
+                params![id, kind, std::process::id(), t],
+            )?;
+            if n == 0 {
+                bail!("job {id} is no longer queued");
+            }
+            return Ok(id);
+        }
         conn.execute(
             "INSERT INTO job (kind, collection, args, status, pid, started_at, updated_at) \
              VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?5)",
@@ -1647,44 +1700,99 @@ impl Gallery {
         Ok(())
     }
 
+    /// Records a job that will start later (status `queued`; `started_at` is the time it was
+    /// queued until it starts); returns its id. Start it with [`Gallery::run_queued_job`].
+    pub fn queue_job(
+        &self,
+        kind: &str,
+        collection: Option<&str>,
+        args: &serde_json::Value,
+    ) -> Result<i64> {
+        self.require_writable()?;
+        let guard = lock(&self.jobs_conn);
+        let conn = guard.as_ref().ok_or_else(|| anyhow!("no job log"))?;
+        let t = now();
+        conn.execute(
+            "INSERT INTO job (kind, collection, args, status, pid, started_at, updated_at) \
+             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?5)",
+            params![kind, collection, args.to_string(), std::process::id(), t],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Runs `f` on this thread with the queued job `id` standing in for the job its next
+    /// [`Gallery::start_job`] would record (the ingest records its own job; this makes it the
+    /// one queued earlier, so a queued job keeps one id and one row from start to end).
+    pub fn run_queued_job<T>(&self, id: i64, f: impl FnOnce() -> T) -> T {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                QUEUED_JOB.with(|c| c.set(None));
+            }
+        }
+        QUEUED_JOB.with(|c| c.set(Some(id)));
+        let _reset = Reset;
+        f()
+    }
+
+    /// Ends every job still `queued` (their process stopped before running them) as
+    /// `interrupted` with `error`; returns how many.
+    pub fn interrupt_queued_jobs(&self, error: &str) -> Result<usize> {
+        self.require_writable()?;
+        let guard = lock(&self.jobs_conn);
+        let Some(conn) = guard.as_ref() else {
+            return Ok(0);
+        };
+        let t = now();
+        Ok(conn.execute(
+            "UPDATE job SET status = 'interrupted', error = ?1, updated_at = ?2, \
+             finished_at = ?2 WHERE status = 'queued'",
+            params![error, t],
+        )?)
+    }
+
+    /// One job, or `None`.
+    pub fn job(&self, id: i64) -> Result<Option<Job>> {
+        let guard = lock(&self.jobs_conn);
+        let Some(conn) = guard.as_ref() else {
+            return Ok(None);
+        };
+        let j = conn
+            .query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM job WHERE id = ?1"),
+                [id],
+                job_row,
+            )
+            .optional()?;
+        Ok(j.map(|mut j| {
+            show_dead_running(std::slice::from_mut(&mut j));
+            j
+        }))
+    }
+
     /// Jobs, newest first.
     pub fn jobs(&self, limit: usize) -> Result<Vec<Job>> {
+        self.jobs_page(None, None, limit)
+    }
+
+    /// Jobs of `kind` (all kinds when `None`) with an id below `before`, newest first.
+    pub fn jobs_page(
+        &self,
+        kind: Option<&str>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Job>> {
         let guard = lock(&self.jobs_conn);
         let Some(conn) = guard.as_ref() else {
             return Ok(vec![]);
         };
-        let mut st = conn.prepare(
-            "SELECT id, kind, collection, args, status, pid, counts, error, started_at, \
-             updated_at, finished_at FROM job ORDER BY id DESC LIMIT ?1",
-        )?;
-        let rows = st.query_map([limit as i64], |r| {
-            let args: String = r.get(3)?;
-            let counts: String = r.get(6)?;
-            Ok(Job {
-                id: r.get(0)?,
-                kind: r.get(1)?,
-                collection: r.get(2)?,
-                args: serde_json::from_str(&args).unwrap_or(serde_json::Value::Null),
-                status: r.get(4)?,
-                pid: r.get(5)?,
-                counts: serde_json::from_str(&counts).unwrap_or(serde_json::Value::Null),
-                error: r.get(7)?,
-                started_at: r.get(8)?,
-                updated_at: r.get(9)?,
-                finished_at: r.get(10)?,
-            })
-        })?;
+        let mut st = conn.prepare(&format!(
+            "SELECT {JOB_COLUMNS} FROM job WHERE (?2 IS NULL OR kind = ?2) \
+             AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?1"
+        ))?;
+        let rows = st.query_map(params![limit as i64, kind, before], job_row)?;
         let mut v: Vec<Job> = rows.collect::<rusqlite::Result<_>>()?;
-        // A read-only view cannot run recovery: a running job whose process is gone is shown
-        // as interrupted.
-        for j in &mut v {
-            if j.status == "running"
-                && j.pid
-                    .is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
-            {
-                j.status = "interrupted".into();
-            }
-        }
+        show_dead_running(&mut v);
         Ok(v)
     }
 

@@ -66,6 +66,14 @@ pub struct ServeOptions {
     pub login_per_minute: u32,
     /// Public opt-out/access requests per minute per client IP.
     pub public_per_minute: u32,
+    /// Folders whose files `POST /v1/ingest/jobs` may ingest by server-side path
+    /// (`--ingest-root`, repeatable); empty: path jobs are refused (`ingest_path_disabled`).
+    pub ingest_roots: Vec<PathBuf>,
+    /// Largest multipart upload to `POST /v1/ingest/jobs`, bytes (the other endpoints keep
+    /// [`BODY_LIMIT`]).
+    pub upload_limit: u64,
+    /// Pipelines (one per core used) of a running ingest job; 0: every core but one.
+    pub ingest_workers: usize,
 }
 
 impl Default for ServeOptions {
@@ -76,6 +84,9 @@ impl Default for ServeOptions {
             admin_jurisdiction: "ZZ".into(),
             login_per_minute: 10,
             public_per_minute: 20,
+            ingest_roots: Vec::new(),
+            upload_limit: jobs::DEFAULT_UPLOAD_LIMIT,
+            ingest_workers: 0,
         }
     }
 }
@@ -98,6 +109,8 @@ pub struct Inner {
     pub(crate) public_limit: auth::RateLimiter,
     pub(crate) metrics: metrics::Metrics,
     pub(crate) requests: public::Requests,
+    /// Ingest jobs: the queue, the running job's progress, their settings.
+    pub(crate) jobs: jobs::Jobs,
 }
 
 impl Deref for AppState {
@@ -157,6 +170,7 @@ impl AppState {
             None => gov.get_org_by_name("default").ok().map(|o| o.id),
         };
         let requests = public::Requests::open(data_dir)?;
+        let jobs = jobs::Jobs::open(data_dir, &gallery, pipeline.pack.clone(), opts)?;
         let inner = Inner {
             gallery,
             pipeline: Mutex::new(pipeline),
@@ -170,6 +184,7 @@ impl AppState {
             public_limit: auth::RateLimiter::per_minute(opts.public_per_minute),
             metrics: metrics::Metrics::default(),
             requests,
+            jobs,
         };
         Ok((AppState(Arc::new(inner)), admin))
     }

@@ -1,7 +1,8 @@
 //! The web app: its routes and security headers over a real server, then the browser
 //! end-to-end test (`web-tests/e2e.mjs`, Playwright driving the system Chromium): sign-in, a
 //! case, a search that ranks the right person first, the case report, a public opt-out, the
-//! same search no longer finding that person, the audit log verified, administration.
+//! same search no longer finding that person, the audit log verified, administration, and an
+//! upload of photos into a new collection on the collections page, watched to its end.
 //!
 //! The browser part needs `node`, `/usr/bin/chromium` and `web-tests/node_modules/playwright-core`
 //! (scripts/setup.sh installs them); without them it is skipped with a message, except under
@@ -164,6 +165,22 @@ fn web_app_end_to_end() {
         None => tmp.path().join("screenshots"),
     };
     std::fs::create_dir_all(&shots).unwrap();
+    // what the admin uploads on the collections page: enough photos for a job that runs a few
+    // seconds (its progress is watched), a truncated JPEG and a text file
+    let uploads = tmp.path().join("uploads");
+    std::fs::create_dir_all(&uploads).unwrap();
+    let mut ingest: Vec<PathBuf> = (1..=120)
+        .map(|n| photo("George_W_Bush", n + 10))
+        .chain((1..=30).map(|n| photo("Gerhard_Schroeder", n)))
+        .collect();
+    let good = ingest.len();
+    let cut = uploads.join("cut.jpg");
+    std::fs::write(&cut, &read_photo("Jacques_Chirac", 11)[..2500]).unwrap();
+    let notes = uploads.join("notes.txt");
+    std::fs::write(&notes, "not a photo").unwrap();
+    ingest.push(cut);
+    ingest.push(notes);
+    let ingest_json = serde_json::to_string(&ingest).unwrap();
     let root = repo_root();
     let mut child = Command::new("node")
         .arg(root.join("web-tests/e2e.mjs"))
@@ -180,6 +197,8 @@ fn web_app_end_to_end() {
         .env("VISAGE_EXPECT_LABEL", "Colin_Powell")
         .env("VISAGE_SCREENSHOTS", &shots)
         .env("VISAGE_CHROMIUM", CHROMIUM)
+        .env("VISAGE_INGEST_FILES", &ingest_json)
+        .env("VISAGE_INGEST_GOOD", good.to_string())
         .spawn()
         .expect("node starts");
     let t = Instant::now();
@@ -208,5 +227,5 @@ fn web_app_end_to_end() {
         "web-tests/e2e.mjs failed ({status}); see its output above and {}",
         shots.display()
     );
-    assert!(pngs >= 6, "one screenshot per page");
+    assert!(pngs >= 8, "one screenshot per page");
 }
