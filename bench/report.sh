@@ -19,7 +19,7 @@ say() { echo "report.sh: $*" >&2; }
 
 for arg in "$@"; do
   if [ "$arg" = -h ] || [ "$arg" = --help ]; then
-    sed -n '2,13p' "$0"
+    sed -n '2,14p' "$0"
     [ -x bench-out/peers-venv/bin/python ] && exec bench-out/peers-venv/bin/python bench/report.py --help
     exit 0
   fi
