@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-#[path = "suppression.rs"]
-pub mod suppression;
 #[path = "subjects.rs"]
 pub mod subjects;
+#[path = "suppression.rs"]
+pub mod suppression;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
