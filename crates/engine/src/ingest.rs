@@ -46,6 +46,9 @@ pub struct IngestOptions {
     /// Download manifest rows that give a url but no path (`visage ingest --fetch-urls`);
     /// `None` refuses them as `url_fetch_disabled`.
     pub fetch_urls: Option<UrlFetch>,
+    /// Run as this job, queued earlier with `Gallery::queue_job` (HTTP ingest jobs), instead
+    /// of recording a new one.
+    pub queued_job: Option<i64>,
 }
 
 impl IngestOptions {
@@ -64,6 +67,7 @@ impl IngestOptions {
             video_fps: 2.0,
             excluded_jurisdictions: vec![],
             fetch_urls: None,
+            queued_job: None,
         }
     }
 }
@@ -203,7 +207,10 @@ pub fn ingest_paths(
     // Faces of people who opted out are dropped (loaded once: an opt-out needs the writer lock
     // this run holds, so the list cannot change under it).
     let supp = crate::optout::SuppressionList::load(gallery, pipeline)?;
-    let job_id = gallery.start_job("ingest", Some(&coll.name), &args)?;
+    let job_id = match opts.queued_job {
+        Some(id) => gallery.start_queued_job(id, "ingest")?,
+        None => gallery.start_job("ingest", Some(&coll.name), &args)?,
+    };
     let mut report_file = match &opts.report {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,

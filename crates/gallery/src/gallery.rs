@@ -322,11 +322,6 @@ pub struct Job {
     pub finished_at: Option<i64>,
 }
 
-thread_local! {
-    /// The queued job the next `start_job` on this thread starts (`run_queued_job`).
-    static QUEUED_JOB: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
-}
-
 const JOB_COLUMNS: &str = "id, kind, collection, args, status, pid, counts, error, started_at, \
     updated_at, finished_at";
 
@@ -1643,8 +1638,7 @@ impl Gallery {
         Ok(out)
     }
 
-    /// Records a new running job; returns its id. Inside [`Gallery::run_queued_job`] on the
-    /// same thread, the queued job is started instead of a new one being recorded.
+    /// Records a new running job; returns its id.
     pub fn start_job(
         &self,
         kind: &str,
@@ -1655,24 +1649,29 @@ impl Gallery {
         let guard = lock(&self.jobs_conn);
         let conn = guard.as_ref().ok_or_else(|| anyhow!("no job log"))?;
         let t = now();
-        if let Some(id) = QUEUED_JOB.with(|c| c.take()) {
-            // The queued row keeps the arguments it was queued with (what the caller asked).
-            let n = conn.execute(
-                "UPDATE job SET status = 'running', kind = ?2, pid = ?3, started_at = ?4, \
-                 updated_at = ?4 WHERE id = ?1 AND status = 'queued'",
-                params![id, kind, std::process::id(), t],
-            )?;
-            if n == 0 {
-                bail!("job {id} is no longer queued");
-            }
-            return Ok(id);
-        }
         conn.execute(
             "INSERT INTO job (kind, collection, args, status, pid, started_at, updated_at) \
              VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?5)",
             params![kind, collection, args.to_string(), std::process::id(), t],
         )?;
         Ok(conn.last_insert_rowid())
+    }
+
+    /// Starts the job `id` recorded earlier by [`Gallery::queue_job`] (it keeps the arguments
+    /// it was queued with); fails when it is no longer queued.
+    pub fn start_queued_job(&self, id: i64, kind: &str) -> Result<i64> {
+        self.require_writable()?;
+        let guard = lock(&self.jobs_conn);
+        let conn = guard.as_ref().ok_or_else(|| anyhow!("no job log"))?;
+        let n = conn.execute(
+            "UPDATE job SET status = 'running', kind = ?2, pid = ?3, started_at = ?4, \
+             updated_at = ?4 WHERE id = ?1 AND status = 'queued'",
+            params![id, kind, std::process::id(), now()],
+        )?;
+        if n == 0 {
+            bail!("job {id} is no longer queued");
+        }
+        Ok(id)
     }
 
     /// Updates a job's counts (and, when `status` is given, ends it).
@@ -1701,7 +1700,8 @@ impl Gallery {
     }
 
     /// Records a job that will start later (status `queued`; `started_at` is the time it was
-    /// queued until it starts); returns its id. Start it with [`Gallery::run_queued_job`].
+    /// queued until it starts); returns its id. Start it with [`Gallery::start_queued_job`]
+    /// (the ingest does, given `IngestOptions::queued_job`).
     pub fn queue_job(
         &self,
         kind: &str,
@@ -1718,21 +1718,6 @@ impl Gallery {
             params![kind, collection, args.to_string(), std::process::id(), t],
         )?;
         Ok(conn.last_insert_rowid())
-    }
-
-    /// Runs `f` on this thread with the queued job `id` standing in for the job its next
-    /// [`Gallery::start_job`] would record (the ingest records its own job; this makes it the
-    /// one queued earlier, so a queued job keeps one id and one row from start to end).
-    pub fn run_queued_job<T>(&self, id: i64, f: impl FnOnce() -> T) -> T {
-        struct Reset;
-        impl Drop for Reset {
-            fn drop(&mut self) {
-                QUEUED_JOB.with(|c| c.set(None));
-            }
-        }
-        QUEUED_JOB.with(|c| c.set(Some(id)));
-        let _reset = Reset;
-        f()
     }
 
     /// Ends every job still `queued` (their process stopped before running them) as

@@ -17,14 +17,18 @@ pub(crate) enum Input {
     Json(serde_json::Map<String, serde_json::Value>),
 }
 
-/// Reads a multipart or JSON body; anything else is 415.
-pub(crate) async fn read(req: Request, what: &str) -> ApiResult<Input> {
-    let ctype = req
-        .headers()
+/// The request's media type, lower-cased ("" when absent or not text).
+pub(crate) fn content_type(req: &Request) -> String {
+    req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+/// Reads a multipart or JSON body; anything else is 415.
+pub(crate) async fn read(req: Request, what: &str) -> ApiResult<Input> {
+    let ctype = content_type(&req);
     if ctype.starts_with("multipart/form-data") {
         let mut mp = Multipart::from_request(req, &())
             .await

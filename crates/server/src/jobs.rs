@@ -6,7 +6,7 @@
 //!
 //! Every job is a row of the gallery's job log (`jobs.sqlite`) from the moment it is queued
 //! (`queued`, then `running`, then `completed`, `failed`, `cancelled` or `interrupted`); the
-//! engine's own job record is that same row ([`visage_gallery::Gallery::run_queued_job`]). The
+//! engine's own job record is that same row (`IngestOptions::queued_job`). The
 //! running job's progress lives in memory ([`Jobs`]) and is merged into what the status shows.
 //! Jobs run on a dedicated thread with their own pipelines, loaded from the server's pack for
 //! each job, so searches keep their pipeline while an ingest runs.
@@ -718,10 +718,9 @@ fn run_job(
     let pool = st.jobs.pool()?;
     let mut opts = spec.opts.clone();
     opts.report = Some(st.jobs.engine_report_path(id));
+    opts.queued_job = Some(id);
     let progress = |p: Progress| st.jobs.record_progress(id, p);
-    st.gallery.run_queued_job(id, || {
-        visage_engine::ingest_paths(&st.gallery, &pool, &spec.inputs, &opts, stop, &progress)
-    })
+    visage_engine::ingest_paths(&st.gallery, &pool, &spec.inputs, &opts, stop, &progress)
 }
 
 /// Ends a job: final status and counts in its row, the report completed, the staged uploads
@@ -1056,12 +1055,7 @@ pub(crate) async fn start_job(
         Ok(d) => d,
         Err(e) => return Err(drained(req, e).await),
     };
-    let ctype = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ctype = crate::input::content_type(&req);
     if ctype.starts_with("multipart/form-data") {
         upload_job(st, p, d, req).await
     } else if ctype.starts_with("application/json") {

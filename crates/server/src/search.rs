@@ -1085,12 +1085,7 @@ pub(crate) async fn search_video(
     Auth(p): Auth,
     req: Request,
 ) -> ApiResult<Response> {
-    let ctype = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ctype = crate::input::content_type(&req);
     if !ctype.starts_with("multipart/form-data") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
