@@ -53,12 +53,8 @@ fn send(c: &Client, method: &str, path: &str, body: Body) -> Reply {
 #[test]
 fn authorisation_matrix() {
     let Some(home) = require() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    build_gallery(
+    let (tmp, data) = temp_gallery(
         &home,
-        &data,
-        &tmp.path().join("photos"),
         &["George_W_Bush", "Colin_Powell", "Tony_Blair"],
         None,
     );
@@ -816,15 +812,7 @@ fn authorisation_matrix() {
 #[test]
 fn read_only_server_refuses_writes() {
     let Some(home) = require() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    build_gallery(
-        &home,
-        &data,
-        &tmp.path().join("photos"),
-        &["Colin_Powell"],
-        None,
-    );
+    let (_tmp, data) = temp_gallery(&home, &["Colin_Powell"], None);
     let opts = visage_server::ServeOptions {
         read_only: true,
         ..Default::default()

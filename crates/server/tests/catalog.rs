@@ -97,12 +97,8 @@ fn assert_error(r: &Reply, status: u16, code: &str) {
 #[test]
 fn collections_and_subjects_over_http() {
     let Some(home) = require() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    build_gallery(
+    let (tmp, data) = temp_gallery(
         &home,
-        &data,
-        &tmp.path().join("photos"),
         &["George_W_Bush", "Colin_Powell", "Tony_Blair"],
         None,
     );
@@ -718,15 +714,7 @@ fn collections_and_subjects_over_http() {
 #[test]
 fn read_only_server_refuses_catalog_changes() {
     let Some(home) = require() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    build_gallery(
-        &home,
-        &data,
-        &tmp.path().join("photos"),
-        &["Colin_Powell"],
-        None,
-    );
+    let (_tmp, data) = temp_gallery(&home, &["Colin_Powell"], None);
     let opts = visage_server::ServeOptions {
         read_only: true,
         ..Default::default()

@@ -18,12 +18,8 @@ fn top_label(result: &Value) -> String {
 #[test]
 fn http_api_end_to_end() {
     let Some(home) = require() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    build_gallery(
+    let (_tmp, data) = temp_gallery(
         &home,
-        &data,
-        &tmp.path().join("photos"),
         &["George_W_Bush", "Colin_Powell", "Tony_Blair"],
         None,
     );

@@ -811,16 +811,8 @@ fn progress_is_visible_and_jobs_cancel() {
 #[test]
 fn roles_read_only_unknown_jobs_and_restarts() {
     let Some(home) = require() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
     // a gallery with a job the CLI ran, one a dead server left running, one left queued
-    build_gallery(
-        &home,
-        &data,
-        &tmp.path().join("photos"),
-        &["Colin_Powell"],
-        None,
-    );
+    let (tmp, data) = temp_gallery(&home, &["Colin_Powell"], None);
     let (running, queued) = {
         let g = Gallery::open(&data, Access::ReadWrite).unwrap();
         let r = g

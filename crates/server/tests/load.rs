@@ -9,12 +9,8 @@ use std::time::Duration;
 #[test]
 fn concurrent_searches_all_succeed() {
     let Some(home) = require() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    build_gallery(
+    let (_tmp, data) = temp_gallery(
         &home,
-        &data,
-        &tmp.path().join("photos"),
         &["George_W_Bush", "Colin_Powell", "Tony_Blair"],
         None,
     );

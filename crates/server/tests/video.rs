@@ -608,15 +608,7 @@ fn video_search_errors() {
     if !video_tools() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    build_gallery(
-        &home,
-        &data,
-        &tmp.path().join("photos"),
-        &["Colin_Powell", "Tony_Blair"],
-        None,
-    );
+    let (tmp, data) = temp_gallery(&home, &["Colin_Powell", "Tony_Blair"], None);
     let server = Server::start(&home, &data, Default::default());
     let admin = server.admin();
     let org = create_org(&admin, "Errors Agency", "law_enforcement", "GB");

@@ -11,37 +11,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use common::*;
 use serde_json::json;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const NODE_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Why the browser test cannot run here, if it cannot.
-fn browser_missing() -> Option<String> {
-    let node = Command::new("node").arg("--version").output();
-    if !node.is_ok_and(|o| o.status.success()) {
-        return Some("node is not installed".into());
-    }
-    if !Path::new(CHROMIUM).exists() {
-        return Some(format!("{CHROMIUM} is missing (apt-get install chromium)"));
-    }
-    let pw = repo_root().join("web-tests/node_modules/playwright-core/package.json");
-    if !pw.is_file() {
-        return Some(
-            "web-tests/node_modules/playwright-core is missing (npm ci --prefix web-tests)".into(),
-        );
-    }
-    None
-}
 
 /// A GET without following redirects: (status, header lookup, body).
 fn raw_get(base: &str, path: &str) -> (u16, ureq::http::HeaderMap, String) {
@@ -121,12 +94,8 @@ fn check_routes(base: &str) {
 fn web_app_end_to_end() {
     let Some(home) = require() else { return };
     let strict = std::env::var("VISAGE_REQUIRE_MODELS").is_ok_and(|v| v == "1");
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    build_gallery(
+    let (tmp, data) = temp_gallery(
         &home,
-        &data,
-        &tmp.path().join("photos"),
         &["George_W_Bush", "Colin_Powell", "Tony_Blair"],
         None,
     );
@@ -181,11 +150,8 @@ fn web_app_end_to_end() {
     ingest.push(cut);
     ingest.push(notes);
     let ingest_json = serde_json::to_string(&ingest).unwrap();
-    let root = repo_root();
-    let mut child = Command::new("node")
-        .arg(root.join("web-tests/e2e.mjs"))
-        .current_dir(root.join("web-tests"))
-        .env("VISAGE_URL", &base)
+    let mut node = node_script("e2e.mjs");
+    node.env("VISAGE_URL", &base)
         .env("VISAGE_INV_USER", "wendy")
         .env("VISAGE_INV_PASS", inv_pass)
         .env("VISAGE_AUD_USER", "arthur")
@@ -196,23 +162,9 @@ fn web_app_end_to_end() {
         .env("VISAGE_OPTOUT_PHOTO", photo("Colin_Powell", 5))
         .env("VISAGE_EXPECT_LABEL", "Colin_Powell")
         .env("VISAGE_SCREENSHOTS", &shots)
-        .env("VISAGE_CHROMIUM", CHROMIUM)
         .env("VISAGE_INGEST_FILES", &ingest_json)
-        .env("VISAGE_INGEST_GOOD", good.to_string())
-        .spawn()
-        .expect("node starts");
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t.elapsed() > NODE_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("web-tests/e2e.mjs ran over {NODE_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        .env("VISAGE_INGEST_GOOD", good.to_string());
+    let status = run_node(node);
     let pngs = std::fs::read_dir(&shots)
         .unwrap()
         .filter(|e| {

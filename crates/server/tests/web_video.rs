@@ -12,34 +12,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const NODE_TIMEOUT: Duration = Duration::from_secs(300);
 const E2E: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/e2e");
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// Why the browser test cannot run here, if it cannot.
 fn missing() -> Option<String> {
-    let node = Command::new("node").arg("--version").output();
-    if !node.is_ok_and(|o| o.status.success()) {
-        return Some("node is not installed".into());
-    }
-    if !Path::new(CHROMIUM).exists() {
-        return Some(format!("{CHROMIUM} is missing (apt-get install chromium)"));
-    }
-    let pw = repo_root().join("web-tests/node_modules/playwright-core/package.json");
-    if !pw.is_file() {
-        return Some(
-            "web-tests/node_modules/playwright-core is missing (npm ci --prefix web-tests)".into(),
-        );
+    if let Some(why) = browser_missing() {
+        return Some(why);
     }
     if !visage_engine::video::ffmpeg_available() {
         return Some("ffmpeg is not installed".into());
@@ -115,11 +97,8 @@ fn web_search_by_chosen_face_and_video() {
         None => tmp.path().join("screenshots"),
     };
     std::fs::create_dir_all(&shots).unwrap();
-    let root = repo_root();
-    let mut child = Command::new("node")
-        .arg(root.join("web-tests/video.mjs"))
-        .current_dir(root.join("web-tests"))
-        .env("VISAGE_URL", &base)
+    let mut node = node_script("video.mjs");
+    node.env("VISAGE_URL", &base)
         .env("VISAGE_INV_USER", "vera")
         .env("VISAGE_INV_PASS", pass)
         .env(
@@ -130,22 +109,8 @@ fn web_search_by_chosen_face_and_video() {
         .env("VISAGE_GROUP_LABELS", "Joe_Biden,Barack_Obama,")
         .env("VISAGE_VIDEO", ex.join("short_hamilton_clip.mp4"))
         .env("VISAGE_VIDEO_LABEL", "Lin_Manuel_Miranda")
-        .env("VISAGE_SCREENSHOTS", &shots)
-        .env("VISAGE_CHROMIUM", CHROMIUM)
-        .spawn()
-        .expect("node starts");
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t.elapsed() > NODE_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("web-tests/video.mjs ran over {NODE_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        .env("VISAGE_SCREENSHOTS", &shots);
+    let status = run_node(node);
     let pngs = std::fs::read_dir(&shots)
         .unwrap()
         .flatten()
