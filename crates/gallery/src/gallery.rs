@@ -1645,16 +1645,7 @@ impl Gallery {
         collection: Option<&str>,
         args: &serde_json::Value,
     ) -> Result<i64> {
-        self.require_writable()?;
-        let guard = lock(&self.jobs_conn);
-        let conn = guard.as_ref().ok_or_else(|| anyhow!("no job log"))?;
-        let t = now();
-        conn.execute(
-            "INSERT INTO job (kind, collection, args, status, pid, started_at, updated_at) \
-             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?5)",
-            params![kind, collection, args.to_string(), std::process::id(), t],
-        )?;
-        Ok(conn.last_insert_rowid())
+        self.insert_job(kind, collection, args, "running")
     }
 
     /// Starts the job `id` recorded earlier by [`Gallery::queue_job`] (it keeps the arguments
@@ -1708,14 +1699,31 @@ impl Gallery {
         collection: Option<&str>,
         args: &serde_json::Value,
     ) -> Result<i64> {
+        self.insert_job(kind, collection, args, "queued")
+    }
+
+    fn insert_job(
+        &self,
+        kind: &str,
+        collection: Option<&str>,
+        args: &serde_json::Value,
+        status: &str,
+    ) -> Result<i64> {
         self.require_writable()?;
         let guard = lock(&self.jobs_conn);
         let conn = guard.as_ref().ok_or_else(|| anyhow!("no job log"))?;
         let t = now();
         conn.execute(
             "INSERT INTO job (kind, collection, args, status, pid, started_at, updated_at) \
-             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?5)",
-            params![kind, collection, args.to_string(), std::process::id(), t],
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            params![
+                kind,
+                collection,
+                args.to_string(),
+                status,
+                std::process::id(),
+                t
+            ],
         )?;
         Ok(conn.last_insert_rowid())
     }
