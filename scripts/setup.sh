@@ -51,6 +51,12 @@ if [ ! -x /usr/bin/chromium ]; then
       "(e.g. sudo apt-get install chromium). Continuing." >&2
   fi
 fi
+# The cluster backend's tests (crates/cluster) start PostgreSQL (Debian's package) and an
+# S3-compatible server (moto[server] from PyPI, in .venv-cluster) on loopback; optional for
+# running visage: without them those tests skip.
+echo "==> installing the cluster test servers (scripts/setup-cluster.sh)"
+scripts/setup-cluster.sh \
+  || echo "setup: warning: scripts/setup-cluster.sh failed; the cluster tests will skip" >&2
 if command -v npm >/dev/null; then
   echo "==> installing the web test tools (npm ci --prefix web-tests)"
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix web-tests --no-audit --no-fund --loglevel=error \

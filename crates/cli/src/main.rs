@@ -1,6 +1,7 @@
 //! `visage`: the command-line front end. It parses arguments, calls the library crates and
 //! prints results (human-readable, or JSON with `--json`). No business rules live here.
 
+mod cluster_cmds;
 mod gallery_cmds;
 mod gov_cmds;
 
@@ -99,6 +100,13 @@ enum Cmd {
     /// Verify signed receipts.
     #[command(subcommand)]
     Receipt(gov_cmds::ReceiptCmd),
+    /// Cluster mode (PostgreSQL + S3 + Qdrant): schema, API keys, ingest jobs, stats, check.
+    #[command(subcommand)]
+    Cluster(cluster_cmds::ClusterCmd),
+    /// Take ingest items from the cluster's queue and store their faces (run several).
+    Worker(cluster_cmds::WorkerArgs),
+    /// Copy the embedded gallery in --data-dir into the cluster of --config (idempotent).
+    Migrate(cluster_cmds::MigrateArgs),
 }
 
 #[derive(Args)]
@@ -133,6 +141,10 @@ struct ServeArgs {
     /// Pipelines (cores) an HTTP ingest job uses (default: every core but one).
     #[arg(long, value_name = "N", default_value_t = 0)]
     ingest_workers: usize,
+    /// Serve the cluster API over this cluster configuration instead of the embedded
+    /// gallery (docs/CLUSTER.md): health, stats and queued ingest jobs.
+    #[arg(long, value_name = "FILE", env = "VISAGE_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -463,10 +475,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Admin(c) => gov_cmds::admin(&cli.data_dir, c),
         Cmd::Audit(c) => gov_cmds::audit(&cli.data_dir, c),
         Cmd::Receipt(c) => gov_cmds::receipt(&cli.data_dir, c),
+        Cmd::Cluster(c) => cluster_cmds::cluster(c),
+        Cmd::Worker(a) => cluster_cmds::worker(&home, &inference, a),
+        Cmd::Migrate(a) => cluster_cmds::migrate(&cli.data_dir, a),
     }
 }
 
 fn serve(home: &Home, inf: &InferenceOptions, data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
+    if let Some(cfg) = &a.config {
+        let cfg = visage_cluster::ClusterConfig::load(cfg)?;
+        let st = visage_server::cluster_api::ClusterState::open(&cfg, &a.ingest_roots)?;
+        visage_server::cluster_api::run_cluster(a.bind, st, |addr| {
+            eprintln!("visage: cluster API listening on http://{addr}");
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let opts = visage_server::ServeOptions {
         read_only: a.read_only,
         policy: a.policy,

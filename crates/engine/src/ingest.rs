@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use visage_gallery::{Gallery, NewFace, NewImage, NewSource};
+use visage_gallery::{FaceStore, Gallery, NewFace, NewImage, NewSource};
 use visage_vision::{AnalyzeOptions, DecodeLimits, FacePipeline, PipelinePool};
 
 use crate::encode;
@@ -418,7 +418,7 @@ pub fn ingest_paths(
 }
 
 fn assign_subjects(
-    gallery: &Gallery,
+    gallery: &dyn FaceStore,
     collection_id: i64,
     batch: &mut [NewImage],
     labels: &[Option<String>],
@@ -560,6 +560,52 @@ fn read_file(path: &Path, read: &ReadLimits) -> ItemResult {
     })
 }
 
+/// What became of one input file processed on its own (`process_file`): the cluster's
+/// ingest workers take files one at a time from the shared queue.
+pub enum ItemOutcome {
+    /// An image with this content hash is already in the collection.
+    Known,
+    Failed(ItemFailure),
+    /// The image and its faces, ready for `FaceStore::add_images` (subjects assigned), and
+    /// the faces rejected (index, reason codes).
+    Image(Box<NewImage>, Vec<(usize, Vec<String>)>),
+}
+
+/// Reads, decodes and analyses one image file for `collection_id` and `source`, as the
+/// folder ingest does for each file (same limits, jurisdiction rules, opt-out and policy
+/// exclusions, subject from the parent folder when `opts.subject_from_parent`). Videos,
+/// archives and manifests are not items here. `excluded` holds normalised jurisdiction codes.
+#[allow(clippy::too_many_arguments)]
+pub fn process_file(
+    store: &dyn FaceStore,
+    p: &FacePipeline,
+    path: &Path,
+    collection_id: i64,
+    source: &visage_gallery::Source,
+    opts: &IngestOptions,
+    supp: &crate::optout::SuppressionList,
+    excluded: &[String],
+) -> Result<ItemOutcome> {
+    let item = match read_file(path, &opts.read) {
+        Ok(i) => i,
+        Err(e) => return Ok(ItemOutcome::Failed(e.into())),
+    };
+    let ctx = Ctx { supp, excluded };
+    Ok(
+        match prepare(store, p, item, collection_id, source, opts, ctx) {
+            Prepared::Known => ItemOutcome::Known,
+            Prepared::Failed(f) => ItemOutcome::Failed(f),
+            Prepared::Image(img, rejected, _loc, label) => {
+                let mut batch = vec![*img];
+                assign_subjects(store, collection_id, &mut batch, &[label], opts)?;
+                let img = batch.pop().expect("one image");
+                ItemOutcome::Image(Box::new(img), rejected)
+            }
+            Prepared::Video(_) => unreachable!("prepare never returns a video"),
+        },
+    )
+}
+
 /// What every worker checks besides image quality: policy exclusions and opt-outs.
 #[derive(Clone, Copy)]
 struct Ctx<'a> {
@@ -576,7 +622,7 @@ fn excluded_by<'a>(j: &str, excluded: &'a [String]) -> Option<&'a str> {
 }
 
 fn prepare(
-    gallery: &Gallery,
+    gallery: &dyn FaceStore,
     p: &FacePipeline,
     item: SourceItem,
     collection_id: i64,
@@ -703,7 +749,7 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
 /// A video: sample frames, detect and track faces, keep the best faces of each track; one
 /// image row per kept frame (`PATH#t=SECONDS`), then a marker row for the whole video.
 fn prepare_video(
-    gallery: &Gallery,
+    gallery: &dyn FaceStore,
     p: &FacePipeline,
     path: &Path,
     collection_id: i64,

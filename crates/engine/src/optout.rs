@@ -102,6 +102,18 @@ impl SuppressionList {
         })
     }
 
+    /// The list as any `FaceStore` holds it (the cluster backend has no generation counter).
+    pub fn from_store(
+        store: &dyn visage_gallery::FaceStore,
+        p: &FacePipeline,
+    ) -> Result<SuppressionList> {
+        Ok(SuppressionList {
+            generation: 0,
+            entries: std::sync::Arc::new(store.suppressions(&p.pack_id())?),
+            rule: rule(p, EXPAND_FMR, EXPAND_Z),
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

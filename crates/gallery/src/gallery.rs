@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+#[path = "export.rs"]
+pub mod export;
 #[path = "subjects.rs"]
 pub mod subjects;
 #[path = "suppression.rs"]
@@ -102,6 +104,30 @@ pub struct NewImage {
     pub external_id: Option<String>,
     pub licence: Option<String>,
     pub legal_basis: Option<String>,
+}
+
+impl NewImage {
+    /// Checks the image can go into `coll` (every vector of its dimension and finite) and
+    /// returns its jurisdiction normalised (`us-il` → `US-IL`), as both backends store it.
+    pub fn validated_for(&self, coll: &Collection) -> Result<Option<String>> {
+        for f in &self.faces {
+            if f.vector.len() != coll.dim {
+                bail!(
+                    "face vector has {} dimensions, collection {} needs {}",
+                    f.vector.len(),
+                    coll.name,
+                    coll.dim
+                );
+            }
+            if f.vector.iter().any(|x| !x.is_finite()) {
+                bail!("face vector holds a non-finite value");
+            }
+        }
+        self.jurisdiction
+            .as_deref()
+            .map(crate::filter::normalize_jurisdiction)
+            .transpose()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -766,26 +792,7 @@ impl Gallery {
                     .ok_or_else(|| anyhow!("no collection with id {}", img.collection_id))?;
                 colls.insert(c.id, c);
             }
-            let coll = &colls[&img.collection_id];
-            for f in &img.faces {
-                if f.vector.len() != coll.dim {
-                    bail!(
-                        "face vector has {} dimensions, collection {} needs {}",
-                        f.vector.len(),
-                        coll.name,
-                        coll.dim
-                    );
-                }
-                if f.vector.iter().any(|x| !x.is_finite()) {
-                    bail!("face vector holds a non-finite value");
-                }
-            }
-            jurisdictions.push(
-                img.jurisdiction
-                    .as_deref()
-                    .map(crate::filter::normalize_jurisdiction)
-                    .transpose()?,
-            );
+            jurisdictions.push(img.validated_for(&colls[&img.collection_id])?);
         }
         let mut states: HashMap<i64, Arc<CollectionState>> = HashMap::new();
         for img in imgs.iter().filter(|i| !i.faces.is_empty()) {

@@ -7,6 +7,7 @@ pub mod filter;
 pub mod gallery;
 pub mod index;
 pub mod schema;
+pub mod store;
 
 pub use check::{CheckOptions, CheckReport, Inconsistency};
 pub use filter::{normalize_jurisdiction, Filter};
@@ -17,3 +18,4 @@ pub use gallery::{
     Stats, DEFAULT_DATA_DIR,
 };
 pub use index::{FlatIndex, HnswParams, Neighbour, Storage, TopK, UsearchIndex, VectorIndex};
+pub use store::FaceStore;

@@ -550,7 +550,17 @@ fn outside(path: &str) -> ApiError {
 
 /// Resolves a path job's path: inside a root, lexically and once every link is resolved.
 fn resolve_path(jobs: &Jobs, raw: &str) -> ApiResult<PathBuf> {
-    if jobs.roots.is_empty() {
+    resolve_under_roots(&jobs.roots, Some(&jobs.data_dir), raw)
+}
+
+/// `raw` resolved inside one of `roots` (canonical folders), lexically and once every link is
+/// resolved; never in or above `data_dir`; never a manifest.
+pub(crate) fn resolve_under_roots(
+    roots: &[PathBuf],
+    data_dir: Option<&Path>,
+    raw: &str,
+) -> ApiResult<PathBuf> {
+    if roots.is_empty() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "ingest_path_disabled",
@@ -562,7 +572,7 @@ fn resolve_path(jobs: &Jobs, raw: &str) -> ApiResult<PathBuf> {
     if raw.trim().is_empty() || !path.is_absolute() || raw.contains('\0') {
         return Err(ApiError::bad_request("`path` must be an absolute path"));
     }
-    let inside = |p: &Path| jobs.roots.iter().any(|r| p.starts_with(r));
+    let inside = |p: &Path| roots.iter().any(|r| p.starts_with(r));
     // Refused before any file system access, so nothing is learnt about paths elsewhere.
     match lexical(path) {
         Some(l) if inside(&l) => {}
@@ -578,7 +588,7 @@ fn resolve_path(jobs: &Jobs, raw: &str) -> ApiResult<PathBuf> {
     if !inside(&canonical) {
         return Err(outside(raw));
     }
-    if canonical.starts_with(&jobs.data_dir) || jobs.data_dir.starts_with(&canonical) {
+    if data_dir.is_some_and(|d| canonical.starts_with(d) || d.starts_with(&canonical)) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "path_in_data_dir",

@@ -9,6 +9,7 @@
 
 mod auth;
 mod catalog;
+pub mod cluster_api;
 mod gov_api;
 mod input;
 mod jobs;
@@ -801,27 +802,31 @@ pub fn run(
         );
     }
     if let Some(tls) = tls {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
+        let rt = runtime()?;
         let listener = std::net::TcpListener::bind(bind)
             .with_context(|| format!("cannot listen on {bind}"))?;
         on_ready(listener.local_addr()?);
         return rt.block_on(serve_tls(listener, state, &tls, shutdown_signal()));
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(bind)
-            .await
-            .with_context(|| format!("cannot listen on {bind}"))?;
+    runtime()?.block_on(async move {
+        let listener = listen(bind).await?;
         on_ready(listener.local_addr()?);
         serve(listener, state, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// The server's async runtime (two workers: storage and inference run on blocking threads).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub(crate) async fn listen(bind: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))
 }

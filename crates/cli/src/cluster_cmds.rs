@@ -1,0 +1,369 @@
+//! Cluster-mode commands: `visage cluster ...`, `visage worker`, `visage migrate`
+//! (docs/CLUSTER.md).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use visage_cluster::{queue, ClusterConfig, ClusterStore};
+use visage_engine::IngestOptions;
+use visage_gallery::{Access, FaceStore, Gallery, NewSource};
+use visage_vision::pack::Home;
+use visage_vision::{InferenceOptions, PipelinePool};
+
+use crate::PackArg;
+
+#[derive(Args, Clone)]
+pub(crate) struct ConfigArg {
+    /// Cluster configuration file (TOML: postgres_url, [s3], optional [qdrant]).
+    #[arg(long, value_name = "FILE", env = "VISAGE_CONFIG")]
+    pub(crate) config: PathBuf,
+}
+
+impl ConfigArg {
+    fn load(&self) -> Result<ClusterConfig> {
+        ClusterConfig::load(&self.config)
+    }
+    fn open(&self) -> Result<ClusterStore> {
+        ClusterStore::open(&self.load()?)
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ClusterCmd {
+    /// Create or upgrade the PostgreSQL schema (every command also does this on start).
+    Init {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Create an API key for the cluster HTTP API (shown once).
+    AddKey {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        name: String,
+        /// admin, operator (may queue ingest jobs) or viewer.
+        #[arg(long, default_value = "operator")]
+        role: String,
+    },
+    /// Queue an ingest job: one item per file under PATH (the workers must see the same
+    /// paths, e.g. on a shared file system).
+    Enqueue(EnqueueArgs),
+    /// An ingest job's status and counts; --wait polls until it is completed.
+    Job {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: i64,
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts: faces, images, collections.
+    Stats {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare rows, blobs and vector points; --repair removes orphans and finishes deletions.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct EnqueueArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[arg(long, default_value = "default")]
+    collection: String,
+    /// Source name (reused when it exists).
+    #[arg(long)]
+    source: String,
+    #[arg(long, default_value = "directory")]
+    source_kind: String,
+    /// Legal basis declared for holding these images.
+    #[arg(long)]
+    legal_basis: String,
+    #[arg(long)]
+    licence: Option<String>,
+    /// ISO 3166 code of the source (`FR`, `US-IL`).
+    #[arg(long)]
+    jurisdiction: Option<String>,
+    /// Label faces with the name of the folder holding each photo.
+    #[arg(long)]
+    subject_from_parent: bool,
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct WorkerArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[command(flatten)]
+    pack: PackArg,
+    /// Pipelines (threads) in this process (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Items claimed at a time per pipeline.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Seconds a claim lasts; a dead worker's items are taken again after this.
+    #[arg(long, default_value_t = 60)]
+    lease_s: i64,
+    /// Exit when nothing is queued or claimed (otherwise wait for work).
+    #[arg(long)]
+    exit_when_idle: bool,
+    /// Keep a copy of each original photo in the bucket.
+    #[arg(long)]
+    keep_originals: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct MigrateArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Only this collection.
+    #[arg(long)]
+    collection: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn cluster(cmd: ClusterCmd) -> Result<ExitCode> {
+    match cmd {
+        ClusterCmd::Init { config } => {
+            let pool = visage_cluster::pg::Pool::new(&config.load()?.postgres_url)?;
+            let applied = pool.migrate()?;
+            eprintln!(
+                "cluster schema version {} (applied now: {applied:?})",
+                pool.schema_version()?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::AddKey { config, name, role } => {
+            let store = config.open()?;
+            let key = visage_cluster::keys::create(store.pool(), &name, &role)?;
+            eprintln!("API key {name:?} ({role}); shown once:");
+            println!("{key}");
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::Enqueue(a) => {
+            let store = a.config.open()?;
+            let source = NewSource {
+                name: a.source.clone(),
+                kind: a.source_kind.clone(),
+                uri: a.paths.first().map(|p| p.display().to_string()),
+                legal_basis: Some(a.legal_basis.clone()),
+                licence: a.licence.clone(),
+                jurisdiction: a
+                    .jurisdiction
+                    .as_deref()
+                    .map(visage_gallery::normalize_jurisdiction)
+                    .transpose()?,
+            };
+            let args = json!({
+                "paths": a.paths,
+                "subject_from_parent": a.subject_from_parent,
+            });
+            let id = queue::enqueue(store.pool(), &a.collection, &source, &a.paths, args)?;
+            let st = queue::job_status(store.pool(), id)?.context("job vanished")?;
+            eprintln!("queued job {id}: {} items", st.items);
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::Job {
+            config,
+            id,
+            wait,
+            json,
+        } => {
+            let store = config.open()?;
+            let st = loop {
+                let st = queue::job_status(store.pool(), id)?
+                    .with_context(|| format!("no ingest job {id}"))?;
+                if !wait || st.status == "completed" {
+                    break st;
+                }
+                eprintln!(
+                    "job {id}: {}/{} items finished ({} failed), {} faces",
+                    st.done + st.failed,
+                    st.items,
+                    st.failed,
+                    st.faces
+                );
+                std::thread::sleep(Duration::from_secs(2));
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                println!(
+                    "job {id} {}: {} items, {} done ({} already stored), {} failed, {} faces",
+                    st.status, st.items, st.done, st.known, st.failed, st.faces
+                );
+                for (loc, code, msg) in queue::failures(store.pool(), id, 20)? {
+                    println!("  failed {loc}: {code}: {msg}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::Stats { config, json } => {
+            let store = config.open()?;
+            let v = json!({
+                "backend": store.backend(),
+                "faces": store.face_count()?,
+                "images": store.image_count()?,
+                "collections": store.collections()?,
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{}: {} faces, {} images, {} collections",
+                    v["backend"].as_str().unwrap_or_default(),
+                    v["faces"],
+                    v["images"],
+                    v["collections"].as_array().map(|a| a.len()).unwrap_or(0)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::Check {
+            config,
+            repair,
+            json,
+        } => {
+            let store = config.open()?;
+            let r = store.check(repair)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "checked {} faces, {} blobs, {} vector points: {} inconsistencies ({} left)",
+                    r.faces_checked,
+                    r.blobs_checked,
+                    r.points_checked,
+                    r.inconsistencies.len(),
+                    r.unrepaired()
+                );
+                for f in r.inconsistencies.iter().take(50) {
+                    println!(
+                        "  {}{}: {}",
+                        f.kind,
+                        if f.repaired { " (repaired)" } else { "" },
+                        f.detail
+                    );
+                }
+            }
+            Ok(if r.unrepaired() > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+pub(crate) fn worker(home: &Home, inf: &InferenceOptions, a: WorkerArgs) -> Result<ExitCode> {
+    let store = a.config.open()?;
+    let workers = if a.workers == 0 {
+        visage_engine::files::cores()
+    } else {
+        a.workers
+    };
+    let per = if workers > 1 { 1 } else { inf.threads() };
+    let pool = PipelinePool::load(home, &a.pack.pack, workers, per)?;
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let _ = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: finishing the item in flight (Ctrl-C again to abort)");
+    });
+    let mut ingest = IngestOptions::new("", NewSource::default());
+    ingest.keep_originals = a.keep_originals;
+    let opts = visage_cluster::worker::WorkerOptions {
+        name: visage_cluster::worker::default_name(),
+        batch: a.batch,
+        lease_s: a.lease_s,
+        exit_when_idle: a.exit_when_idle,
+        poll: Duration::from_millis(500),
+        ingest,
+    };
+    eprintln!(
+        "worker {} on {} with {workers} pipelines",
+        opts.name,
+        store.backend()
+    );
+    let last = std::sync::Mutex::new(Instant::now());
+    let report = visage_cluster::worker::run(&store, &pool, &opts, &STOP, &|r| {
+        let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
+        if l.elapsed() >= Duration::from_secs(5) {
+            eprintln!(
+                "worker: {} items ({} indexed, {} already stored, {} failed), {} faces",
+                r.items, r.indexed, r.known, r.failed, r.faces
+            );
+            *l = Instant::now();
+        }
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        eprintln!(
+            "worker done: {} items ({} indexed, {} already stored, {} failed), {} faces in {:.1} s",
+            report.items,
+            report.indexed,
+            report.known,
+            report.failed,
+            report.faces,
+            report.elapsed_s
+        );
+    }
+    Ok(if STOP.load(Ordering::Relaxed) {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub(crate) fn migrate(data_dir: &Path, a: MigrateArgs) -> Result<ExitCode> {
+    if !data_dir.join("gallery.sqlite").exists() && !data_dir.exists() {
+        bail!("no gallery at {}", data_dir.display());
+    }
+    let gallery = Gallery::open(data_dir, Access::ReadOnly)?;
+    let store = a.config.open()?;
+    let report =
+        visage_cluster::migrate::migrate(&gallery, &store, a.collection.as_deref(), &|coll, n| {
+            if n % 1024 == 0 {
+                eprintln!("migrate: {coll}: {n} images");
+            }
+        })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "migrated {} collections, {} sources, {} subjects: {} images copied ({} faces), {} already there, {} suppressions",
+            report.collections,
+            report.sources,
+            report.subjects,
+            report.images_copied,
+            report.faces_copied,
+            report.images_already_there,
+            report.suppressions_copied
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

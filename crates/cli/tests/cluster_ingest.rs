@@ -1,0 +1,344 @@
+//! Issue #7's acceptance run: two API servers and two workers ingest LFW into the cluster
+//! backend (PostgreSQL + S3, started on loopback here) while one worker is killed (SIGKILL)
+//! half way; the final face and image counts equal an embedded-backend ingest of the same
+//! files: nothing lost, nothing written twice.
+//!
+//! By default a subset (people whose names start with B or K, 946 photos) keeps CI short;
+//! `VISAGE_CLUSTER_FULL_LFW=1` ingests all 13,233 photos through one job.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{installed, lfw, visage};
+use serde_json::{json, Value};
+use visage_cluster::testkit::{Postgres, S3Server};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `visage serve --config` on a free port; its address from the listening line.
+fn serve(config: &Path, root: &Path) -> (Proc, String) {
+    let mut child = visage()
+        .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .arg("--ingest-root")
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start visage serve");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(a) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(a.trim().to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("visage serve did not start");
+    (Proc(child), format!("http://{addr}"))
+}
+
+fn worker(config: &Path, log: &Path) -> Proc {
+    let child = visage()
+        .args([
+            "--threads",
+            "1",
+            "worker",
+            "--workers",
+            "1",
+            "--batch",
+            "4",
+            "--lease-s",
+            "5",
+            "--exit-when-idle",
+            "--config",
+        ])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start visage worker");
+    Proc(child)
+}
+
+fn get(url: &str, key: &str) -> Value {
+    let text = ureq::get(url)
+        .header("Authorization", &format!("Bearer {key}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn post(url: &str, key: &str, body: &Value) -> Value {
+    let text = ureq::post(url)
+        .header("Authorization", &format!("Bearer {key}"))
+        .content_type("application/json")
+        .send(body.to_string())
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn two_servers_two_workers_one_killed_match_embedded() {
+    let Some(lfw) = lfw() else { return };
+    if !installed("open") {
+        return;
+    }
+    let Some(pg) = Postgres::start().expect("postgres") else {
+        return;
+    };
+    let Some(s3) = S3Server::start().expect("s3 server") else {
+        return;
+    };
+    let full = std::env::var("VISAGE_CLUSTER_FULL_LFW").is_ok_and(|v| v == "1");
+    let lfw = lfw.canonicalize().unwrap();
+    let inputs: Vec<PathBuf> = if full {
+        vec![lfw.clone()]
+    } else {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&lfw)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(['B', 'K']))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let files: usize = inputs.iter().map(|p| common::walk(p).len()).sum();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // The embedded reference run on the same files.
+    let data = tmp.path().join("embedded");
+    let t0 = Instant::now();
+    let out = visage()
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "ingest",
+            "--collection",
+            "default",
+            "--source-name",
+            "lfw",
+            "--json",
+        ])
+        .args(&inputs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let embedded_s = t0.elapsed().as_secs_f64();
+    let stats = common::run_json(&["stats", "--json"], &data);
+    let (emb_faces, emb_images) = (
+        stats["faces"].as_u64().unwrap(),
+        stats["images"].as_u64().unwrap(),
+    );
+    assert!(emb_faces > 0);
+
+    // The cluster: config, schema, an operator key.
+    let url = pg.create_database("lfw_cluster").unwrap();
+    let s3cfg = s3.create_bucket("lfw-cluster").unwrap();
+    let config = tmp.path().join("cluster.toml");
+    let mut toml = format!(
+        "postgres_url = {url:?}\n[s3]\nendpoint = {:?}\nbucket = {:?}\nregion = {:?}\n\
+         access_key_id = {:?}\nsecret_access_key = {:?}\n",
+        s3cfg.endpoint, s3cfg.bucket, s3cfg.region, s3cfg.access_key_id, s3cfg.secret_access_key
+    );
+    // Vectors in Qdrant when a server is given (docs/CLUSTER-QDRANT.md), else the exact scan.
+    if let Ok(q) = std::env::var("QDRANT_URL") {
+        toml += &format!(
+            "[qdrant]\nurl = {q:?}\ncollection_prefix = \"lfwkill{}_\"\n",
+            std::process::id()
+        );
+    } else {
+        eprintln!("QDRANT_URL not set: vectors by exact scan");
+    }
+    std::fs::write(&config, toml).unwrap();
+    let out = visage()
+        .args([
+            "cluster", "add-key", "--name", "test", "--role", "operator", "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let (_a, a) = serve(&config, &lfw);
+    let (_b, b) = serve(&config, &lfw);
+    assert_eq!(
+        ureq::get(&format!("{a}/v1/stats"))
+            .call()
+            .err()
+            .map(|e| e.to_string()),
+        Some("http status: 401".into()),
+        "stats need a key"
+    );
+    // Jobs queued through both servers.
+    let t1 = Instant::now();
+    let mut jobs = Vec::new();
+    for (i, p) in inputs.iter().enumerate() {
+        let server = if i % 2 == 0 { &a } else { &b };
+        let j = post(
+            &format!("{server}/v1/ingest/jobs"),
+            &key,
+            &json!({"collection": "default", "path": p,
+                    "source": {"name": "lfw", "legal_basis": "research licence (test)"}}),
+        );
+        jobs.push(j["id"].as_i64().expect("job id"));
+    }
+    let logs = tmp.path();
+    let mut w1 = worker(&config, &logs.join("w1.log"));
+    let mut w2 = worker(&config, &logs.join("w2.log"));
+    // Kill the first worker half way.
+    let finished = |server: &str| -> u64 {
+        jobs.iter()
+            .map(|id| {
+                let j = get(&format!("{server}/v1/ingest/jobs/{id}"), &key);
+                j["done"].as_u64().unwrap() + j["failed"].as_u64().unwrap()
+            })
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let f = if full {
+            get(&format!("{b}/v1/ingest/jobs/{}", jobs[0]), &key)["done"]
+                .as_u64()
+                .unwrap()
+        } else {
+            finished(&b)
+        };
+        if f as usize * 2 >= files {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ingest too slow: {f}/{files}");
+        assert!(w1.0.try_wait().unwrap().is_none(), "worker 1 ended early");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    w1.0.kill().unwrap(); // SIGKILL
+    w1.0.wait().unwrap();
+    eprintln!("worker 1 killed after {:.1} s", t1.elapsed().as_secs_f64());
+    let status = loop {
+        if let Some(s) = w2.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "worker 2 did not finish");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let cluster_s = t1.elapsed().as_secs_f64();
+    assert!(
+        status.success(),
+        "worker 2: {}",
+        std::fs::read_to_string(logs.join("w2.log")).unwrap()
+    );
+    for id in &jobs {
+        let j = get(&format!("{a}/v1/ingest/jobs/{id}"), &key);
+        assert_eq!(j["status"], "completed", "{j}");
+        assert_eq!(j["queued"].as_u64(), Some(0));
+        assert_eq!(j["claimed"].as_u64(), Some(0));
+    }
+    let stats = get(&format!("{a}/v1/stats"), &key);
+    let (faces, images) = (
+        stats["faces"].as_u64().unwrap(),
+        stats["images"].as_u64().unwrap(),
+    );
+    // The killed worker's claims were taken over (proof that it died holding work).
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let retried: i64 = c
+        .query_one("SELECT COUNT(*) FROM ingest_item WHERE attempts > 1", &[])
+        .unwrap()
+        .get(0);
+    let dup_images: i64 = c
+        .query_one(
+            "SELECT COUNT(*) FROM (SELECT sha256 FROM image GROUP BY collection_id, sha256 \
+             HAVING COUNT(*) > 1) d",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let failed: i64 = c
+        .query_one(
+            "SELECT COUNT(*) FROM ingest_item WHERE status = 'failed'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    eprintln!(
+        "{files} files: embedded {emb_images} images / {emb_faces} faces in {embedded_s:.1} s; \
+         cluster {images} images / {faces} faces in {cluster_s:.1} s (2 workers, one killed); \
+         {retried} items re-claimed after the kill, {failed} failed items"
+    );
+    assert_eq!(faces, emb_faces, "face count differs from the embedded run");
+    assert_eq!(
+        images, emb_images,
+        "image count differs from the embedded run"
+    );
+    assert_eq!(dup_images, 0);
+    assert!(
+        retried >= 1,
+        "the killed worker held no claim: the test proved nothing"
+    );
+
+    // The store is consistent once the dead worker's leftovers (blobs written for an image
+    // whose row never committed) are repaired; a second check finds nothing.
+    let out = visage()
+        .args(["cluster", "check", "--repair", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!(
+        "check --repair: {} findings: {:?}",
+        r["inconsistencies"].as_array().unwrap().len(),
+        r["inconsistencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["kind"].as_str().unwrap().to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    let out = visage()
+        .args(["cluster", "check", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{r}");
+    assert_eq!(r["inconsistencies"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(r["faces_checked"].as_u64(), Some(faces));
+}

@@ -1,0 +1,27 @@
+//! The cluster configuration file (`--config FILE`, `VISAGE_CONFIG`): which backends, where.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+use crate::blobs::S3Config;
+use crate::qdrant::QdrantConfig;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `postgres://user:password@host:port/dbname`
+    pub postgres_url: String,
+    pub s3: S3Config,
+    /// Absent: vectors are searched by an exact scan cached from PostgreSQL.
+    #[serde(default)]
+    pub qdrant: Option<QdrantConfig>,
+}
+
+impl ClusterConfig {
+    pub fn load(path: &Path) -> Result<ClusterConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading cluster config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing cluster config {}", path.display()))
+    }
+}

@@ -1,0 +1,342 @@
+//! The ingest queue in PostgreSQL: a job per request, an item per input file. Workers claim
+//! items with `FOR UPDATE SKIP LOCKED` and a lease; an item whose worker died is claimed again
+//! when its lease runs out, and storing by content hash makes the redo a no-op where the first
+//! attempt had already committed. So no item is lost and no face is written twice.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use visage_gallery::gallery::now;
+use visage_gallery::NewSource;
+
+use crate::pg::Pool;
+
+/// An item is given up (`failed`, code `attempts_exhausted`) after this many claims: a file
+/// that kills its worker every time must not stop the queue.
+pub const MAX_ATTEMPTS: i32 = 3;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    pub id: i64,
+    pub collection: String,
+    pub source: serde_json::Value,
+    /// `queued` (nothing claimed yet), `running`, `completed` (every item done or failed).
+    pub status: String,
+    pub items: i64,
+    pub queued: i64,
+    pub claimed: i64,
+    pub done: i64,
+    pub failed: i64,
+    pub faces: i64,
+    /// Items whose image was already stored (content hash).
+    pub known: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: i64,
+    pub job_id: i64,
+    pub location: String,
+    pub attempts: i32,
+}
+
+/// How an item ended.
+#[derive(Debug, Clone)]
+pub struct ItemResult {
+    /// `indexed`, `known` (already stored) or `failed`.
+    pub outcome: &'static str,
+    pub faces: i32,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The image files under `inputs` (folders walked in name order, links not followed).
+pub fn list_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .collect::<std::io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let t = e.file_type()?;
+            if t.is_dir() {
+                walk(&e.path(), out)?;
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in inputs {
+        let meta = std::fs::symlink_metadata(p).with_context(|| format!("{}", p.display()))?;
+        if meta.is_dir() {
+            walk(p, &mut out)?;
+        } else if meta.is_file() {
+            out.push(p.clone());
+        } else {
+            bail!("{}: not a file or folder", p.display());
+        }
+    }
+    Ok(out)
+}
+
+/// Queues one item per file in one transaction: the job is there whole or not at all.
+/// Paths must be readable by the workers (a shared file system); they are stored absolute.
+pub fn enqueue(
+    pool: &Pool,
+    collection: &str,
+    source: &NewSource,
+    inputs: &[PathBuf],
+    args: serde_json::Value,
+) -> Result<i64> {
+    if collection.trim().is_empty() {
+        bail!("a collection needs a name");
+    }
+    if source.name.trim().is_empty() {
+        bail!("the source needs a name");
+    }
+    let files = list_files(inputs)?;
+    let mut c = pool.get()?;
+    let mut tx = c.transaction()?;
+    let t = now();
+    let src = serde_json::json!({
+        "name": source.name, "kind": source.kind, "uri": source.uri,
+        "legal_basis": source.legal_basis, "licence": source.licence,
+        "jurisdiction": source.jurisdiction,
+    });
+    let job: i64 = tx
+        .query_one(
+            "INSERT INTO ingest_job (collection, source, args, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, 'queued', $4, $4) RETURNING id",
+            &[&collection, &src, &args, &t],
+        )?
+        .get(0);
+    for chunk in files.chunks(1000) {
+        let locs: Vec<String> = chunk
+            .iter()
+            .map(|p| std::path::absolute(p).map(|a| a.display().to_string()))
+            .collect::<std::io::Result<_>>()?;
+        tx.execute(
+            "INSERT INTO ingest_item (job_id, location, updated_at) \
+             SELECT $1, loc, $2 FROM unnest($3::text[]) AS loc",
+            &[&job, &t, &locs],
+        )?;
+    }
+    tx.commit()?;
+    Ok(job)
+}
+
+/// Claims up to `n` items for `worker`: queued ones, and claimed ones whose lease ran out.
+pub fn claim(pool: &Pool, worker: &str, n: usize, lease_s: i64) -> Result<Vec<Claimed>> {
+    let mut c = pool.get()?;
+    let mut tx = c.transaction()?;
+    let t = now();
+    // Items that used up their attempts are given up first.
+    tx.execute(
+        "UPDATE ingest_item SET status = 'failed', outcome = 'failed', \
+         error_code = 'attempts_exhausted', \
+         error = 'claimed ' || attempts || ' times without finishing (worker died on it?)', \
+         updated_at = $2 \
+         WHERE id IN (SELECT id FROM ingest_item WHERE attempts >= $1 AND (status = 'queued' \
+                      OR (status = 'claimed' AND lease_until < $2)) FOR UPDATE SKIP LOCKED)",
+        &[&MAX_ATTEMPTS, &t],
+    )?;
+    let rows = tx.query(
+        "UPDATE ingest_item SET status = 'claimed', claimed_by = $1, lease_until = $2, \
+         attempts = attempts + 1, updated_at = $3 \
+         WHERE id IN (SELECT id FROM ingest_item \
+                      WHERE status = 'queued' OR (status = 'claimed' AND lease_until < $3) \
+                      ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+         RETURNING id, job_id, location, attempts",
+        &[&worker, &(t + lease_s), &t, &(n as i64)],
+    )?;
+    let claimed: Vec<Claimed> = rows
+        .iter()
+        .map(|r| Claimed {
+            id: r.get(0),
+            job_id: r.get(1),
+            location: r.get(2),
+            attempts: r.get(3),
+        })
+        .collect();
+    if !claimed.is_empty() {
+        let jobs: Vec<i64> = claimed.iter().map(|c| c.job_id).collect();
+        tx.execute(
+            "UPDATE ingest_job SET status = 'running', updated_at = $2 \
+             WHERE id = ANY($1) AND status = 'queued'",
+            &[&jobs, &t],
+        )?;
+    }
+    tx.commit()?;
+    Ok(claimed)
+}
+
+/// Extends the lease of items this worker still holds.
+pub fn extend(pool: &Pool, worker: &str, ids: &[i64], lease_s: i64) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut c = pool.get()?;
+    c.execute(
+        "UPDATE ingest_item SET lease_until = $3 WHERE id = ANY($1) AND claimed_by = $2 \
+         AND status = 'claimed'",
+        &[&ids, &worker, &(now() + lease_s)],
+    )?;
+    Ok(())
+}
+
+/// Records an item's end. Returns false when the item was no longer this worker's (its lease
+/// ran out and another worker took it; that worker's result counts).
+pub fn finish(pool: &Pool, worker: &str, id: i64, r: &ItemResult) -> Result<bool> {
+    let status = if r.outcome == "failed" {
+        "failed"
+    } else {
+        "done"
+    };
+    let mut c = pool.get()?;
+    let t = now();
+    let n = c.execute(
+        "UPDATE ingest_item SET status = $3, outcome = $4, faces = $5, error_code = $6, \
+         error = $7, updated_at = $8, lease_until = NULL \
+         WHERE id = $1 AND claimed_by = $2 AND status = 'claimed'",
+        &[
+            &id,
+            &worker,
+            &status,
+            &r.outcome,
+            &r.faces,
+            &r.error_code,
+            &r.error,
+            &t,
+        ],
+    )?;
+    if n > 0 {
+        // The job is completed when nothing of it is open any more.
+        c.execute(
+            "UPDATE ingest_job j SET status = 'completed', updated_at = $2, finished_at = $2 \
+             WHERE j.id = (SELECT job_id FROM ingest_item WHERE id = $1) \
+             AND j.status <> 'completed' AND NOT EXISTS (SELECT 1 FROM ingest_item i \
+             WHERE i.job_id = j.id AND i.status IN ('queued', 'claimed'))",
+            &[&id, &t],
+        )?;
+    }
+    Ok(n > 0)
+}
+
+pub fn job_source(pool: &Pool, job_id: i64) -> Result<(String, NewSource, serde_json::Value)> {
+    let mut c = pool.get()?;
+    let r = c
+        .query_opt(
+            "SELECT collection, source, args FROM ingest_job WHERE id = $1",
+            &[&job_id],
+        )?
+        .with_context(|| format!("no ingest job {job_id}"))?;
+    let src: serde_json::Value = r.get(1);
+    let s = |k: &str| src.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    Ok((
+        r.get(0),
+        NewSource {
+            name: s("name").unwrap_or_default(),
+            kind: s("kind").unwrap_or_else(|| "folder".into()),
+            uri: s("uri"),
+            legal_basis: s("legal_basis"),
+            licence: s("licence"),
+            jurisdiction: s("jurisdiction"),
+        },
+        r.get(2),
+    ))
+}
+
+pub fn job_status(pool: &Pool, job_id: i64) -> Result<Option<JobStatus>> {
+    let mut c = pool.get()?;
+    let Some(j) = c.query_opt(
+        "SELECT id, collection, source, status, created_at, updated_at FROM ingest_job \
+         WHERE id = $1",
+        &[&job_id],
+    )?
+    else {
+        return Ok(None);
+    };
+    let r = c.query_one(
+        "SELECT COUNT(*), \
+         COUNT(*) FILTER (WHERE status = 'queued'), COUNT(*) FILTER (WHERE status = 'claimed'), \
+         COUNT(*) FILTER (WHERE status = 'done'), COUNT(*) FILTER (WHERE status = 'failed'), \
+         COALESCE(SUM(faces), 0)::BIGINT, COUNT(*) FILTER (WHERE outcome = 'known'), \
+         COALESCE(MAX(updated_at), 0) FROM ingest_item WHERE job_id = $1",
+        &[&job_id],
+    )?;
+    let updated: i64 = r.get(7);
+    Ok(Some(JobStatus {
+        id: j.get(0),
+        collection: j.get(1),
+        source: j.get(2),
+        status: j.get(3),
+        items: r.get(0),
+        queued: r.get(1),
+        claimed: r.get(2),
+        done: r.get(3),
+        failed: r.get(4),
+        faces: r.get(5),
+        known: r.get(6),
+        created_at: j.get(4),
+        updated_at: updated.max(j.get(5)),
+    }))
+}
+
+pub fn jobs(pool: &Pool, limit: i64) -> Result<Vec<JobStatus>> {
+    let ids: Vec<i64> = pool
+        .get()?
+        .query(
+            "SELECT id FROM ingest_job ORDER BY id DESC LIMIT $1",
+            &[&limit],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(j) = job_status(pool, id)? {
+            out.push(j);
+        }
+    }
+    Ok(out)
+}
+
+/// Failed items of a job (location, code, message), for reports.
+pub fn failures(pool: &Pool, job_id: i64, limit: i64) -> Result<Vec<(String, String, String)>> {
+    Ok(pool
+        .get()?
+        .query(
+            "SELECT location, COALESCE(error_code, ''), COALESCE(error, '') FROM ingest_item \
+             WHERE job_id = $1 AND status = 'failed' ORDER BY id LIMIT $2",
+            &[&job_id, &limit],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+/// Items queued or claimed, over all jobs.
+pub fn open_items(pool: &Pool) -> Result<i64> {
+    Ok(pool
+        .get()?
+        .query_one(
+            "SELECT COUNT(*) FROM ingest_item WHERE status IN ('queued', 'claimed')",
+            &[],
+        )?
+        .get(0))
+}
+
+/// Gives a claimed item back to the queue at once (a storage error, not the item's fault).
+pub fn release(pool: &Pool, worker: &str, id: i64) -> Result<()> {
+    pool.get()?.execute(
+        "UPDATE ingest_item SET status = 'queued', claimed_by = NULL, lease_until = NULL, \
+         updated_at = $3 WHERE id = $1 AND claimed_by = $2 AND status = 'claimed'",
+        &[&id, &worker, &now()],
+    )?;
+    Ok(())
+}
