@@ -70,6 +70,22 @@ pub(crate) enum ClusterCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Export the cluster's audit log (JSON Lines, the governance format: verify it offline
+    /// with `visage audit verify --file FILE --public-key HEX`).
+    AuditExport {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Write here (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Verify the cluster's audit log in place: hash chain, signed checkpoints, head.
+    AuditVerify {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
     /// Compare rows, blobs and vector points; --repair removes orphans and finishes deletions.
     Check {
         #[command(flatten)]
@@ -155,8 +171,21 @@ pub(crate) fn cluster(cmd: ClusterCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ClusterCmd::AddKey { config, name, role } => {
-            let store = config.open()?;
+            let cfg = config.load()?;
+            let store = ClusterStore::open(&cfg)?;
             let key = visage_cluster::keys::create(store.pool(), &name, &role)?;
+            if let Some(audit) = audit_of(&cfg, &store)? {
+                let actor = visage_governance::Actor {
+                    user_id: None,
+                    name: "cli".into(),
+                };
+                audit.append(
+                    visage_governance::AuditEvent::new(&actor, "api_key_create")
+                        .decided(true, "local_operator", "visage cluster add-key")
+                        .objects([format!("key:{name}")])
+                        .details(json!({ "role": role })),
+                )?;
+            }
             eprintln!("API key {name:?} ({role}); shown once:");
             println!("{key}");
             Ok(ExitCode::SUCCESS)
@@ -240,6 +269,45 @@ pub(crate) fn cluster(cmd: ClusterCmd) -> Result<ExitCode> {
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::AuditExport { config, out } => {
+            let cfg = config.load()?;
+            let store = ClusterStore::open(&cfg)?;
+            let audit = audit_of(&cfg, &store)?
+                .context("the config names no audit_key_file: this cluster keeps no audit log")?;
+            let summary = match &out {
+                Some(p) => {
+                    let f = std::fs::File::create(p)
+                        .with_context(|| format!("creating {}", p.display()))?;
+                    let mut w = std::io::BufWriter::new(f);
+                    let s = audit.export_jsonl(&mut w, ..)?;
+                    std::io::Write::flush(&mut w)?;
+                    s
+                }
+                None => audit.export_jsonl(std::io::stdout().lock(), ..)?,
+            };
+            eprintln!(
+                "exported the audit log ({summary:?}); public key {}",
+                audit.public_key_hex()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::AuditVerify { config, json } => {
+            let cfg = config.load()?;
+            let store = ClusterStore::open(&cfg)?;
+            let audit = audit_of(&cfg, &store)?
+                .context("the config names no audit_key_file: this cluster keeps no audit log")?;
+            let r = audit.verify()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                crate::gov_cmds::print_verify("the cluster's audit log", &r);
+            }
+            Ok(if r.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         ClusterCmd::Check {
             config,
@@ -366,4 +434,18 @@ pub(crate) fn migrate(data_dir: &Path, a: MigrateArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The cluster's audit log, when the config names its key.
+fn audit_of<'a>(
+    cfg: &ClusterConfig,
+    store: &'a ClusterStore,
+) -> Result<Option<visage_cluster::audit::PgAudit<'a>>> {
+    Ok(match &cfg.audit_key_file {
+        Some(f) => Some(visage_cluster::audit::PgAudit::new(
+            store.pool(),
+            visage_cluster::audit::load_or_create_key(f)?,
+        )),
+        None => None,
+    })
 }

@@ -694,7 +694,7 @@ fn audit_verify(dir: &Path, a: AuditVerifyArgs) -> Result<ExitCode> {
     })
 }
 
-fn print_verify(what: &str, r: &VerifyReport) {
+pub(crate) fn print_verify(what: &str, r: &VerifyReport) {
     match &r.first_bad {
         None => {
             println!(

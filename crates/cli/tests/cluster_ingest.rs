@@ -76,6 +76,41 @@ fn worker(config: &Path, log: &Path) -> Proc {
     Proc(child)
 }
 
+/// `visage cluster add-key`: the new key.
+fn add_key(config: &Path, name: &str, role: &str) -> String {
+    let out = visage()
+        .args([
+            "cluster", "add-key", "--name", name, "--role", role, "--config",
+        ])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `visage cluster CMD --json --config FILE`: whether it succeeded, and its JSON.
+fn cluster_json(config: &Path, cmd: &[&str]) -> (bool, Value) {
+    let out = visage()
+        .arg("cluster")
+        .args(cmd)
+        .args(["--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "visage cluster {cmd:?}: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), v)
+}
+
 fn get(url: &str, key: &str) -> Value {
     let text = ureq::get(url)
         .header("Authorization", &format!("Bearer {key}"))
@@ -165,8 +200,9 @@ fn two_servers_two_workers_one_killed_match_embedded() {
     let url = pg.create_database("lfw_cluster").unwrap();
     let s3cfg = s3.create_bucket("lfw-cluster").unwrap();
     let config = tmp.path().join("cluster.toml");
+    let audit_key = tmp.path().join("audit.key");
     let mut toml = format!(
-        "postgres_url = {url:?}\n[s3]\nendpoint = {:?}\nbucket = {:?}\nregion = {:?}\n\
+        "postgres_url = {url:?}\naudit_key_file = {audit_key:?}\n[s3]\nendpoint = {:?}\nbucket = {:?}\nregion = {:?}\n\
          access_key_id = {:?}\nsecret_access_key = {:?}\n",
         s3cfg.endpoint, s3cfg.bucket, s3cfg.region, s3cfg.access_key_id, s3cfg.secret_access_key
     );
@@ -180,19 +216,8 @@ fn two_servers_two_workers_one_killed_match_embedded() {
         eprintln!("QDRANT_URL not set: vectors by exact scan");
     }
     std::fs::write(&config, toml).unwrap();
-    let out = visage()
-        .args([
-            "cluster", "add-key", "--name", "test", "--role", "operator", "--config",
-        ])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let key = add_key(&config, "test", "operator");
+    let viewer = add_key(&config, "auditor", "viewer");
 
     let (_a, a) = serve(&config, &lfw);
     let (_b, b) = serve(&config, &lfw);
@@ -203,6 +228,19 @@ fn two_servers_two_workers_one_killed_match_embedded() {
             .map(|e| e.to_string()),
         Some("http status: 401".into()),
         "stats need a key"
+    );
+    // A viewer may read but not queue; the refusal is audited.
+    let refused = ureq::post(&format!("{b}/v1/ingest/jobs"))
+        .header("Authorization", &format!("Bearer {viewer}"))
+        .content_type("application/json")
+        .send(
+            json!({"collection": "default", "path": inputs[0],
+                   "source": {"name": "lfw", "legal_basis": "test"}})
+            .to_string(),
+        );
+    assert_eq!(
+        refused.err().map(|e| e.to_string()),
+        Some("http status: 403".into())
     );
     // Jobs queued through both servers.
     let t1 = Instant::now();
@@ -311,17 +349,8 @@ fn two_servers_two_workers_one_killed_match_embedded() {
 
     // The store is consistent once the dead worker's leftovers (blobs written for an image
     // whose row never committed) are repaired; a second check finds nothing.
-    let out = visage()
-        .args(["cluster", "check", "--repair", "--json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (ok, r) = cluster_json(&config, &["check", "--repair"]);
+    assert!(ok, "{r}");
     eprintln!(
         "check --repair: {} findings: {:?}",
         r["inconsistencies"].as_array().unwrap().len(),
@@ -332,13 +361,44 @@ fn two_servers_two_workers_one_killed_match_embedded() {
             .map(|f| f["kind"].as_str().unwrap().to_string())
             .collect::<std::collections::BTreeSet<_>>()
     );
+    let (ok, r) = cluster_json(&config, &["check"]);
+    assert!(ok, "{r}");
+    assert_eq!(r["inconsistencies"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(r["faces_checked"].as_u64(), Some(faces));
+
+    // The audit log (one chain written by both API processes and the CLI): two key creations,
+    // the refused request, one record per job; it verifies in place and offline.
+    let (ok, v) = cluster_json(&config, &["audit-verify"]);
+    assert!(ok, "{v}");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["records"].as_u64(), Some(3 + jobs.len() as u64), "{v}");
+    let export = tmp.path().join("audit.jsonl");
     let out = visage()
-        .args(["cluster", "check", "--json", "--config"])
+        .args(["cluster", "audit-export", "--out"])
+        .arg(&export)
+        .arg("--config")
         .arg(&config)
         .output()
         .unwrap();
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(out.status.success(), "{r}");
-    assert_eq!(r["inconsistencies"].as_array().unwrap().len(), 0, "{r}");
-    assert_eq!(r["faces_checked"].as_u64(), Some(faces));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    let public = err.rsplit("public key ").next().unwrap().trim().to_string();
+    let text = std::fs::read_to_string(&export).unwrap();
+    let denied = text
+        .lines()
+        .filter(|l| l.contains("\"allowed\":false") && l.contains("key:auditor"))
+        .count();
+    assert_eq!(denied, 1, "the viewer's refused request is in the log");
+    let out = visage()
+        .args(["audit", "verify", "--file"])
+        .arg(&export)
+        .args(["--public-key", &public])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "offline verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::blobs::S3Config;
 use crate::qdrant::QdrantConfig;
@@ -16,6 +16,10 @@ pub struct ClusterConfig {
     /// Absent: vectors are searched by an exact scan cached from PostgreSQL.
     #[serde(default)]
     pub qdrant: Option<QdrantConfig>,
+    /// Ed25519 seed that signs the audit log's checkpoints; every API process of the cluster
+    /// must use the same file (created on first use, mode 0600). Required by `visage serve`.
+    #[serde(default)]
+    pub audit_key_file: Option<PathBuf>,
 }
 
 impl ClusterConfig {

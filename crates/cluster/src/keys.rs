@@ -35,15 +35,15 @@ pub fn create(pool: &Pool, name: &str, role: &str) -> Result<String> {
     Ok(key)
 }
 
-/// The role of a live key.
-pub fn role(pool: &Pool, key: &str) -> Result<Option<String>> {
+/// The name and role of a live key.
+pub fn lookup(pool: &Pool, key: &str) -> Result<Option<(String, String)>> {
     Ok(pool
         .get()?
         .query_opt(
-            "SELECT role FROM api_key WHERE key_sha256 = $1 AND revoked_at IS NULL",
+            "SELECT name, role FROM api_key WHERE key_sha256 = $1 AND revoked_at IS NULL",
             &[&digest(key)],
         )?
-        .map(|r| r.get(0)))
+        .map(|r| (r.get(0), r.get(1))))
 }
 
 pub fn revoke(pool: &Pool, name: &str) -> Result<bool> {

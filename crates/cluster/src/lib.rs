@@ -11,6 +11,7 @@
 //! - `queue` / `worker`: ingest items claimed with `FOR UPDATE SKIP LOCKED` and a lease.
 //! - `testkit`: starts PostgreSQL and an S3-compatible server on loopback for the tests.
 
+pub mod audit;
 pub mod blobs;
 pub mod config;
 pub mod keys;

@@ -93,6 +93,19 @@ pub fn enqueue(
     inputs: &[PathBuf],
     args: serde_json::Value,
 ) -> Result<i64> {
+    enqueue_with(pool, collection, source, inputs, args, |_, _| Ok(()))
+}
+
+/// `enqueue`, with `also(tx, job_id)` run in the same transaction (the audit record of the
+/// request, so a job exists exactly when its record does).
+pub fn enqueue_with(
+    pool: &Pool,
+    collection: &str,
+    source: &NewSource,
+    inputs: &[PathBuf],
+    args: serde_json::Value,
+    also: impl FnOnce(&mut postgres::Transaction<'_>, i64) -> Result<()>,
+) -> Result<i64> {
     if collection.trim().is_empty() {
         bail!("a collection needs a name");
     }
@@ -126,6 +139,7 @@ pub fn enqueue(
             &[&job, &t, &locs],
         )?;
     }
+    also(&mut tx, job)?;
     tx.commit()?;
     Ok(job)
 }

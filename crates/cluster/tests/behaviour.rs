@@ -163,6 +163,7 @@ fn cluster_config(test: &str, qdrant: Option<String>) -> Option<ClusterConfig> {
         postgres_url,
         s3,
         qdrant,
+        audit_key_file: None,
     })
 }
 

@@ -34,7 +34,7 @@ use crate::policy::{Action, Decision};
 use crate::util::{canonical_json, now_ms};
 use crate::Governance;
 use anyhow::Context;
-use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -144,6 +144,60 @@ impl AuditEvent {
         ev.org_id = org_id;
         ev.rule = "caller_authorized".into();
         ev
+    }
+
+    /// The record this event becomes when appended at `seq`, at `ts` (Unix ms), after the
+    /// record whose hash is `prev_hash` ([`GENESIS_HASH`] for seq 1): checks the event (action
+    /// 1-64 characters, `probe_sha256` 64 lower-case hex digits, details a JSON object, null
+    /// stored as `{}`) and computes its hash. Every audit store (this crate's SQLite log, the
+    /// cluster's PostgreSQL one) builds its records here, so they share one format.
+    pub fn into_record(self, seq: u64, ts: i64, prev_hash: String) -> Result<AuditRecord> {
+        let ev = self;
+        if ev.action.is_empty() || ev.action.len() > 64 {
+            return Err(GovError::Invalid(
+                "audit action must be 1-64 characters".into(),
+            ));
+        }
+        if let Some(p) = &ev.probe_sha256 {
+            if !is_sha256_hex(p) {
+                return Err(GovError::Invalid(
+                    "probe_sha256 must be 64 lower-case hex digits".into(),
+                ));
+            }
+        }
+        let details = match ev.details {
+            Value::Null => Value::Object(Default::default()),
+            d @ Value::Object(_) => d,
+            _ => {
+                return Err(GovError::Invalid(
+                    "audit details must be a JSON object".into(),
+                ))
+            }
+        };
+        let mut rec = AuditRecord {
+            seq,
+            ts,
+            actor_user_id: ev.actor.user_id,
+            actor: ev.actor.name,
+            org_id: ev.org_id,
+            case_id: ev.case_id,
+            action: ev.action,
+            object_ids: ev.object_ids,
+            allowed: ev.allowed,
+            rule: ev.rule,
+            reason: ev.reason,
+            result_count: ev.result_count,
+            probe_sha256: ev.probe_sha256,
+            details,
+            prev_hash,
+            hash: String::new(),
+        };
+        rec.hash = rec.compute_hash().ok_or_else(|| {
+            GovError::Internal(anyhow::anyhow!(
+                "the audit head's hash is not 64 hex digits"
+            ))
+        })?;
+        Ok(rec)
     }
 
     pub fn org(mut self, org_id: i64) -> Self {
@@ -274,6 +328,17 @@ pub fn checkpoint_message(seq: u64, hash: &str) -> String {
 }
 
 impl Checkpoint {
+    /// Signs [`checkpoint_message`]`(seq, hash)` with `key`; `ts` is when (Unix ms).
+    pub fn sign(seq: u64, hash: &str, ts: i64, key: &SigningKey) -> Checkpoint {
+        let sig = key.sign(checkpoint_message(seq, hash).as_bytes());
+        Checkpoint {
+            seq,
+            hash: hash.to_string(),
+            ts,
+            signature: hex::encode(sig.to_bytes()),
+        }
+    }
+
     pub fn verify(&self, key: &VerifyingKey) -> bool {
         let Some(sig) = hex::decode(&self.signature)
             .ok()
@@ -622,7 +687,8 @@ fn checkpoint_from_row(r: &Row) -> rusqlite::Result<Checkpoint> {
     })
 }
 
-fn range_to_sql(range: &impl RangeBounds<u64>) -> (i64, i64) {
+/// A seq range as inclusive SQL bounds (unbounded: from 1, to `i64::MAX`).
+pub fn range_to_sql(range: &impl RangeBounds<u64>) -> (i64, i64) {
     let lo = match range.start_bound() {
         Bound::Included(&a) => a,
         Bound::Excluded(&a) => a.saturating_add(1),
@@ -679,27 +745,6 @@ impl Governance {
     /// Appends inside the caller's (IMMEDIATE) transaction, so a change and its record commit
     /// together.
     pub(crate) fn append_tx(&self, tx: &Transaction, ev: AuditEvent) -> Result<AuditRecord> {
-        if ev.action.is_empty() || ev.action.len() > 64 {
-            return Err(GovError::Invalid(
-                "audit action must be 1-64 characters".into(),
-            ));
-        }
-        if let Some(p) = &ev.probe_sha256 {
-            if !is_sha256_hex(p) {
-                return Err(GovError::Invalid(
-                    "probe_sha256 must be 64 lower-case hex digits".into(),
-                ));
-            }
-        }
-        let details = match ev.details {
-            Value::Null => Value::Object(Default::default()),
-            d @ Value::Object(_) => d,
-            _ => {
-                return Err(GovError::Invalid(
-                    "audit details must be a JSON object".into(),
-                ))
-            }
-        };
         let head: Option<(i64, String)> = tx
             .query_row(
                 "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
@@ -708,29 +753,7 @@ impl Governance {
             )
             .optional()?;
         let (head_seq, prev_hash) = head.unwrap_or((0, GENESIS_HASH.to_string()));
-        let mut rec = AuditRecord {
-            seq: head_seq as u64 + 1,
-            ts: now_ms(),
-            actor_user_id: ev.actor.user_id,
-            actor: ev.actor.name,
-            org_id: ev.org_id,
-            case_id: ev.case_id,
-            action: ev.action,
-            object_ids: ev.object_ids,
-            allowed: ev.allowed,
-            rule: ev.rule,
-            reason: ev.reason,
-            result_count: ev.result_count,
-            probe_sha256: ev.probe_sha256,
-            details,
-            prev_hash,
-            hash: String::new(),
-        };
-        rec.hash = rec.compute_hash().ok_or_else(|| {
-            GovError::Internal(anyhow::anyhow!(
-                "the audit head's hash is not 64 hex digits"
-            ))
-        })?;
+        let rec = ev.into_record(head_seq as u64 + 1, now_ms(), prev_hash)?;
         tx.execute(
             &format!("INSERT INTO audit ({RECORD_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
             params![
@@ -759,13 +782,7 @@ impl Governance {
     }
 
     fn checkpoint_tx(&self, tx: &Transaction, seq: u64, hash: &str) -> Result<Checkpoint> {
-        let sig = self.signing.sign(checkpoint_message(seq, hash).as_bytes());
-        let cp = Checkpoint {
-            seq,
-            hash: hash.to_string(),
-            ts: now_ms(),
-            signature: hex::encode(sig.to_bytes()),
-        };
+        let cp = Checkpoint::sign(seq, hash, now_ms(), &self.signing);
         tx.execute(
             "INSERT OR IGNORE INTO audit_checkpoint (seq, hash, ts, signature) VALUES (?1, ?2, ?3, ?4)",
             params![cp.seq as i64, cp.hash, cp.ts, cp.signature],
@@ -925,7 +942,7 @@ impl Governance {
     /// documentation), reading in pages so the database is not held while `w` is slow.
     pub fn export_jsonl<W: Write>(
         &self,
-        mut w: W,
+        w: W,
         range: impl RangeBounds<u64>,
     ) -> Result<ExportSummary> {
         let (lo, hi) = range_to_sql(&range);
@@ -936,55 +953,106 @@ impl Governance {
         } else {
             (lo as u64, lo as u64 - 1)
         };
-        let io =
-            |e: std::io::Error| GovError::Internal(anyhow::Error::new(e).context("writing export"));
-        let header = ExportHeader {
-            format: EXPORT_FORMAT.into(),
-            version: 1,
-            public_key: self.public_key_hex(),
-            exported_at: now_ms(),
-            first_seq: first,
-            last_seq: last,
-        };
-        let mut line = |tag: &str, v: Value| -> Result<()> {
-            let mut obj = serde_json::Map::new();
-            obj.insert("type".into(), Value::String(tag.into()));
-            if let Value::Object(m) = v {
-                obj.extend(m);
-            }
-            serde_json::to_writer(&mut w, &Value::Object(obj)).context("writing export")?;
-            w.write_all(b"\n").map_err(io)
-        };
-        line("header", serde_json::to_value(&header).context("header")?)?;
-        let mut records = 0;
+        let mut out = ExportWriter::new(w, &self.public_key_hex(), first, last)?;
         let mut next = first;
         while next <= last {
             let page = self.audit_records(next..=last, 1000)?;
             let Some(end) = page.last().map(|r| r.seq) else {
                 break;
             };
-            for r in page {
-                line("record", serde_json::to_value(&r).context("record")?)?;
-                records += 1;
+            for r in &page {
+                out.record(r)?;
             }
             next = end + 1;
         }
-        let cps: Vec<Checkpoint> = self
+        for c in self
             .checkpoints()?
-            .into_iter()
+            .iter()
             .filter(|c| c.seq >= first && c.seq <= last)
-            .collect();
-        for c in &cps {
-            line("checkpoint", serde_json::to_value(c).context("checkpoint")?)?;
+        {
+            out.checkpoint(c)?;
         }
-        w.flush().map_err(io)?;
-        Ok(ExportSummary {
-            first_seq: first,
-            last_seq: last,
-            records,
-            checkpoints: cps.len() as u64,
-        })
+        out.finish()
     }
+}
+
+/// Writes an export in the format of the module documentation: the header on
+/// [`ExportWriter::new`], then [`record`](ExportWriter::record) lines in seq order, then
+/// [`checkpoint`](ExportWriter::checkpoint) lines. Used by [`Governance::export_jsonl`] and by
+/// other audit stores (the cluster's PostgreSQL log), so [`verify_with_public_key`] reads them
+/// all.
+pub struct ExportWriter<W: Write> {
+    w: W,
+    summary: ExportSummary,
+}
+
+impl<W: Write> ExportWriter<W> {
+    /// Writes the header for records `first_seq..=last_seq` (`last_seq = first_seq - 1`: none)
+    /// signed by the key whose public half is `public_key_hex`.
+    pub fn new(w: W, public_key_hex: &str, first_seq: u64, last_seq: u64) -> Result<Self> {
+        let header = ExportHeader {
+            format: EXPORT_FORMAT.into(),
+            version: 1,
+            public_key: public_key_hex.to_string(),
+            exported_at: now_ms(),
+            first_seq,
+            last_seq,
+        };
+        let mut out = ExportWriter {
+            w,
+            summary: ExportSummary {
+                first_seq,
+                last_seq,
+                records: 0,
+                checkpoints: 0,
+            },
+        };
+        out.line("header", serde_json::to_value(&header).context("header")?)?;
+        Ok(out)
+    }
+
+    pub fn record(&mut self, r: &AuditRecord) -> Result<()> {
+        self.line("record", serde_json::to_value(r).context("record")?)?;
+        self.summary.records += 1;
+        Ok(())
+    }
+
+    /// A record line for a stored row that could not be read back as an [`AuditRecord`]
+    /// (`seq`: its position): the verifier reports it as altered.
+    pub fn unreadable_record(&mut self, seq: u64, problem: &str) -> Result<()> {
+        self.line(
+            "record",
+            serde_json::json!({ "seq": seq, "unreadable": problem }),
+        )?;
+        self.summary.records += 1;
+        Ok(())
+    }
+
+    pub fn checkpoint(&mut self, c: &Checkpoint) -> Result<()> {
+        self.line("checkpoint", serde_json::to_value(c).context("checkpoint")?)?;
+        self.summary.checkpoints += 1;
+        Ok(())
+    }
+
+    /// Flushes the writer; the counts written.
+    pub fn finish(mut self) -> Result<ExportSummary> {
+        self.w.flush().map_err(export_io)?;
+        Ok(self.summary)
+    }
+
+    fn line(&mut self, tag: &str, v: Value) -> Result<()> {
+        let mut obj = serde_json::Map::new();
+        obj.insert("type".into(), Value::String(tag.into()));
+        if let Value::Object(m) = v {
+            obj.extend(m);
+        }
+        serde_json::to_writer(&mut self.w, &Value::Object(obj)).context("writing export")?;
+        self.w.write_all(b"\n").map_err(export_io)
+    }
+}
+
+fn export_io(e: std::io::Error) -> GovError {
+    GovError::Internal(anyhow::Error::new(e).context("writing export"))
 }
 
 /// Verifies an export written by [`Governance::export_jsonl`] with the installation's public

@@ -19,9 +19,12 @@ pub use accounts::{
     ApiKeyInfo, InitialAdmin, NewApiKey, NewOrg, OrgKind, OrgStatus, OrgUpdate, Organisation,
     Principal, Role, User, MIN_PASSWORD_CHARS,
 };
+/// A seq range as inclusive SQL bounds, for other audit stores (the cluster's PostgreSQL log).
+pub use audit::range_to_sql as audit_range_to_sql;
 pub use audit::{
     checkpoint_message, verify_with_public_key, Actor, AuditEvent, AuditRecord, BadRecord,
-    Checkpoint, ExportSummary, TamperKind, VerifyReport, CHECKPOINT_INTERVAL, GENESIS_HASH,
+    Checkpoint, ExportSummary, ExportWriter, TamperKind, VerifyReport, CHECKPOINT_INTERVAL,
+    GENESIS_HASH,
 };
 pub use cases::{format_utc_ms, Case, CaseReport, CaseSearch, CaseStatus, NewCase};
 pub use error::{AuthError, GovError, PolicyError, Result};
@@ -109,8 +112,9 @@ impl Governance {
 
 /// Reads the 32-byte Ed25519 seed (64 hex digits), or creates it: written to a temporary file
 /// with mode 0600, synced, then hard-linked into place (fails if another process won the
-/// race, whose key is then read), so the key file is never seen half-written.
-fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
+/// race, whose key is then read), so the key file is never seen half-written. Public for
+/// other audit stores that sign checkpoints (the cluster's shared `audit_key_file`).
+pub fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
     match std::fs::read_to_string(path) {
         Ok(text) => return parse_key_file(path, &text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -7,7 +7,10 @@
 //! policy, audit log, cases, opt-out, erasure) and the web app run on the embedded backend
 //! only until governance moves to PostgreSQL (docs/ARCHITECTURE.md, "Cluster mode"); this API
 //! answers 404 for them rather than searching without an audit trail. Keys are the cluster's
-//! own (`visage cluster add-key`), roles admin/operator (may queue jobs) and viewer.
+//! own (`visage cluster add-key`), roles admin/operator (may queue jobs) and viewer. Every job
+//! request, allowed or refused, lands in the cluster's audit log (PostgreSQL, the governance
+//! format: `visage cluster audit-export` + `visage audit verify --file`), a queued job in the
+//! same transaction as its record.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,8 +24,10 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use visage_cluster::audit::PgAudit;
 use visage_cluster::{queue, ClusterConfig, ClusterStore};
 use visage_gallery::{FaceStore, NewSource};
+use visage_governance::{Actor, AuditEvent};
 
 use crate::jobs::{resolve_under_roots, PathJobJson};
 use crate::{ApiError, ApiResult};
@@ -32,11 +37,25 @@ pub struct ClusterState {
     store: Arc<ClusterStore>,
     /// Canonical folders path jobs may name.
     roots: Arc<Vec<PathBuf>>,
+    /// Signs the audit log's checkpoints (shared by every API process of the cluster).
+    audit_key: Arc<visage_cluster::audit::SigningKey>,
 }
 
-/// The caller's role, from its bearer key.
+/// The caller, from its bearer key: key name and role.
 #[derive(Clone)]
-struct Role(String);
+struct Caller {
+    name: String,
+    role: String,
+}
+
+impl Caller {
+    fn actor(&self) -> Actor {
+        Actor {
+            user_id: None,
+            name: format!("key:{}", self.name),
+        }
+    }
+}
 
 impl ClusterState {
     pub fn open(cfg: &ClusterConfig, ingest_roots: &[PathBuf]) -> Result<ClusterState> {
@@ -47,9 +66,15 @@ impl ClusterState {
                     .with_context(|| format!("--ingest-root {} cannot be opened", r.display()))
             })
             .collect::<Result<_>>()?;
+        let key_file = cfg.audit_key_file.as_ref().context(
+            "the cluster API needs `audit_key_file` in the cluster config: the Ed25519 key that \
+             signs its audit log (the same file for every API process; created if missing)",
+        )?;
+        let audit_key = visage_cluster::audit::load_or_create_key(key_file)?;
         Ok(ClusterState {
             store: Arc::new(ClusterStore::open(cfg)?),
             roots: Arc::new(roots),
+            audit_key: Arc::new(audit_key),
         })
     }
 }
@@ -82,9 +107,9 @@ async fn authenticate(State(st): State<ClusterState>, mut req: Request, next: Ne
         return ApiError::unauthorized().into_response();
     };
     let store = st.store.clone();
-    match blocking(move || visage_cluster::keys::role(store.pool(), &key)).await {
-        Ok(Some(role)) => {
-            req.extensions_mut().insert(Role(role));
+    match blocking(move || visage_cluster::keys::lookup(store.pool(), &key)).await {
+        Ok(Some((name, role))) => {
+            req.extensions_mut().insert(Caller { name, role });
             next.run(req).await
         }
         Ok(None) => ApiError::unauthorized().into_response(),
@@ -134,10 +159,17 @@ async fn stats(State(st): State<ClusterState>) -> ApiResult<Json<serde_json::Val
 
 async fn create_job(
     State(st): State<ClusterState>,
-    axum::Extension(role): axum::Extension<Role>,
+    axum::Extension(caller): axum::Extension<Caller>,
     body: Result<Json<PathJobJson>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<queue::JobStatus>)> {
-    if role.0 == "viewer" {
+    if caller.role == "viewer" {
+        let (store, key) = (st.store.clone(), st.audit_key.clone());
+        let ev = AuditEvent::new(&caller.actor(), "ingest_job_create").decided(
+            false,
+            "cluster_role",
+            "queuing ingest jobs needs an operator or admin key",
+        );
+        blocking(move || PgAudit::new(store.pool(), (*key).clone()).append(ev)).await?;
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "role_denied",
@@ -176,10 +208,30 @@ async fn create_job(
         "subject_from_parent": opts.subject_from_parent.unwrap_or(false),
         "keep_originals": opts.keep_originals.unwrap_or(false),
     });
-    let store = st.store.clone();
+    let ev = AuditEvent::new(&caller.actor(), "ingest_job_create")
+        .decided(true, "cluster_role", &format!("role {}", caller.role))
+        .details(json!({
+            "collection": job.collection,
+            "path": job.path,
+            "source": job.source.name,
+            "legal_basis": job.source.legal_basis,
+        }));
+    let (store, key) = (st.store.clone(), st.audit_key.clone());
     let collection = job.collection.clone();
     let status = blocking(move || {
-        let id = queue::enqueue(store.pool(), &collection, &source, &[path], args)?;
+        let audit = PgAudit::new(store.pool(), (*key).clone());
+        let id = queue::enqueue_with(
+            store.pool(),
+            &collection,
+            &source,
+            &[path],
+            args,
+            |tx, id| {
+                audit
+                    .append_in(tx, ev.objects([format!("job:{id}")]))
+                    .map(|_| ())
+            },
+        )?;
         queue::job_status(store.pool(), id)?.context("job vanished")
     })
     .await?;
