@@ -265,59 +265,49 @@ pub fn job_source(pool: &Pool, job_id: i64) -> Result<(String, NewSource, serde_
     ))
 }
 
-pub fn job_status(pool: &Pool, job_id: i64) -> Result<Option<JobStatus>> {
-    let mut c = pool.get()?;
-    let Some(j) = c.query_opt(
-        "SELECT id, collection, source, status, created_at, updated_at FROM ingest_job \
-         WHERE id = $1",
-        &[&job_id],
-    )?
-    else {
-        return Ok(None);
-    };
-    let r = c.query_one(
-        "SELECT COUNT(*), \
-         COUNT(*) FILTER (WHERE status = 'queued'), COUNT(*) FILTER (WHERE status = 'claimed'), \
-         COUNT(*) FILTER (WHERE status = 'done'), COUNT(*) FILTER (WHERE status = 'failed'), \
-         COALESCE(SUM(faces), 0)::BIGINT, COUNT(*) FILTER (WHERE outcome = 'known'), \
-         COALESCE(MAX(updated_at), 0) FROM ingest_item WHERE job_id = $1",
-        &[&job_id],
-    )?;
-    let updated: i64 = r.get(7);
-    Ok(Some(JobStatus {
-        id: j.get(0),
-        collection: j.get(1),
-        source: j.get(2),
-        status: j.get(3),
-        items: r.get(0),
-        queued: r.get(1),
-        claimed: r.get(2),
-        done: r.get(3),
-        failed: r.get(4),
-        faces: r.get(5),
-        known: r.get(6),
-        created_at: j.get(4),
-        updated_at: updated.max(j.get(5)),
-    }))
+/// A job with its item counts; the query's tail picks the jobs (`GROUP BY j.id` included).
+const JOB_STATUS_SQL: &str = "SELECT j.id, j.collection, j.source, j.status, j.created_at, \
+    j.updated_at, COUNT(i.id), \
+    COUNT(*) FILTER (WHERE i.status = 'queued'), COUNT(*) FILTER (WHERE i.status = 'claimed'), \
+    COUNT(*) FILTER (WHERE i.status = 'done'), COUNT(*) FILTER (WHERE i.status = 'failed'), \
+    COALESCE(SUM(i.faces), 0)::BIGINT, COUNT(*) FILTER (WHERE i.outcome = 'known'), \
+    COALESCE(MAX(i.updated_at), 0) \
+    FROM ingest_job j LEFT JOIN ingest_item i ON i.job_id = j.id";
+
+fn statuses(
+    pool: &Pool,
+    tail: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<Vec<JobStatus>> {
+    Ok(pool
+        .get()?
+        .query(&format!("{JOB_STATUS_SQL} {tail}"), params)?
+        .iter()
+        .map(|r| JobStatus {
+            id: r.get(0),
+            collection: r.get(1),
+            source: r.get(2),
+            status: r.get(3),
+            created_at: r.get(4),
+            updated_at: r.get::<_, i64>(13).max(r.get(5)),
+            items: r.get(6),
+            queued: r.get(7),
+            claimed: r.get(8),
+            done: r.get(9),
+            failed: r.get(10),
+            faces: r.get(11),
+            known: r.get(12),
+        })
+        .collect())
 }
 
+pub fn job_status(pool: &Pool, job_id: i64) -> Result<Option<JobStatus>> {
+    Ok(statuses(pool, "WHERE j.id = $1 GROUP BY j.id", &[&job_id])?.pop())
+}
+
+/// The newest `limit` jobs, newest first.
 pub fn jobs(pool: &Pool, limit: i64) -> Result<Vec<JobStatus>> {
-    let ids: Vec<i64> = pool
-        .get()?
-        .query(
-            "SELECT id FROM ingest_job ORDER BY id DESC LIMIT $1",
-            &[&limit],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut out = Vec::new();
-    for id in ids {
-        if let Some(j) = job_status(pool, id)? {
-            out.push(j);
-        }
-    }
-    Ok(out)
+    statuses(pool, "GROUP BY j.id ORDER BY j.id DESC LIMIT $1", &[&limit])
 }
 
 /// Failed items of a job (location, code, message), for reports.

@@ -744,14 +744,7 @@ impl FaceStore for ClusterStore {
         let coll = self
             .collection(name)?
             .ok_or_else(|| anyhow!("collection vanished"))?;
-        if coll.pack != pack || coll.dim != dim {
-            bail!(
-                "collection {name:?} is pinned to pack {} ({}-d); it cannot take {pack} \
-                 ({dim}-d) embeddings",
-                coll.pack,
-                coll.dim
-            );
-        }
+        coll.check_pinned(pack, dim)?;
         if let Vectors::Qdrant(q) = &self.vectors {
             self.ensure_points_collection(q, coll.id, dim)?;
         }

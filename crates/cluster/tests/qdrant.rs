@@ -3,6 +3,9 @@
 //! passes. Each test uses its own collection prefix and drops its collections at the end.
 //! docs/CLUSTER-QDRANT.md says how to build and start the server.
 
+mod common;
+
+use common::{dot, Rng};
 use std::collections::{HashMap, HashSet};
 
 use visage_cluster::qdrant::{QdrantConfig, QdrantVectors, VectorPoint};
@@ -58,32 +61,6 @@ impl Drop for Fixture {
             }
         }
     }
-}
-
-/// splitmix64: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-    fn vector(&mut self, dim: usize) -> Vec<f32> {
-        let mut v: Vec<f32> = (0..dim).map(|_| self.unit()).collect();
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.iter_mut().for_each(|x| *x /= n);
-        v
-    }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 fn point(face_id: i64, vector: Vec<f32>) -> VectorPoint {

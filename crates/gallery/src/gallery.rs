@@ -44,6 +44,22 @@ pub struct Collection {
     pub created_at: i64,
 }
 
+impl Collection {
+    /// A collection takes embeddings of the pack (and dimension) it was created with only.
+    pub fn check_pinned(&self, pack: &str, dim: usize) -> Result<()> {
+        if self.pack != pack || self.dim != dim {
+            bail!(
+                "collection {:?} is pinned to pack {} ({}-d); it cannot take {pack} ({dim}-d) \
+                 embeddings",
+                self.name,
+                self.pack,
+                self.dim
+            );
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct NewSource {
     pub name: String,
@@ -609,14 +625,7 @@ impl Gallery {
     /// collection pinned to another pack is an error.
     pub fn ensure_collection(&self, name: &str, pack: &str, dim: usize) -> Result<Collection> {
         if let Some(c) = self.collection(name)? {
-            if c.pack != pack || c.dim != dim {
-                bail!(
-                    "collection {name:?} is pinned to pack {} ({}-d); it cannot take {pack} \
-                     ({dim}-d) embeddings",
-                    c.pack,
-                    c.dim
-                );
-            }
+            c.check_pinned(pack, dim)?;
             return Ok(c);
         }
         self.require_writable()?;
@@ -1805,6 +1814,11 @@ impl Gallery {
     pub fn face_count(&self) -> Result<u64> {
         let conn = lock(&self.conn);
         Ok(conn.query_row("SELECT COUNT(*) FROM face", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    pub fn image_count(&self) -> Result<u64> {
+        let conn = lock(&self.conn);
+        Ok(conn.query_row("SELECT COUNT(*) FROM image", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
     /// Counts per collection, source and jurisdiction; bytes on disk and in memory.

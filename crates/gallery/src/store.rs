@@ -109,7 +109,7 @@ impl FaceStore for Gallery {
         Gallery::face_count(self)
     }
     fn image_count(&self) -> Result<u64> {
-        Ok(Gallery::stats(self)?.images)
+        Gallery::image_count(self)
     }
     fn suppressions(&self, pack: &str) -> Result<Vec<Suppression>> {
         Ok(Gallery::suppressions(self, pack)?.1.as_ref().clone())
