@@ -31,6 +31,16 @@ impl ConfigArg {
     fn open(&self) -> Result<ClusterStore> {
         ClusterStore::open(&self.load()?)
     }
+    /// The store and the audit log's signing key (an error when the config names none).
+    fn open_with_audit_key(&self) -> Result<(ClusterStore, visage_cluster::audit::SigningKey)> {
+        let cfg = self.load()?;
+        let file = cfg
+            .audit_key_file
+            .as_ref()
+            .context("the config names no audit_key_file: this cluster keeps no audit log")?;
+        let key = visage_cluster::audit::load_or_create_key(file)?;
+        Ok((ClusterStore::open(&cfg)?, key))
+    }
 }
 
 #[derive(Subcommand)]
@@ -271,10 +281,8 @@ pub(crate) fn cluster(cmd: ClusterCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ClusterCmd::AuditExport { config, out } => {
-            let cfg = config.load()?;
-            let store = ClusterStore::open(&cfg)?;
-            let audit = audit_of(&cfg, &store)?
-                .context("the config names no audit_key_file: this cluster keeps no audit log")?;
+            let (store, key) = config.open_with_audit_key()?;
+            let audit = visage_cluster::audit::PgAudit::new(store.pool(), key);
             let summary = match &out {
                 Some(p) => {
                     let f = std::fs::File::create(p)
@@ -293,10 +301,8 @@ pub(crate) fn cluster(cmd: ClusterCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ClusterCmd::AuditVerify { config, json } => {
-            let cfg = config.load()?;
-            let store = ClusterStore::open(&cfg)?;
-            let audit = audit_of(&cfg, &store)?
-                .context("the config names no audit_key_file: this cluster keeps no audit log")?;
+            let (store, key) = config.open_with_audit_key()?;
+            let audit = visage_cluster::audit::PgAudit::new(store.pool(), key);
             let r = audit.verify()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
