@@ -57,8 +57,37 @@ pub(crate) enum ClusterCmd {
         #[arg(long)]
         name: String,
         /// admin, operator (may queue ingest jobs) or viewer.
-        #[arg(long, default_value = "operator")]
+        /// admin (accounts, ingest, deletion, audit; never search), investigator (search and
+        /// cases), auditor or compliance; the policy decides what each may do.
+        #[arg(long)]
         role: String,
+        /// The organisation the key acts for (`visage cluster add-org`).
+        #[arg(long)]
+        org: String,
+    },
+    /// Create an organisation (tenant): keys belong to one, the policy decides by its kind,
+    /// jurisdiction and status, searches count against its monthly quota.
+    AddOrg {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        name: String,
+        /// law_enforcement, government, private or research.
+        #[arg(long)]
+        kind: String,
+        /// ISO 3166-1 alpha-2 or ISO 3166-2 code (e.g. FR, US-NY).
+        #[arg(long)]
+        jurisdiction: String,
+        /// Searches per calendar month (UTC); unlimited when absent.
+        #[arg(long)]
+        search_quota: Option<u64>,
+    },
+    /// Organisations of the cluster.
+    Orgs {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
     },
     /// Queue an ingest job: one item per file under PATH (the workers must see the same
     /// paths, e.g. on a shared file system).
@@ -180,24 +209,76 @@ pub(crate) fn cluster(cmd: ClusterCmd) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        ClusterCmd::AddKey { config, name, role } => {
-            let cfg = config.load()?;
-            let store = ClusterStore::open(&cfg)?;
-            let key = visage_cluster::keys::create(store.pool(), &name, &role)?;
-            if let Some(audit) = audit_of(&cfg, &store)? {
-                let actor = visage_governance::Actor {
-                    user_id: None,
-                    name: "cli".into(),
-                };
-                audit.append(
-                    visage_governance::AuditEvent::new(&actor, "api_key_create")
-                        .decided(true, "local_operator", "visage cluster add-key")
-                        .objects([format!("key:{name}")])
-                        .details(json!({ "role": role })),
-                )?;
-            }
-            eprintln!("API key {name:?} ({role}); shown once:");
+        ClusterCmd::AddKey {
+            config,
+            name,
+            role,
+            org,
+        } => {
+            let (store, audit_key) = config.open_with_audit_key()?;
+            let role_v = visage_governance::Role::parse(&role).with_context(|| {
+                format!("unknown role {role:?}: admin, investigator, auditor or compliance")
+            })?;
+            let org = visage_cluster::gov::org_by_name(store.pool(), &org)?;
+            let key = visage_cluster::keys::create(store.pool(), &name, role_v, org.id)?;
+            let audit = visage_cluster::audit::PgAudit::new(store.pool(), audit_key);
+            audit.append(
+                visage_governance::AuditEvent::new(&cli_actor(), "api_key_create")
+                    .decided(true, "local_operator", "visage cluster add-key")
+                    .objects([format!("key:{name}")])
+                    .details(json!({ "role": role, "org_id": org.id })),
+            )?;
+            eprintln!("API key {name:?} ({role} of {:?}); shown once:", org.name);
             println!("{key}");
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::AddOrg {
+            config,
+            name,
+            kind,
+            jurisdiction,
+            search_quota,
+        } => {
+            let (store, audit_key) = config.open_with_audit_key()?;
+            let kind = visage_governance::OrgKind::parse(&kind).with_context(|| {
+                format!("unknown kind {kind:?}: law_enforcement, government, private or research")
+            })?;
+            let audit = visage_cluster::audit::PgAudit::new(store.pool(), audit_key);
+            let org = visage_cluster::gov::create_org(
+                store.pool(),
+                &audit,
+                &cli_actor(),
+                &visage_governance::NewOrg {
+                    name,
+                    kind,
+                    jurisdiction,
+                    status: visage_governance::OrgStatus::Active,
+                    trial_expires_at: None,
+                    search_quota,
+                },
+            )?;
+            println!("{}", serde_json::to_string_pretty(&org)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::Orgs { config, json } => {
+            let store = config.open()?;
+            let orgs = visage_cluster::gov::orgs(store.pool())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&orgs)?);
+            } else {
+                for o in orgs {
+                    println!(
+                        "{:>4}  {:<30} {:<16} {:<6} {:<9} quota {}",
+                        o.id,
+                        o.name,
+                        o.kind,
+                        o.jurisdiction,
+                        o.status,
+                        o.search_quota
+                            .map_or("unlimited".to_string(), |q| q.to_string())
+                    );
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         ClusterCmd::Enqueue(a) => {
@@ -443,15 +524,10 @@ pub(crate) fn migrate(data_dir: &Path, a: MigrateArgs) -> Result<ExitCode> {
 }
 
 /// The cluster's audit log, when the config names its key.
-fn audit_of<'a>(
-    cfg: &ClusterConfig,
-    store: &'a ClusterStore,
-) -> Result<Option<visage_cluster::audit::PgAudit<'a>>> {
-    Ok(match &cfg.audit_key_file {
-        Some(f) => Some(visage_cluster::audit::PgAudit::new(
-            store.pool(),
-            visage_cluster::audit::load_or_create_key(f)?,
-        )),
-        None => None,
-    })
+/// The actor of changes made with the command line on the cluster's machines.
+fn cli_actor() -> visage_governance::Actor {
+    visage_governance::Actor {
+        user_id: None,
+        name: "cli".into(),
+    }
 }

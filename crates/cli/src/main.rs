@@ -119,7 +119,8 @@ struct ServeArgs {
     /// Open the gallery read-only (to run beside `visage ingest`); write endpoints answer 409.
     #[arg(long)]
     read_only: bool,
-    /// Policy file (default: <data-dir>/policy.toml if present, else the built-in policy).
+    /// Policy file (default: <data-dir>/policy.toml if present, else the built-in policy;
+    /// with --config: the config's policy_file, else the built-in policy).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
     /// ISO 3166 jurisdiction of the `default` organisation created with the first admin.
@@ -484,7 +485,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn serve(home: &Home, inf: &InferenceOptions, data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
     if let Some(cfg) = &a.config {
         let cfg = visage_cluster::ClusterConfig::load(cfg)?;
-        let st = visage_server::cluster_api::ClusterState::open(&cfg, &a.ingest_roots)?;
+        let pipeline = visage_vision::FacePipeline::load(home, &a.pack.pack, inf)?;
+        let st = visage_server::cluster_api::ClusterState::open(
+            &cfg,
+            &a.ingest_roots,
+            pipeline,
+            a.policy.as_deref(),
+        )?;
         visage_server::cluster_api::run_cluster(a.bind, st, |addr| {
             eprintln!("visage: cluster API listening on http://{addr}");
         })?;

@@ -3,6 +3,10 @@
 //! half way; the final face and image counts equal an embedded-backend ingest of the same
 //! files: nothing lost, nothing written twice.
 //!
+//! The same run then checks governed search over the cluster API: the embedded API's photo
+//! search and verification, decided by the policy with the cluster's organisations, cases
+//! and quota, answering what the embedded gallery answers, every decision in the audit log.
+//!
 //! By default a subset (people whose names start with B or K, 946 photos) keeps CI short;
 //! `VISAGE_CLUSTER_FULL_LFW=1` ingests all 13,233 photos through one job.
 
@@ -77,10 +81,10 @@ fn worker(config: &Path, log: &Path) -> Proc {
 }
 
 /// `visage cluster add-key`: the new key.
-fn add_key(config: &Path, name: &str, role: &str) -> String {
+fn add_key(config: &Path, name: &str, role: &str, org: &str) -> String {
     let out = visage()
         .args([
-            "cluster", "add-key", "--name", name, "--role", role, "--config",
+            "cluster", "add-key", "--name", name, "--role", role, "--org", org, "--config",
         ])
         .arg(config)
         .output()
@@ -91,6 +95,71 @@ fn add_key(config: &Path, name: &str, role: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `visage cluster add-org`: the new organisation.
+fn add_org(config: &Path, args: &[&str]) -> Value {
+    let out = visage()
+        .args(["cluster", "add-org"])
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A request whose error statuses are answers, not failures: (status, JSON body).
+fn call(method: &str, url: &str, key: &str, body: Option<&Value>) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let auth = format!("Bearer {key}");
+    let mut resp = match (method, body) {
+        ("GET", _) => agent.get(url).header("Authorization", &auth).call(),
+        (_, Some(b)) => agent
+            .post(url)
+            .header("Authorization", &auth)
+            .content_type("application/json")
+            .send(b.to_string()),
+        (_, None) => agent.post(url).header("Authorization", &auth).send_empty(),
+    }
+    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}")),
+    )
+}
+
+/// A POST the policy refuses: 403 with this error code; the error body.
+fn expect_refused(url: &str, key: &str, body: &Value, code: &str) -> Value {
+    let (st, r) = call("POST", url, key, Some(body));
+    assert_eq!((st, r["error"]["code"].as_str()), (403, Some(code)), "{r}");
+    r
+}
+
+/// The returned matches as (image sha256, crop sha256, score): what both backends share.
+fn matches(r: &Value) -> Vec<(String, String, f64)> {
+    r["probe_faces"][0]["hits"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no hits in {r}"))
+        .iter()
+        .map(|h| {
+            (
+                h["face"]["image"]["sha256"].as_str().unwrap().to_string(),
+                h["face"]["crop_sha"].as_str().unwrap().to_string(),
+                h["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
 }
 
 /// `visage cluster CMD --json --config FILE`: whether it succeeded, and its JSON.
@@ -216,8 +285,37 @@ fn two_servers_two_workers_one_killed_match_embedded() {
         eprintln!("QDRANT_URL not set: vectors by exact scan");
     }
     std::fs::write(&config, toml).unwrap();
-    let key = add_key(&config, "test", "operator");
-    let viewer = add_key(&config, "auditor", "viewer");
+    // Every record the audit log must hold at the end, counted as they are made.
+    let mut audited = 0u64;
+    let agency = add_org(
+        &config,
+        &[
+            "--name",
+            "agency",
+            "--kind",
+            "law_enforcement",
+            "--jurisdiction",
+            "FR",
+        ],
+    );
+    assert_eq!(agency["jurisdiction"], "FR");
+    add_org(
+        &config,
+        &[
+            "--name",
+            "small",
+            "--kind",
+            "government",
+            "--jurisdiction",
+            "DE",
+            "--search-quota",
+            "1",
+        ],
+    );
+    audited += 2;
+    let key = add_key(&config, "test", "admin", "agency");
+    let viewer = add_key(&config, "auditor", "auditor", "agency");
+    audited += 2;
 
     let (_a, a) = serve(&config, &lfw);
     let (_b, b) = serve(&config, &lfw);
@@ -229,7 +327,7 @@ fn two_servers_two_workers_one_killed_match_embedded() {
         Some("http status: 401".into()),
         "stats need a key"
     );
-    // A viewer may read but not queue; the refusal is audited.
+    // An auditor may not queue jobs (the policy decides); the refusal is audited.
     let refused = ureq::post(&format!("{b}/v1/ingest/jobs"))
         .header("Authorization", &format!("Bearer {viewer}"))
         .content_type("application/json")
@@ -242,6 +340,7 @@ fn two_servers_two_workers_one_killed_match_embedded() {
         refused.err().map(|e| e.to_string()),
         Some("http status: 403".into())
     );
+    audited += 1;
     // Jobs queued through both servers.
     let t1 = Instant::now();
     let mut jobs = Vec::new();
@@ -254,6 +353,7 @@ fn two_servers_two_workers_one_killed_match_embedded() {
                     "source": {"name": "lfw", "legal_basis": "research licence (test)"}}),
         );
         jobs.push(j["id"].as_i64().expect("job id"));
+        audited += 1;
     }
     let logs = tmp.path();
     let mut w1 = worker(&config, &logs.join("w1.log"));
@@ -366,12 +466,167 @@ fn two_servers_two_workers_one_killed_match_embedded() {
     assert_eq!(r["inconsistencies"].as_array().unwrap().len(), 0, "{r}");
     assert_eq!(r["faces_checked"].as_u64(), Some(faces));
 
-    // The audit log (one chain written by both API processes and the CLI): two key creations,
-    // the refused request, one record per job; it verifies in place and offline.
+    // ---- Governed search over the cluster API ----
+    let probe = common::walk(&inputs[0])[0].clone();
+    let probe_b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&probe).unwrap())
+    };
+    let investigator = add_key(&config, "inv", "investigator", "agency");
+    let small_inv = add_key(&config, "small-inv", "investigator", "small");
+    audited += 2;
+    let search_body = |case: Option<i64>| {
+        let mut b = json!({"image_base64": probe_b64, "purpose": "identify the suspect (test)"});
+        if let Some(c) = case {
+            b["case_id"] = c.into();
+        }
+        b
+    };
+    // Administrators do not search (policy rule admin-no-search).
+    expect_refused(
+        &format!("{a}/v1/search"),
+        &key,
+        &search_body(None),
+        "policy_denied",
+    );
+    // No case, no search.
+    expect_refused(
+        &format!("{b}/v1/search"),
+        &investigator,
+        &search_body(None),
+        "case_required",
+    );
+    audited += 2;
+    let (st, case) = call(
+        "POST",
+        &format!("{a}/v1/cases"),
+        &investigator,
+        Some(
+            &json!({"number": "2026-001", "purpose": "robbery investigation",
+                      "legal_basis": "court order 42", "offence_category": "robbery"}),
+        ),
+    );
+    assert_eq!(st, 201, "{case}");
+    audited += 1;
+    let case_id = case["id"].as_i64().unwrap();
+    // The other server sees the case (one PostgreSQL) and searches under it.
+    let (st, r) = call(
+        "POST",
+        &format!("{b}/v1/search"),
+        &investigator,
+        Some(&search_body(Some(case_id))),
+    );
+    assert_eq!(st, 200, "{r}");
+    audited += 1;
+    assert_eq!(r["case_id"].as_i64(), Some(case_id));
+    let cluster_hits = matches(&r);
+    let search_audit_id = r["audit_id"].as_u64().unwrap();
+    let returned_ids: Vec<String> = r["probe_faces"][0]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["face"]["id"].as_i64().unwrap().to_string())
+        .collect();
+    // The embedded gallery answers the same matches for the same probe.
+    let emb = common::run_json(&["search", probe.to_str().unwrap(), "--json"], &data);
+    let emb_hits = matches(&emb);
+    eprintln!(
+        "search: cluster {} hits, embedded {} hits, top score {:.4} / {:.4}",
+        cluster_hits.len(),
+        emb_hits.len(),
+        cluster_hits[0].2,
+        emb_hits[0].2
+    );
+    assert_eq!(cluster_hits.len(), emb_hits.len());
+    // The top 5 agree (the tail of k=10 may differ where an approximate index is involved).
+    for (c, e) in cluster_hits.iter().zip(&emb_hits).take(5) {
+        assert_eq!(
+            (&c.0, &c.1),
+            (&e.0, &e.1),
+            "cluster {cluster_hits:?}\nembedded {emb_hits:?}"
+        );
+        assert!((c.2 - e.2).abs() < 1e-4, "scores {} vs {}", c.2, e.2);
+    }
+    assert_eq!(r["faces_searched"], emb["faces_searched"], "faces searched");
+    // 1:1 verification of the probe with itself.
+    let (st, v) = call(
+        "POST",
+        &format!("{a}/v1/verify"),
+        &investigator,
+        Some(
+            &json!({"a_base64": probe_b64, "b_base64": probe_b64, "case_id": case_id,
+                      "purpose": "identify the suspect (test)"}),
+        ),
+    );
+    assert_eq!((st, v["same"].as_bool()), (200, Some(true)), "{v}");
+    audited += 1;
+    // Another organisation cannot use this case; its own case has a quota of one search.
+    let r = expect_refused(
+        &format!("{a}/v1/search"),
+        &small_inv,
+        &search_body(Some(case_id)),
+        "case_required",
+    );
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("no case"),
+        "{r}"
+    );
+    let (st, small_case) = call(
+        "POST",
+        &format!("{b}/v1/cases"),
+        &small_inv,
+        Some(&json!({"number": "S-1", "purpose": "fraud investigation",
+                      "legal_basis": "warrant 7", "offence_category": "fraud"})),
+    );
+    assert_eq!(st, 201, "{small_case}");
+    let small_case = small_case["id"].as_i64();
+    let (st, r) = call(
+        "POST",
+        &format!("{a}/v1/search"),
+        &small_inv,
+        Some(&search_body(small_case)),
+    );
+    assert_eq!(st, 200, "{r}");
+    expect_refused(
+        &format!("{b}/v1/search"),
+        &small_inv,
+        &search_body(small_case),
+        "quota_exceeded",
+    );
+    audited += 4;
+    // A closed case allows no further search.
+    let (st, c) = call(
+        "POST",
+        &format!("{b}/v1/cases/{case_id}/close"),
+        &investigator,
+        None,
+    );
+    assert_eq!((st, c["status"].as_str()), (200, Some("closed")), "{c}");
+    let r = expect_refused(
+        &format!("{a}/v1/search"),
+        &investigator,
+        &search_body(Some(case_id)),
+        "case_required",
+    );
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("closed"),
+        "{r}"
+    );
+    audited += 2;
+    let (st, list) = call("GET", &format!("{a}/v1/cases"), &investigator, None);
+    assert_eq!(
+        (st, list.as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{list}"
+    );
+
+    // The audit log (one chain written by both API processes and the CLI): organisations and
+    // keys, the refused requests, one record per job, cases, searches and verification; it
+    // verifies in place and offline.
     let (ok, v) = cluster_json(&config, &["audit-verify"]);
     assert!(ok, "{v}");
     assert_eq!(v["ok"], true, "{v}");
-    assert_eq!(v["records"].as_u64(), Some(3 + jobs.len() as u64), "{v}");
+    assert_eq!(v["records"].as_u64(), Some(audited), "{v}");
     let export = tmp.path().join("audit.jsonl");
     let out = visage()
         .args(["cluster", "audit-export", "--out"])
@@ -388,7 +643,33 @@ fn two_servers_two_workers_one_killed_match_embedded() {
         .lines()
         .filter(|l| l.contains("\"allowed\":false") && l.contains("key:auditor"))
         .count();
-    assert_eq!(denied, 1, "the viewer's refused request is in the log");
+    assert_eq!(denied, 1, "the auditor's refused request is in the log");
+    // The search's record: its seq is the answer's audit_id, with the probe's hash (never the
+    // image) and the returned face ids.
+    let rec: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|r| r["seq"].as_u64() == Some(search_audit_id))
+        .expect("the search's record");
+    assert_eq!(rec["action"], "search", "{rec}");
+    assert_eq!(rec["allowed"], true, "{rec}");
+    assert_eq!(rec["case_id"].as_i64(), Some(case_id), "{rec}");
+    assert_eq!(rec["actor"], "key:inv", "{rec}");
+    let probe_sha = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&probe).unwrap()))
+    };
+    assert_eq!(
+        rec["probe_sha256"].as_str(),
+        Some(probe_sha.as_str()),
+        "{rec}"
+    );
+    let ids: Vec<String> = serde_json::from_value(rec["object_ids"].clone()).unwrap();
+    assert_eq!(ids, returned_ids, "{rec}");
+    assert!(
+        !text.contains(&probe_b64[..64]),
+        "the probe image is not in the log"
+    );
     let out = visage()
         .args(["audit", "verify", "--file"])
         .arg(&export)

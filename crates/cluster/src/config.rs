@@ -20,6 +20,11 @@ pub struct ClusterConfig {
     /// must use the same file (created on first use, mode 0600). Required by `visage serve`.
     #[serde(default)]
     pub audit_key_file: Option<PathBuf>,
+    /// The policy file (`policy/default.toml` format) every API process decides by; absent:
+    /// the built-in default policy. All API processes of a cluster should read the same
+    /// file; `/v1/health` shows its SHA-256 so a mismatch is visible.
+    #[serde(default)]
+    pub policy_file: Option<PathBuf>,
 }
 
 impl ClusterConfig {

@@ -14,10 +14,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_api_keys.sql")),
     (3, include_str!("migrations/0003_audit.sql")),
+    (4, include_str!("migrations/0004_governance.sql")),
 ];
 
 /// Newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Key of the advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK: i64 = 0x7669_7361_6765_0001;

@@ -343,6 +343,14 @@ impl QdrantVectors {
         Ok(())
     }
 
+    /// Points in the collection as Qdrant counts them (`None` when it does not say, or the
+    /// collection does not exist). Includes points of writes that never committed, so an
+    /// upper estimate of the faces a search compares with.
+    pub fn points_count(&self, collection_id: i64) -> Result<Option<u64>> {
+        let name = self.collection_name(collection_id);
+        Ok(self.collection_info(&name)?.and_then(|i| i.points_count))
+    }
+
     /// `None` when the collection does not exist.
     fn collection_info(&self, name: &str) -> Result<Option<qdrant_client::qdrant::CollectionInfo>> {
         let n = name.to_string();

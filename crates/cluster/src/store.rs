@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use postgres::types::ToSql;
@@ -21,8 +22,8 @@ use visage_gallery::filter::jurisdiction_within;
 use visage_gallery::gallery::now;
 use visage_gallery::{
     AddOutcome, Collection, DeleteReport, DeleteTarget, FaceRecord, FaceStore, Filter, Hit,
-    ImageRecord, Neighbour, NewImage, NewSource, NewSuppression, SearchQuery, Source, Suppression,
-    TopK,
+    ImageRecord, Neighbour, NewImage, NewSource, NewSuppression, SearchQuery, SearchTrace, Source,
+    Suppression, TopK,
 };
 
 use crate::blobs::S3Blobs;
@@ -341,24 +342,39 @@ impl ClusterStore {
         q: &SearchQuery,
         dim: usize,
         k: usize,
-    ) -> Result<Vec<Neighbour>> {
+    ) -> Result<(Vec<Neighbour>, usize)> {
         self.refresh_exact(cache, q.collection_id, dim)?;
         let map = cache.read().unwrap_or_else(|e| e.into_inner());
         let Some(e) = map.get(&q.collection_id) else {
-            return Ok(vec![]);
+            return Ok((vec![], 0));
         };
         let mut top = TopK::new(k);
+        let mut matched = 0;
         for (i, id) in e.ids.iter().enumerate() {
             if !accepts(&q.filter, &e.attrs[i]) {
                 continue;
             }
+            matched += 1;
             let s = visage_core::dot(q.vector, &e.vectors[i * dim..(i + 1) * dim]);
             top.push(Neighbour {
                 id: *id as u64,
                 score: s,
             });
         }
-        Ok(top.into_sorted())
+        Ok((top.into_sorted(), matched))
+    }
+
+    /// Faces of one collection committed in PostgreSQL.
+    fn face_count_of(&self, collection_id: i64) -> Result<u64> {
+        let n: i64 = self
+            .pg
+            .get()?
+            .query_one(
+                "SELECT COUNT(*) FROM face WHERE collection_id = $1",
+                &[&collection_id],
+            )?
+            .get(0);
+        Ok(n as u64)
     }
 
     /// Removes the points and blobs that committed deletions still owe. Returns the number of
@@ -875,7 +891,7 @@ impl FaceStore for ClusterStore {
         Ok(out)
     }
 
-    fn search(&self, q: &SearchQuery) -> Result<Vec<Hit>> {
+    fn search_traced(&self, q: &SearchQuery) -> Result<(Vec<Hit>, SearchTrace)> {
         let coll = self.collection_by_id(q.collection_id)?;
         if q.vector.len() != coll.dim {
             bail!(
@@ -895,13 +911,26 @@ impl FaceStore for ClusterStore {
         // A few spare candidates cover points whose rows a deletion or an unfinished write
         // left without a live row.
         let want = k + 16;
+        let mut trace = SearchTrace::default();
+        let t0 = Instant::now();
         let cands = match &self.vectors {
             Vectors::Qdrant(v) => {
+                trace.path = "qdrant";
                 self.ensure_points_collection(v, coll.id, coll.dim)?;
                 v.search(coll.id, q.vector, want, &q.filter, None)?
             }
-            Vectors::Exact(cache) => self.exact_search(cache, &q, coll.dim, want)?,
+            Vectors::Exact(cache) => {
+                trace.path = "exact_scan";
+                let (cands, matched) = self.exact_search(cache, &q, coll.dim, want)?;
+                if !q.filter.is_empty() {
+                    trace.filter_matches = Some(matched);
+                }
+                cands
+            }
         };
+        trace.candidates = cands.len();
+        trace.index_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let t1 = Instant::now();
         let ids: Vec<i64> = cands.iter().map(|n| n.id as i64).collect();
         let mut recs = self.face_records(&ids)?;
         let mut hits = Vec::new();
@@ -926,7 +955,18 @@ impl FaceStore for ClusterStore {
                 break;
             }
         }
-        Ok(hits)
+        trace.join_ms = t1.elapsed().as_secs_f64() * 1e3;
+        Ok((hits, trace))
+    }
+
+    fn indexed_faces(&self, collection_id: i64) -> Result<u64> {
+        match &self.vectors {
+            Vectors::Qdrant(v) => match v.points_count(collection_id)? {
+                Some(n) => Ok(n),
+                None => self.face_count_of(collection_id),
+            },
+            Vectors::Exact(_) => self.face_count_of(collection_id),
+        }
     }
 
     fn face(&self, id: i64) -> Result<Option<FaceRecord>> {

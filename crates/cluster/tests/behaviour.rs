@@ -167,6 +167,7 @@ fn cluster_config(test: &str, qdrant: Option<String>) -> Option<ClusterConfig> {
         s3,
         qdrant,
         audit_key_file: None,
+        policy_file: None,
     })
 }
 
@@ -912,6 +913,11 @@ fn suite_filters(store: &dyn FaceStore, _ctx: &Ctx) {
     }
     let faces = store_images(store, &coll, &mut people, &plans);
     let known = by_id(&faces);
+    assert_eq!(
+        store.indexed_faces(coll.id).unwrap(),
+        faces.len() as u64,
+        "faces a search compares with"
+    );
     let t = |n: i64| T0 + n * 3600;
     let f = |g: fn(&mut Filter)| {
         let mut x = Filter::default();
@@ -993,6 +999,21 @@ fn suite_filters(store: &dyn FaceStore, _ctx: &Ctx) {
             wrong.iter().map(|i| &known[i]).collect::<Vec<_>>()
         );
         assert_eq!(got, expected, "{flt:?}: every matching face");
+        // The traced search answers the same; a backend that counts the faces passing the
+        // filter (the comparisons a false match rate is calibrated for) counts them right.
+        let (traced, trace) = store
+            .search_traced(&SearchQuery {
+                collection_id: coll.id,
+                vector: &probe,
+                k: 1000,
+                threshold: None,
+                filter: flt.clone(),
+            })
+            .unwrap();
+        assert_eq!(ids(&traced), ids(&all), "{flt:?}: search_traced");
+        if let Some(n) = trace.filter_matches {
+            assert_eq!(n, expected.len(), "{flt:?}: {} counted", trace.path);
+        }
         // Small k: only matching faces, the nearest matching one first.
         for who in [0, 3, 9] {
             let probe = people.sample(who);

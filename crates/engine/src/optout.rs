@@ -109,7 +109,7 @@ impl SuppressionList {
     ) -> Result<SuppressionList> {
         Ok(SuppressionList {
             generation: 0,
-            entries: std::sync::Arc::new(store.suppressions(&p.pack_id())?),
+            entries: store.suppression_list(&p.pack_id())?,
             rule: rule(p, EXPAND_FMR, EXPAND_Z),
         })
     }

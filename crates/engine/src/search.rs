@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use serde::{Serialize, Serializer};
-use visage_gallery::{Collection, Filter, Gallery, Hit, SearchQuery, SearchTrace};
+use visage_gallery::{Collection, FaceStore, Filter, Hit, SearchQuery, SearchTrace};
 use visage_vision::{AnalyzeOptions, Calibration, DecodeLimits, FacePipeline};
 
 use crate::optout::SuppressionList;
@@ -323,7 +323,7 @@ fn ms(t: Instant) -> f64 {
 /// What the probe searches of one request share: the collections (all of the pipeline's pack
 /// unless named), the calibration, the suppression list and the effective threshold.
 pub struct Searcher<'a> {
-    gallery: &'a Gallery,
+    gallery: &'a dyn FaceStore,
     pub pack: String,
     pub colls: Vec<Collection>,
     pub cal: Option<&'a Calibration>,
@@ -337,7 +337,11 @@ pub struct Searcher<'a> {
 impl<'a> Searcher<'a> {
     /// Resolves the collections and threshold of `opts` (errors: unknown collection, another
     /// pack, `max_fmr` without calibration) and loads the suppression list.
-    pub fn new(gallery: &'a Gallery, p: &'a FacePipeline, opts: &SearchOptions) -> Result<Self> {
+    pub fn new(
+        gallery: &'a dyn FaceStore,
+        p: &'a FacePipeline,
+        opts: &SearchOptions,
+    ) -> Result<Self> {
         let pack = p.pack_id();
         let mut colls = Vec::new();
         if opts.collections.is_empty() {
@@ -365,7 +369,7 @@ impl<'a> Searcher<'a> {
             }
         }
         let cal = p.pack.calibration.as_ref();
-        let supp = SuppressionList::load(gallery, p)?;
+        let supp = SuppressionList::from_store(gallery, p)?;
         let threshold = effective_threshold(cal, opts.threshold, opts.max_fmr)?;
         let mut warnings = Vec::new();
         if cal.is_none() {
@@ -411,7 +415,7 @@ impl<'a> Searcher<'a> {
         let mut searched = 0u64;
         for v in vectors {
             for c in &self.colls {
-                let (hits, trace) = self.gallery.search(&SearchQuery {
+                let (hits, trace) = self.gallery.search_traced(&SearchQuery {
                     collection_id: c.id,
                     vector: v,
                     k: self.k,
@@ -458,7 +462,7 @@ impl<'a> Searcher<'a> {
 /// Errors: the decoder's ([`visage_vision::DecodeError`]), [`FaceIndexError`] for an index
 /// beyond the detected faces (none detected is no error: `probe_faces` is then empty).
 pub fn search_image(
-    gallery: &Gallery,
+    gallery: &dyn FaceStore,
     p: &FacePipeline,
     bytes: &[u8],
     opts: &SearchOptions,

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use serde::Serialize;
-use visage_gallery::{Gallery, Hit};
+use visage_gallery::Hit;
 use visage_vision::FacePipeline;
 
 use crate::search::{CalibrationInfo, SearchOptions, Searcher};
@@ -175,7 +175,7 @@ fn analysis_error(e: ItemError) -> anyhow::Error {
 /// undecodable, too long, frames too large, ffmpeg missing); the collection and threshold
 /// errors of a photo search. A video without any face gives an empty `tracks`.
 pub fn search_video(
-    gallery: &Gallery,
+    gallery: &dyn visage_gallery::FaceStore,
     p: &FacePipeline,
     path: &Path,
     opts: &VideoSearchOptions,

@@ -225,7 +225,7 @@ pub struct SearchQuery<'a> {
 /// How a search ran (for latency breakdowns and tests).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SearchTrace {
-    /// `hnsw`, `hnsw_filtered` or `exact_filtered`.
+    /// Embedded: `hnsw`, `hnsw_filtered` or `exact_filtered`; cluster: `qdrant` or `exact_scan`.
     pub path: &'static str,
     pub candidates: usize,
     pub filter_matches: Option<usize>,

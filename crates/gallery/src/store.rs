@@ -9,7 +9,7 @@ use anyhow::Result;
 use crate::gallery::suppression::{NewSuppression, Suppression};
 use crate::gallery::{
     AddOutcome, Collection, DeleteReport, DeleteTarget, FaceRecord, Gallery, Hit, NewImage,
-    NewSource, SearchQuery, Source,
+    NewSource, SearchQuery, SearchTrace, Source,
 };
 
 pub trait FaceStore: Send + Sync {
@@ -31,7 +31,16 @@ pub trait FaceStore: Send + Sync {
     fn add_images(&self, imgs: &[NewImage]) -> Result<Vec<AddOutcome>>;
     /// k nearest faces (cosine on L2-normalised vectors), filtered, best first, joined with
     /// provenance. Only faces whose write committed are returned.
-    fn search(&self, q: &SearchQuery) -> Result<Vec<Hit>>;
+    fn search(&self, q: &SearchQuery) -> Result<Vec<Hit>> {
+        Ok(self.search_traced(q)?.0)
+    }
+    /// `search`, with the path it took, its timings and, where the backend counted them, the
+    /// faces that passed the filter (`filter_matches`): the comparisons a false match rate is
+    /// calibrated for. `None` there means all of [`FaceStore::indexed_faces`].
+    fn search_traced(&self, q: &SearchQuery) -> Result<(Vec<Hit>, SearchTrace)>;
+    /// Faces a search of the collection compares with (an upper estimate where the backend's
+    /// count may include points of unfinished writes).
+    fn indexed_faces(&self, collection_id: i64) -> Result<u64>;
     fn face(&self, id: i64) -> Result<Option<FaceRecord>>;
     fn face_vector(&self, id: i64) -> Result<Option<Vec<f32>>>;
     /// Real deletion: rows, vectors and blobs no other face uses.
@@ -43,6 +52,11 @@ pub trait FaceStore: Send + Sync {
     fn face_count(&self) -> Result<u64>;
     fn image_count(&self) -> Result<u64>;
     fn suppressions(&self, pack: &str) -> Result<Vec<Suppression>>;
+    /// The same list, shared: the embedded gallery hands out its cached copy, so a search
+    /// does not copy every entry.
+    fn suppression_list(&self, pack: &str) -> Result<std::sync::Arc<Vec<Suppression>>> {
+        Ok(std::sync::Arc::new(self.suppressions(pack)?))
+    }
     fn add_suppressions(
         &self,
         pack: &str,
@@ -87,8 +101,11 @@ impl FaceStore for Gallery {
     fn add_images(&self, imgs: &[NewImage]) -> Result<Vec<AddOutcome>> {
         Gallery::add_images(self, imgs)
     }
-    fn search(&self, q: &SearchQuery) -> Result<Vec<Hit>> {
-        Ok(Gallery::search(self, q)?.0)
+    fn search_traced(&self, q: &SearchQuery) -> Result<(Vec<Hit>, SearchTrace)> {
+        Gallery::search(self, q)
+    }
+    fn indexed_faces(&self, collection_id: i64) -> Result<u64> {
+        Gallery::indexed_faces(self, collection_id)
     }
     fn face(&self, id: i64) -> Result<Option<FaceRecord>> {
         Gallery::face(self, id)
@@ -113,6 +130,9 @@ impl FaceStore for Gallery {
     }
     fn suppressions(&self, pack: &str) -> Result<Vec<Suppression>> {
         Ok(Gallery::suppressions(self, pack)?.1.as_ref().clone())
+    }
+    fn suppression_list(&self, pack: &str) -> Result<std::sync::Arc<Vec<Suppression>>> {
+        Ok(Gallery::suppressions(self, pack)?.1)
     }
     fn add_suppressions(
         &self,

@@ -100,6 +100,32 @@ pub struct NewOrg {
     pub search_quota: Option<u64>,
 }
 
+impl NewOrg {
+    /// Name trimmed (1-200 characters, no control characters), jurisdiction normalised (ISO
+    /// 3166), a trial with its expiry, a quota that fits the database. Both governance stores
+    /// (this crate's, a cluster's) create organisations from a validated `NewOrg`.
+    pub fn validated(&self) -> Result<NewOrg> {
+        let name = validate_name("organisation name", &self.name, 200)?;
+        let jurisdiction = normalise_jurisdiction(&self.jurisdiction).ok_or_else(|| {
+            GovError::Invalid(format!(
+                "jurisdiction '{}' is not an ISO 3166-1 alpha-2 or ISO 3166-2 code",
+                self.jurisdiction
+            ))
+        })?;
+        if self.status == OrgStatus::Trial && self.trial_expires_at.is_none() {
+            return Err(GovError::Invalid(
+                "a trial organisation needs trial_expires_at".into(),
+            ));
+        }
+        quota_to_sql(self.search_quota)?;
+        Ok(NewOrg {
+            name,
+            jurisdiction,
+            ..self.clone()
+        })
+    }
+}
+
 /// Changes applied by [`Governance::update_org`]; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct OrgUpdate {
@@ -370,18 +396,8 @@ impl Governance {
     // ---- organisations ------------------------------------------------------------------
 
     pub fn create_org(&self, by: &Actor, new: &NewOrg) -> Result<Organisation> {
-        let name = validate_name("organisation name", &new.name, 200)?;
-        let jurisdiction = normalise_jurisdiction(&new.jurisdiction).ok_or_else(|| {
-            GovError::Invalid(format!(
-                "jurisdiction '{}' is not an ISO 3166-1 alpha-2 or ISO 3166-2 code",
-                new.jurisdiction
-            ))
-        })?;
-        if new.status == OrgStatus::Trial && new.trial_expires_at.is_none() {
-            return Err(GovError::Invalid(
-                "a trial organisation needs trial_expires_at".into(),
-            ));
-        }
+        let new = new.validated()?;
+        let (name, jurisdiction) = (&new.name, &new.jurisdiction);
         let quota = quota_to_sql(new.search_quota)?;
         let mut conn = self.db();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

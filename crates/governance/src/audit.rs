@@ -137,9 +137,9 @@ impl AuditEvent {
         ev
     }
 
-    /// An administrative change made by this crate on behalf of a caller that already
-    /// authorised it (rule `caller_authorized`).
-    pub(crate) fn admin(actor: &Actor, org_id: Option<i64>, action: &str) -> AuditEvent {
+    /// An administrative change made on behalf of a caller that already authorised it (rule
+    /// `caller_authorized`).
+    pub fn admin(actor: &Actor, org_id: Option<i64>, action: &str) -> AuditEvent {
         let mut ev = AuditEvent::new(actor, action);
         ev.org_id = org_id;
         ev.rule = "caller_authorized".into();

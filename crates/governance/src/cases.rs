@@ -111,13 +111,29 @@ fn required(what: &str, s: &str, max: usize) -> Result<String> {
     Ok(t.to_string())
 }
 
+impl NewCase {
+    /// The fields trimmed and checked: each is required, with a maximum length (number 100,
+    /// purpose 2000, legal basis 500, offence category 200 characters). Both governance
+    /// stores (this crate's, a cluster's) open cases from a validated `NewCase`.
+    pub fn validated(&self) -> Result<NewCase> {
+        Ok(NewCase {
+            number: required("case number", &self.number, 100)?,
+            purpose: required("purpose", &self.purpose, 2000)?,
+            legal_basis: required("legal basis", &self.legal_basis, 500)?,
+            offence_category: required("offence category", &self.offence_category, 200)?,
+        })
+    }
+}
+
 impl Governance {
     /// Opens a case in the principal's organisation, created by the principal.
     pub fn create_case(&self, by: &Principal, new: &NewCase) -> Result<Case> {
-        let number = required("case number", &new.number, 100)?;
-        let purpose = required("purpose", &new.purpose, 2000)?;
-        let legal_basis = required("legal basis", &new.legal_basis, 500)?;
-        let offence = required("offence category", &new.offence_category, 200)?;
+        let NewCase {
+            number,
+            purpose,
+            legal_basis,
+            offence_category: offence,
+        } = new.validated()?;
         let mut conn = self.db();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(

@@ -415,104 +415,140 @@ impl Governance {
         self.count_actions_since(org_id, Action::Search.as_str(), month_start_utc(now) * 1000)
     }
 
-    /// Decides whether `principal` may do `action`. Order: organisation suspended, trial
-    /// expired, policy rules, then for the `[search] applies_to` actions case and purpose, then
-    /// for `search` the monthly quota (counted from allowed `search` records in the audit log,
-    /// so the caller must append one per search). The decision is not recorded here; the
-    /// caller appends it with the operation's results ([`AuditEvent::decision`]).
+    /// Decides whether `principal` may do `action` under the policy in force, with the facts
+    /// from this store (see [`decide`]). The decision is not recorded here; the caller appends
+    /// it with the operation's results ([`AuditEvent::decision`]).
     pub fn authorize(
         &self,
         principal: &Principal,
         action: Action,
         ctx: &AuthzContext,
     ) -> Result<Decision> {
-        let org = &principal.org;
-        let now = ctx.now.unwrap_or_else(now_s);
-        if org.status == OrgStatus::Suspended {
-            return Ok(Decision::deny(
-                "builtin:org_suspended",
-                format!("organisation '{}' is suspended", org.name),
-            ));
-        }
-        if org.status == OrgStatus::Trial && org.trial_expires_at.is_none_or(|t| t <= now) {
-            return Ok(Decision::deny(
-                "builtin:trial_expired",
-                format!("the trial of organisation '{}' has expired", org.name),
-            ));
-        }
-        let policy = self.policy();
-        let decision = policy.evaluate(principal.role, org, action);
-        if !decision.allowed {
-            return Ok(decision);
-        }
-        if policy.search.applies_to.contains(&action) {
-            if policy.search.require_case {
-                let Some(case_id) = ctx.case_id else {
-                    return Ok(Decision::deny(
-                        "builtin:case_required",
-                        format!("every {action} needs a case"),
-                    ));
-                };
-                let case: Option<(i64, String)> = self
-                    .db()
-                    .query_row(
-                        "SELECT org_id, status FROM case_file WHERE id = ?1",
-                        [case_id],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
-                match case {
-                    Some((o, _)) if o != org.id => {
-                        return Ok(Decision::deny(
-                            "builtin:case_not_found",
-                            format!("no case {case_id} in organisation '{}'", org.name),
-                        ))
-                    }
-                    None => {
-                        return Ok(Decision::deny(
-                            "builtin:case_not_found",
-                            format!("no case {case_id} in organisation '{}'", org.name),
-                        ))
-                    }
-                    Some((_, status)) if status != "open" => {
-                        return Ok(Decision::deny(
-                            "builtin:case_closed",
-                            format!("case {case_id} is closed"),
-                        ))
-                    }
-                    Some(_) => {}
-                }
-            }
-            if policy.search.require_purpose {
-                let n = ctx
-                    .purpose
-                    .as_deref()
-                    .map_or(0, |p| p.trim().chars().count());
-                if n < policy.search.min_purpose_chars {
-                    return Ok(Decision::deny(
-                        "builtin:purpose_required",
-                        format!(
-                            "every {action} needs a purpose of at least {} characters",
-                            policy.search.min_purpose_chars
-                        ),
-                    ));
-                }
-            }
-        }
-        if action == Action::Search {
-            if let Some(quota) = org.search_quota {
-                let used = self.searches_this_month(org.id, now)?;
-                if used >= quota {
-                    return Ok(Decision::deny(
-                        "builtin:quota_exhausted",
-                        format!(
-                            "organisation '{}' has used its {quota} searches this month",
-                            org.name
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(decision)
+        decide(&self.policy(), self, principal, action, ctx)
     }
+}
+
+impl AuthzFacts for Governance {
+    fn case_org_status(&self, case_id: i64) -> Result<Option<(i64, String)>> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT org_id, status FROM case_file WHERE id = ?1",
+                [case_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    fn allowed_actions_since(&self, org_id: i64, action: &str, since_ms: i64) -> Result<u64> {
+        self.count_actions_since(org_id, action, since_ms)
+    }
+}
+
+/// What a decision needs besides the policy and the caller: the case named and the
+/// organisation's searches so far. The embedded store answers from SQLite, a cluster from
+/// PostgreSQL (`visage-cluster`), so both decide by the same code.
+pub trait AuthzFacts {
+    /// The organisation id and status (`open`, `closed`) of a case, if it exists.
+    fn case_org_status(&self, case_id: i64) -> Result<Option<(i64, String)>>;
+    /// Allowed records of `action` by the organisation since `since_ms` (unix ms), from the
+    /// audit log.
+    fn allowed_actions_since(&self, org_id: i64, action: &str, since_ms: i64) -> Result<u64>;
+}
+
+/// Decides whether `principal` may do `action`. Order: organisation suspended, trial expired,
+/// policy rules, then for the `[search] applies_to` actions case and purpose, then for
+/// `search` the monthly quota (counted from allowed `search` records in the audit log, so
+/// the caller must append one per search).
+pub fn decide(
+    policy: &Policy,
+    facts: &dyn AuthzFacts,
+    principal: &Principal,
+    action: Action,
+    ctx: &AuthzContext,
+) -> Result<Decision> {
+    let org = &principal.org;
+    let now = ctx.now.unwrap_or_else(now_s);
+    if org.status == OrgStatus::Suspended {
+        return Ok(Decision::deny(
+            "builtin:org_suspended",
+            format!("organisation '{}' is suspended", org.name),
+        ));
+    }
+    if org.status == OrgStatus::Trial && org.trial_expires_at.is_none_or(|t| t <= now) {
+        return Ok(Decision::deny(
+            "builtin:trial_expired",
+            format!("the trial of organisation '{}' has expired", org.name),
+        ));
+    }
+    let decision = policy.evaluate(principal.role, org, action);
+    if !decision.allowed {
+        return Ok(decision);
+    }
+    if policy.search.applies_to.contains(&action) {
+        if policy.search.require_case {
+            let Some(case_id) = ctx.case_id else {
+                return Ok(Decision::deny(
+                    "builtin:case_required",
+                    format!("every {action} needs a case"),
+                ));
+            };
+            let case = facts.case_org_status(case_id)?;
+            match case {
+                Some((o, _)) if o != org.id => {
+                    return Ok(Decision::deny(
+                        "builtin:case_not_found",
+                        format!("no case {case_id} in organisation '{}'", org.name),
+                    ))
+                }
+                None => {
+                    return Ok(Decision::deny(
+                        "builtin:case_not_found",
+                        format!("no case {case_id} in organisation '{}'", org.name),
+                    ))
+                }
+                Some((_, status)) if status != "open" => {
+                    return Ok(Decision::deny(
+                        "builtin:case_closed",
+                        format!("case {case_id} is closed"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if policy.search.require_purpose {
+            let n = ctx
+                .purpose
+                .as_deref()
+                .map_or(0, |p| p.trim().chars().count());
+            if n < policy.search.min_purpose_chars {
+                return Ok(Decision::deny(
+                    "builtin:purpose_required",
+                    format!(
+                        "every {action} needs a purpose of at least {} characters",
+                        policy.search.min_purpose_chars
+                    ),
+                ));
+            }
+        }
+    }
+    if action == Action::Search {
+        if let Some(quota) = org.search_quota {
+            let used = facts.allowed_actions_since(
+                org.id,
+                Action::Search.as_str(),
+                month_start_utc(now) * 1000,
+            )?;
+            if used >= quota {
+                return Ok(Decision::deny(
+                    "builtin:quota_exhausted",
+                    format!(
+                        "organisation '{}' has used its {quota} searches this month",
+                        org.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(decision)
 }

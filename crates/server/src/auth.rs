@@ -207,19 +207,29 @@ pub(crate) fn authorize_with(
 ) -> ApiResult<Decision> {
     let d = st.gov.authorize(p, action, ctx)?;
     if !d.allowed {
-        let mut ev = AuditEvent::decision(p, action, &d);
-        // A case of another organisation is not recorded under that case.
-        if let Some(c) = ctx.case_id {
-            if d.rule != "builtin:case_not_found" {
-                ev = ev.case(c);
-            } else {
-                ev.details = serde_json::json!({"requested_case_id": c});
-            }
-        }
-        st.gov.append(shape(ev))?;
+        st.gov.append(shape(refusal_event(p, action, &d, ctx)))?;
         return Err(ApiError::denied(&d));
     }
     Ok(d)
+}
+
+/// The audit record of a refusal (either API's log): the decision, and the case unless it
+/// is another organisation's (then only its id, in the details).
+pub(crate) fn refusal_event(
+    p: &Principal,
+    action: Action,
+    d: &Decision,
+    ctx: &AuthzContext,
+) -> AuditEvent {
+    let mut ev = AuditEvent::decision(p, action, d);
+    if let Some(c) = ctx.case_id {
+        if d.rule != "builtin:case_not_found" {
+            ev = ev.case(c);
+        } else {
+            ev.details = serde_json::json!({"requested_case_id": c});
+        }
+    }
+    ev
 }
 
 /// For endpoints that are no single action (`/v1/auth/me`, `/metrics`): the organisation must

@@ -2,63 +2,80 @@
 //! of processes over one PostgreSQL + S3 (+ Qdrant) cluster. Ingest jobs are queued in
 //! PostgreSQL and done by `visage worker` processes.
 //!
-//! What is served so far: health, stats, and ingest jobs by server-side path (the same body
-//! as the embedded server's `POST /v1/ingest/jobs` path jobs). Search, governance (accounts,
-//! policy, audit log, cases, opt-out, erasure) and the web app run on the embedded backend
-//! only until governance moves to PostgreSQL (docs/ARCHITECTURE.md, "Cluster mode"); this API
-//! answers 404 for them rather than searching without an audit trail. Keys are the cluster's
-//! own (`visage cluster add-key`), roles admin/operator (may queue jobs) and viewer. Every job
-//! request, allowed or refused, lands in the cluster's audit log (PostgreSQL, the governance
-//! format: `visage cluster audit-export` + `visage audit verify --file`), a queued job in the
-//! same transaction as its record.
+//! Governed like the embedded API, by the same code: keys belong to an organisation and carry
+//! a role (`visage cluster add-org`, `add-key`), every action is decided by the policy
+//! (`visage_governance::decide`, facts from PostgreSQL: `visage_cluster::gov::PgFacts`), and
+//! every search, verification and refusal lands in the cluster's audit log (PostgreSQL, the
+//! governance format: `visage cluster audit-export` + `visage audit verify --file`).
+//!
+//! Served: health, stats, ingest jobs by server-side path (the embedded API's body), cases
+//! (open, list, show, close), photo search and 1:1 verification with the embedded API's
+//! bodies and answers. Not yet (docs/CLUSTER.md, "Known gaps"): user accounts and sessions,
+//! the web app, video search, search by stored face, faces and their images, opt-out and
+//! erasure requests, case reports, audit reads over HTTP; those answer 404 here rather than
+//! running without the governance they need.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use axum::extract::{Path as UrlPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
 use serde_json::json;
-use visage_cluster::audit::PgAudit;
+use visage_cluster::audit::{PgAudit, SigningKey};
+use visage_cluster::gov::{self, PgFacts};
+use visage_cluster::keys::KeyIdentity;
 use visage_cluster::{queue, ClusterConfig, ClusterStore};
 use visage_gallery::{FaceStore, NewSource};
-use visage_governance::{Actor, AuditEvent};
+use visage_governance::{
+    decide, Action, Actor, AuditEvent, AuthzContext, Case, Decision, NewCase, Policy, Principal,
+};
+use visage_vision::FacePipeline;
 
+use crate::auth::refusal_event;
+use crate::gov_api::int_id;
 use crate::jobs::{resolve_under_roots, PathJobJson};
-use crate::{ApiError, ApiResult};
+use crate::search::{
+    add_audit_id, ctx, read_photo_search, read_verify, run_photo_search, run_verify,
+};
+use crate::{ApiError, ApiResult, BODY_LIMIT};
 
 #[derive(Clone)]
-pub struct ClusterState {
-    store: Arc<ClusterStore>,
+pub struct ClusterState(Arc<ClusterInner>);
+
+/// What a cluster API process holds (fields private: use the handlers).
+pub struct ClusterInner {
+    store: ClusterStore,
     /// Canonical folders path jobs may name.
-    roots: Arc<Vec<PathBuf>>,
+    roots: Vec<PathBuf>,
     /// Signs the audit log's checkpoints (shared by every API process of the cluster).
-    audit_key: Arc<visage_cluster::audit::SigningKey>,
+    audit_key: SigningKey,
+    policy: Policy,
+    /// One pipeline per API process; searches take turns on it (as the embedded server).
+    pipeline: Mutex<FacePipeline>,
 }
 
-/// The caller, from its bearer key: key name and role.
-#[derive(Clone)]
-struct Caller {
-    name: String,
-    role: String,
-}
-
-impl Caller {
-    fn actor(&self) -> Actor {
-        Actor {
-            user_id: None,
-            name: format!("key:{}", self.name),
-        }
+impl std::ops::Deref for ClusterState {
+    type Target = ClusterInner;
+    fn deref(&self) -> &ClusterInner {
+        &self.0
     }
 }
 
 impl ClusterState {
-    pub fn open(cfg: &ClusterConfig, ingest_roots: &[PathBuf]) -> Result<ClusterState> {
+    /// Opens the cluster named by `cfg` with the pipeline searches embed with and the policy
+    /// in force (`policy_file`: the config's `policy_file`, or the built-in default).
+    pub fn open(
+        cfg: &ClusterConfig,
+        ingest_roots: &[PathBuf],
+        pipeline: FacePipeline,
+        policy_file: Option<&Path>,
+    ) -> Result<ClusterState> {
         let roots = ingest_roots
             .iter()
             .map(|r| {
@@ -71,32 +88,112 @@ impl ClusterState {
              signs its audit log (the same file for every API process; created if missing)",
         )?;
         let audit_key = visage_cluster::audit::load_or_create_key(key_file)?;
-        Ok(ClusterState {
-            store: Arc::new(ClusterStore::open(cfg)?),
-            roots: Arc::new(roots),
-            audit_key: Arc::new(audit_key),
-        })
+        let policy = match policy_file.or(cfg.policy_file.as_deref()) {
+            Some(f) => Policy::load(f)?,
+            None => Policy::default_policy(),
+        };
+        Ok(ClusterState(Arc::new(ClusterInner {
+            store: ClusterStore::open(cfg)?,
+            roots,
+            audit_key,
+            policy,
+            pipeline: Mutex::new(pipeline),
+        })))
+    }
+
+    fn audit(&self) -> PgAudit<'_> {
+        PgAudit::new(self.store.pool(), self.audit_key.clone())
+    }
+
+    fn append(&self, ev: AuditEvent) -> ApiResult<u64> {
+        Ok(self.audit().append(ev).map_err(storage)?.seq)
+    }
+
+    /// The policy's decision for this key, with the cluster's facts; a refusal is recorded
+    /// (shaped by `shape`) and answered 403 with its code. A key without an organisation is
+    /// refused everything (403 `no_organisation`).
+    fn authorize(
+        &self,
+        who: &KeyIdentity,
+        action: Action,
+        ctx: &AuthzContext,
+        shape: impl FnOnce(AuditEvent) -> AuditEvent,
+    ) -> ApiResult<(Principal, Decision)> {
+        let Some(p) = who.principal() else {
+            let reason = format!(
+                "key {:?} belongs to no organisation: create a key with \
+                 `visage cluster add-key --org`",
+                who.name
+            );
+            self.append(AuditEvent::new(&key_actor(who), action.as_str()).decided(
+                false,
+                "cluster:no_organisation",
+                &reason,
+            ))?;
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "no_organisation",
+                reason,
+            ));
+        };
+        let d = decide(&self.policy, &PgFacts(self.store.pool()), &p, action, ctx)?;
+        if !d.allowed {
+            self.append(shape(refusal_event(&p, action, &d, ctx)))?;
+            return Err(ApiError::denied(&d));
+        }
+        Ok((p, d))
+    }
+
+    fn lock_pipeline(&self) -> ApiResult<std::sync::MutexGuard<'_, FacePipeline>> {
+        self.pipeline
+            .lock()
+            .map_err(|_| ApiError::internal(anyhow::anyhow!("pipeline lock poisoned")))
     }
 }
 
+fn key_actor(who: &KeyIdentity) -> Actor {
+    Actor {
+        user_id: Some(who.key_id),
+        name: format!("key:{}", who.name),
+    }
+}
+
+/// A storage failure (PostgreSQL, S3, Qdrant): 503, the request may be retried.
+fn storage(e: anyhow::Error) -> ApiError {
+    tracing::error!("cluster storage: {e:#}");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+        format!("the cluster storage failed: {e:#}"),
+    )
+}
+
+fn joined(e: tokio::task::JoinError) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+}
+
+/// Runs storage work on the blocking pool; its errors are 503 `storage_unavailable`.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| {
-            tracing::error!("cluster storage: {e:#}");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
-                format!("the cluster storage failed: {e:#}"),
-            )
-        })
+        .map_err(joined)?
+        .map_err(storage)
+}
+
+/// Runs a handler's work on the blocking pool with a clone of the state.
+async fn on_pool<T: Send + 'static>(
+    st: &ClusterState,
+    f: impl FnOnce(&ClusterState) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || f(&st))
+        .await
+        .map_err(joined)?
 }
 
 async fn authenticate(State(st): State<ClusterState>, mut req: Request, next: Next) -> Response {
-    use axum::response::IntoResponse;
     let key = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -106,10 +203,10 @@ async fn authenticate(State(st): State<ClusterState>, mut req: Request, next: Ne
     let Some(key) = key else {
         return ApiError::unauthorized().into_response();
     };
-    let store = st.store.clone();
-    match blocking(move || visage_cluster::keys::lookup(store.pool(), &key)).await {
-        Ok(Some((name, role))) => {
-            req.extensions_mut().insert(Caller { name, role });
+    let st2 = st.clone();
+    match blocking(move || visage_cluster::keys::lookup(st2.store.pool(), &key)).await {
+        Ok(Some(who)) => {
+            req.extensions_mut().insert(who);
             next.run(req).await
         }
         Ok(None) => ApiError::unauthorized().into_response(),
@@ -122,30 +219,39 @@ pub fn router(st: ClusterState) -> Router {
         .route("/v1/stats", get(stats))
         .route("/v1/ingest/jobs", get(list_jobs).post(create_job))
         .route("/v1/ingest/jobs/{id}", get(get_job))
+        .route("/v1/cases", get(list_cases).post(create_case))
+        .route("/v1/cases/{id}", get(get_case))
+        .route("/v1/cases/{id}/close", post(close_case))
+        .route("/v1/search", post(search))
+        .route("/v1/verify", post(verify))
         .route_layer(middleware::from_fn_with_state(st.clone(), authenticate));
     Router::new()
         .route("/v1/health", get(health))
         .merge(authed)
         .with_state(st)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
 async fn health(State(st): State<ClusterState>) -> ApiResult<Json<serde_json::Value>> {
-    let store = st.store.clone();
-    let version = blocking(move || store.pool().schema_version()).await?;
+    let st2 = st.clone();
+    let version = blocking(move || st2.store.pool().schema_version()).await?;
+    let pack = st.lock_pipeline()?.pack_id();
     Ok(Json(json!({
         "status": "ok",
         "backend": st.store.backend(),
         "schema_version": version,
+        "pack": pack,
+        "policy_sha256": st.policy.sha256,
     })))
 }
 
 async fn stats(State(st): State<ClusterState>) -> ApiResult<Json<serde_json::Value>> {
-    let store = st.store.clone();
+    let st2 = st.clone();
     let (faces, images, colls) = blocking(move || {
         Ok((
-            store.face_count()?,
-            store.image_count()?,
-            store.collections()?,
+            st2.store.face_count()?,
+            st2.store.image_count()?,
+            st2.store.collections()?,
         ))
     })
     .await?;
@@ -159,23 +265,14 @@ async fn stats(State(st): State<ClusterState>) -> ApiResult<Json<serde_json::Val
 
 async fn create_job(
     State(st): State<ClusterState>,
-    axum::Extension(caller): axum::Extension<Caller>,
+    Extension(who): Extension<KeyIdentity>,
     body: Result<Json<PathJobJson>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<queue::JobStatus>)> {
-    if caller.role == "viewer" {
-        let (store, key) = (st.store.clone(), st.audit_key.clone());
-        let ev = AuditEvent::new(&caller.actor(), "ingest_job_create").decided(
-            false,
-            "cluster_role",
-            "queuing ingest jobs needs an operator or admin key",
-        );
-        blocking(move || PgAudit::new(store.pool(), (*key).clone()).append(ev)).await?;
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "role_denied",
-            "queuing ingest jobs needs an operator or admin key",
-        ));
-    }
+    let w = who.clone();
+    let (p, d) = on_pool(&st, move |st| {
+        st.authorize(&w, Action::Ingest, &AuthzContext::default(), |ev| ev)
+    })
+    .await?;
     let Json(job) = body.map_err(|e| ApiError::bad_json(e.body_text()))?;
     if job.collection.trim().is_empty() {
         return Err(ApiError::bad_request("`collection` must not be empty"));
@@ -185,11 +282,29 @@ async fn create_job(
             "`source.name` and `source.legal_basis` are required",
         ));
     }
-    if let Some(j) = &job.source.jurisdiction {
-        visage_gallery::normalize_jurisdiction(j)
-            .map_err(|e| ApiError::bad_request(format!("source.jurisdiction: {e:#}")))?;
-    }
+    let jurisdiction = match &job.source.jurisdiction {
+        Some(j) => Some(
+            visage_gallery::normalize_jurisdiction(j)
+                .map_err(|e| ApiError::bad_request(format!("source.jurisdiction: {e:#}")))?,
+        ),
+        None => None,
+    };
     let path = resolve_under_roots(&st.roots, None, &job.path)?;
+    if let Some(j) = &jurisdiction {
+        if let Some(x) = st.policy.jurisdiction_excluded(j) {
+            let reason = format!("the source's jurisdiction {j} is excluded by policy ({x})");
+            let ev = AuditEvent::decision(&p, Action::Ingest, &d)
+                .decided(false, "policy:data.excluded_jurisdictions", &reason)
+                .details(json!({"event": "refused", "collection": job.collection,
+                    "source": job.source.name, "jurisdiction": j}));
+            on_pool(&st, move |st| st.append(ev)).await?;
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "jurisdiction_excluded",
+                reason,
+            ));
+        }
+    }
     let source = NewSource {
         name: job.source.name.clone(),
         kind: job
@@ -200,7 +315,7 @@ async fn create_job(
         uri: job.source.uri.clone().or_else(|| Some(job.path.clone())),
         legal_basis: Some(job.source.legal_basis.clone()),
         licence: job.source.licence.clone(),
-        jurisdiction: job.source.jurisdiction.clone(),
+        jurisdiction,
     };
     let opts = job.options.clone().unwrap_or_default();
     let args = json!({
@@ -208,20 +323,19 @@ async fn create_job(
         "subject_from_parent": opts.subject_from_parent.unwrap_or(false),
         "keep_originals": opts.keep_originals.unwrap_or(false),
     });
-    let ev = AuditEvent::new(&caller.actor(), "ingest_job_create")
-        .decided(true, "cluster_role", &format!("role {}", caller.role))
-        .details(json!({
-            "collection": job.collection,
-            "path": job.path,
-            "source": job.source.name,
-            "legal_basis": job.source.legal_basis,
-        }));
-    let (store, key) = (st.store.clone(), st.audit_key.clone());
+    let ev = AuditEvent::decision(&p, Action::Ingest, &d).details(json!({
+        "event": "queued",
+        "collection": job.collection,
+        "path": job.path,
+        "source": job.source.name,
+        "legal_basis": job.source.legal_basis,
+    }));
     let collection = job.collection.clone();
+    let st2 = st.clone();
     let status = blocking(move || {
-        let audit = PgAudit::new(store.pool(), (*key).clone());
+        let audit = st2.audit();
         let id = queue::enqueue_with(
-            store.pool(),
+            st2.store.pool(),
             &collection,
             &source,
             &[path],
@@ -232,7 +346,7 @@ async fn create_job(
                     .map(|_| ())
             },
         )?;
-        queue::job_status(store.pool(), id)?.context("job vanished")
+        queue::job_status(st2.store.pool(), id)?.context("job vanished")
     })
     .await?;
     Ok((StatusCode::ACCEPTED, Json(status)))
@@ -240,19 +354,162 @@ async fn create_job(
 
 async fn get_job(
     State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
     UrlPath(id): UrlPath<i64>,
 ) -> ApiResult<Json<queue::JobStatus>> {
-    let store = st.store.clone();
-    blocking(move || queue::job_status(store.pool(), id))
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no ingest job {id}")))
+    on_pool(&st, move |st| {
+        st.authorize(&who, Action::Ingest, &AuthzContext::default(), |ev| ev)?;
+        queue::job_status(st.store.pool(), id)
+            .map_err(storage)?
+            .map(Json)
+            .ok_or_else(|| ApiError::not_found(format!("no ingest job {id}")))
+    })
+    .await
 }
 
-async fn list_jobs(State(st): State<ClusterState>) -> ApiResult<Json<serde_json::Value>> {
-    let store = st.store.clone();
-    let jobs = blocking(move || queue::jobs(store.pool(), 100)).await?;
-    Ok(Json(json!({ "jobs": jobs })))
+async fn list_jobs(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+) -> ApiResult<Json<serde_json::Value>> {
+    on_pool(&st, move |st| {
+        st.authorize(&who, Action::Ingest, &AuthzContext::default(), |ev| ev)?;
+        let jobs = queue::jobs(st.store.pool(), 100).map_err(storage)?;
+        Ok(Json(json!({ "jobs": jobs })))
+    })
+    .await
+}
+
+// ---- cases -----------------------------------------------------------------------------------
+
+/// The case if it belongs to the caller's organisation (404 otherwise, as the embedded API).
+fn own_case(st: &ClusterState, p: &Principal, id: i64) -> ApiResult<Case> {
+    match gov::get_case(st.store.pool(), id) {
+        Ok(c) if c.org_id == p.org.id => Ok(c),
+        Ok(_) | Err(visage_governance::GovError::NotFound(_)) => {
+            Err(ApiError::not_found(format!("no case {id}")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn manage_cases(st: &ClusterState, who: &KeyIdentity) -> ApiResult<Principal> {
+    Ok(st
+        .authorize(who, Action::ManageCases, &AuthzContext::default(), |ev| ev)?
+        .0)
+}
+
+async fn create_case(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let new: NewCase = crate::input::json(&body)?;
+    on_pool(&st, move |st| {
+        let p = manage_cases(st, &who)?;
+        let c = gov::create_case(st.store.pool(), &st.audit(), &p, &new)?;
+        Ok((StatusCode::CREATED, Json(c)).into_response())
+    })
+    .await
+}
+
+async fn list_cases(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+) -> ApiResult<Json<Vec<Case>>> {
+    on_pool(&st, move |st| {
+        let p = manage_cases(st, &who)?;
+        Ok(Json(gov::list_cases(st.store.pool(), p.org.id)?))
+    })
+    .await
+}
+
+async fn get_case(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Json<Case>> {
+    let id = int_id(&raw, "case")?;
+    on_pool(&st, move |st| {
+        let p = manage_cases(st, &who)?;
+        Ok(Json(own_case(st, &p, id)?))
+    })
+    .await
+}
+
+async fn close_case(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Json<Case>> {
+    let id = int_id(&raw, "case")?;
+    on_pool(&st, move |st| {
+        let p = manage_cases(st, &who)?;
+        own_case(st, &p, id)?;
+        Ok(Json(gov::close_case(
+            st.store.pool(),
+            &st.audit(),
+            &Actor::from(&p),
+            id,
+        )?))
+    })
+    .await
+}
+
+// ---- search ----------------------------------------------------------------------------------
+
+/// `POST /v1/search`: the embedded API's photo search (same body, same answer, same audit
+/// record) over the cluster's store.
+async fn search(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    req: Request,
+) -> ApiResult<Response> {
+    let mut q = read_photo_search(req).await?;
+    on_pool(&st, move |st| {
+        let (p, d) = st.authorize(
+            &who,
+            Action::Search,
+            &ctx(q.case_id, q.purpose.clone()),
+            q.refusal_shape(),
+        )?;
+        let case_id = q.case_id.expect("authorised searches carry a case");
+        q.opts.filter.exclude_jurisdictions.extend(
+            st.policy
+                .data
+                .excluded_jurisdictions
+                .iter()
+                .map(|j| j.0.clone()),
+        );
+        let res = {
+            let pipeline = st.lock_pipeline()?;
+            run_photo_search(&st.store, &pipeline, &q.image, &q.opts)
+        };
+        let audit_id = st.append(q.record(&p, &d, case_id, &res))?;
+        add_audit_id(res?, case_id, audit_id)
+    })
+    .await
+}
+
+/// `POST /v1/verify`: the embedded API's 1:1 verification, audited in the cluster's log.
+async fn verify(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    req: Request,
+) -> ApiResult<Response> {
+    let q = read_verify(req).await?;
+    on_pool(&st, move |st| {
+        let (p, d) = st.authorize(
+            &who,
+            Action::Verify,
+            &ctx(q.case_id, q.purpose.clone()),
+            q.refusal_shape(),
+        )?;
+        let case_id = q.case_id.expect("authorised verifications carry a case");
+        let res = run_verify(&*st.lock_pipeline()?, &q.a, &q.b);
+        let audit_id = st.append(q.record(&p, &d, case_id, &res))?;
+        add_audit_id(res?, case_id, audit_id)
+    })
+    .await
 }
 
 /// Serves the cluster API until Ctrl-C / SIGTERM.

@@ -21,7 +21,7 @@ fn none() -> AuthzContext {
     AuthzContext::default()
 }
 
-fn int_id(raw: &str, what: &str) -> ApiResult<i64> {
+pub(crate) fn int_id(raw: &str, what: &str) -> ApiResult<i64> {
     raw.parse()
         .map_err(|_| ApiError::bad_request(format!("{what} id {raw:?} is not an integer")))
 }

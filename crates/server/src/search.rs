@@ -21,7 +21,7 @@ use visage_engine::search::{
 };
 use visage_engine::video_search::{VideoProbeError, VideoSearchOptions, VideoSearchResult};
 use visage_engine::SearchOptions;
-use visage_gallery::{Filter, Hit, SearchQuery};
+use visage_gallery::{FaceStore, Filter, Hit, SearchQuery};
 use visage_governance::{Action, AuditEvent, AuthzContext, Principal};
 use visage_vision::{AnalyzeOptions, DecodeError, DecodeLimits, FacePipeline};
 
@@ -145,7 +145,7 @@ fn check_k(k: Option<usize>) -> ApiResult<usize> {
     Ok(k)
 }
 
-fn ctx(case_id: Option<i64>, purpose: Option<String>) -> AuthzContext {
+pub(crate) fn ctx(case_id: Option<i64>, purpose: Option<String>) -> AuthzContext {
     AuthzContext {
         case_id,
         purpose,
@@ -165,6 +165,20 @@ fn record(
     details: serde_json::Value,
     probe_sha: Option<&str>,
 ) -> ApiResult<u64> {
+    let ev = search_event(p, action, d, case_id, face_ids, details, probe_sha);
+    Ok(st.gov.append(ev)?.seq)
+}
+
+/// The record of an authorised search or verification (either API's audit log).
+pub(crate) fn search_event(
+    p: &Principal,
+    action: Action,
+    d: &visage_governance::Decision,
+    case_id: i64,
+    face_ids: &[i64],
+    details: serde_json::Value,
+    probe_sha: Option<&str>,
+) -> AuditEvent {
     let mut ev = AuditEvent::decision(p, action, d)
         .case(case_id)
         .result_count(face_ids.len() as u64)
@@ -173,7 +187,7 @@ fn record(
     if let Some(s) = probe_sha {
         ev = ev.probe_sha256(s);
     }
-    Ok(st.gov.append(ev)?.seq)
+    ev
 }
 
 fn decode_error(e: anyhow::Error) -> ApiError {
@@ -311,7 +325,7 @@ fn no_face(which: &str) -> ApiError {
     )
 }
 
-fn add_audit_id(v: impl Serialize, case_id: i64, audit_id: u64) -> ApiResult<Response> {
+pub(crate) fn add_audit_id(v: impl Serialize, case_id: i64, audit_id: u64) -> ApiResult<Response> {
     let mut v = serde_json::to_value(v).map_err(|e| ApiError::internal(e.into()))?;
     if let serde_json::Value::Object(m) = &mut v {
         m.insert("audit_id".into(), audit_id.into());
@@ -351,6 +365,46 @@ pub(crate) async fn search(
     Auth(p): Auth,
     req: Request,
 ) -> ApiResult<Response> {
+    let mut q = read_photo_search(req).await?;
+    let d = authorize_with(
+        &st,
+        &p,
+        Action::Search,
+        &ctx(q.case_id, q.purpose.clone()),
+        q.refusal_shape(),
+    )?;
+    let case_id = q.case_id.expect("authorised searches carry a case");
+    q.opts
+        .filter
+        .exclude_jurisdictions
+        .extend(st.excluded_jurisdictions());
+    blocking(&st, move |st| {
+        let res = {
+            let pipeline = lock_pipeline(st)?;
+            run_photo_search(&st.gallery, &pipeline, &q.image, &q.opts)
+        };
+        let ev = q.record(&p, &d, case_id, &res);
+        let audit_id = st.gov.append(ev)?.seq;
+        st.metrics.search("photo", res.is_ok());
+        add_audit_id(res?, case_id, audit_id)
+    })
+    .await
+}
+
+/// A photo search as read from the request body (multipart or JSON): the same fields and
+/// checks for the embedded and the cluster API (`cluster_api.rs`).
+pub(crate) struct PhotoSearch {
+    pub(crate) image: Vec<u8>,
+    pub(crate) case_id: Option<i64>,
+    pub(crate) purpose: Option<String>,
+    /// Without the policy's jurisdiction exclusions: the caller adds them.
+    pub(crate) opts: SearchOptions,
+    pub(crate) probe_sha: String,
+    /// What the audit record details: purpose, k, thresholds, collection, faces, filter.
+    details: serde_json::Value,
+}
+
+pub(crate) async fn read_photo_search(req: Request) -> ApiResult<PhotoSearch> {
     let input = input::read(
         req,
         "a multipart `image` field, or JSON with `image_base64`",
@@ -375,71 +429,72 @@ pub(crate) async fn search(
         "faces": faces.to_string(),
         "filter": filter_details(&filter),
     });
-    let d = {
-        let sha = probe_sha.clone();
-        let details = details.clone();
-        authorize_with(
-            &st,
-            &p,
-            Action::Search,
-            &ctx(case_id, purpose.clone()),
-            move |ev| {
-                let mut ev = ev.probe_sha256(sha);
-                if let serde_json::Value::Object(extra) = details {
-                    if let serde_json::Value::Object(m) = &mut ev.details {
-                        m.extend(extra);
-                    }
+    Ok(PhotoSearch {
+        image,
+        case_id,
+        purpose,
+        opts: SearchOptions {
+            collections: collection.into_iter().collect(),
+            k,
+            threshold,
+            max_fmr,
+            filter,
+            faces,
+            ..Default::default()
+        },
+        probe_sha,
+        details,
+    })
+}
+
+impl PhotoSearch {
+    /// Shapes the record of a refused search: the probe's hash and the request's details.
+    pub(crate) fn refusal_shape(&self) -> impl FnOnce(AuditEvent) -> AuditEvent {
+        let (sha, details) = (self.probe_sha.clone(), self.details.clone());
+        move |ev| {
+            let mut ev = ev.probe_sha256(sha);
+            if let serde_json::Value::Object(extra) = details {
+                if let serde_json::Value::Object(m) = &mut ev.details {
+                    m.extend(extra);
                 }
-                ev
-            },
-        )?
-    };
-    let case_id = case_id.expect("authorised searches carry a case");
-    let mut opts = SearchOptions {
-        collections: collection.into_iter().collect(),
-        k,
-        threshold,
-        max_fmr,
-        filter,
-        faces,
-        ..Default::default()
-    };
-    opts.filter
-        .exclude_jurisdictions
-        .extend(st.excluded_jurisdictions());
-    blocking(&st, move |st| {
-        let res = run_search(st, &image, &opts);
-        let (faces, mut details) = match &res {
-            Ok(r) => (
+            }
+            ev
+        }
+    }
+
+    /// The record of an authorised search, made or failed: the returned face ids, the pack
+    /// or the error's code.
+    pub(crate) fn record(
+        &self,
+        p: &Principal,
+        d: &visage_governance::Decision,
+        case_id: i64,
+        res: &ApiResult<visage_engine::SearchResult>,
+    ) -> AuditEvent {
+        let mut details = self.details.clone();
+        let faces: Vec<i64> = match res {
+            Ok(r) => {
+                details["pack"] = r.pack.clone().into();
                 r.probe_faces
                     .iter()
                     .flat_map(|f| f.hits.iter().map(|h| h.face.id))
-                    .collect::<Vec<_>>(),
-                details,
-            ),
+                    .collect()
+            }
             Err(e) => {
-                let mut d = details;
-                d["error"] = e.code.into();
-                (vec![], d)
+                details["error"] = e.code.into();
+                vec![]
             }
         };
-        if let Ok(r) = &res {
-            details["pack"] = r.pack.clone().into();
-        }
-        let audit_id = record(
-            st,
-            &p,
+        search_event(
+            p,
             Action::Search,
-            &d,
+            d,
             case_id,
             &faces,
             details,
-            Some(&probe_sha),
-        )?;
-        st.metrics.search("photo", res.is_ok());
-        add_audit_id(res?, case_id, audit_id)
-    })
-    .await
+            Some(&self.probe_sha),
+        )
+    }
 }
 
 fn lock_pipeline(st: &AppState) -> ApiResult<std::sync::MutexGuard<'_, FacePipeline>> {
@@ -448,15 +503,16 @@ fn lock_pipeline(st: &AppState) -> ApiResult<std::sync::MutexGuard<'_, FacePipel
         .map_err(|_| ApiError::internal(anyhow::anyhow!("pipeline lock poisoned")))
 }
 
-fn run_search(
-    st: &AppState,
+/// A photo search on either backend: the request's client errors first (unknown collection,
+/// another pack, `max_fmr` without calibration), then the search; no face is 422.
+pub(crate) fn run_photo_search(
+    store: &dyn FaceStore,
+    pipeline: &FacePipeline,
     image: &[u8],
     opts: &SearchOptions,
 ) -> ApiResult<visage_engine::SearchResult> {
-    let pipeline = lock_pipeline(st)?;
-    check_search(st, &pipeline, opts)?;
-    let result =
-        visage_engine::search_image(&st.gallery, &pipeline, image, opts).map_err(decode_error)?;
+    check_search(store, pipeline, opts)?;
+    let result = visage_engine::search_image(store, pipeline, image, opts).map_err(decode_error)?;
     if result.probe_faces.is_empty() {
         return Err(no_face("probe"));
     }
@@ -465,11 +521,15 @@ fn run_search(
 
 /// The collections and threshold of a search, checked so that these client errors get their
 /// own codes (404 unknown collection, 400 another pack or `max_fmr` without calibration).
-fn check_search(st: &AppState, pipeline: &FacePipeline, opts: &SearchOptions) -> ApiResult<()> {
+fn check_search(
+    store: &dyn FaceStore,
+    pipeline: &FacePipeline,
+    opts: &SearchOptions,
+) -> ApiResult<()> {
     let pack = pipeline.pack_id();
     // Checked here so that these client errors get their own codes.
     for name in &opts.collections {
-        match st.gallery.collection(name).map_err(ApiError::internal)? {
+        match store.collection(name).map_err(ApiError::internal)? {
             None => return Err(ApiError::not_found(format!("no collection named {name:?}"))),
             Some(c) if c.pack != pack => {
                 return Err(ApiError::bad_request(format!(
@@ -481,8 +541,7 @@ fn check_search(st: &AppState, pipeline: &FacePipeline, opts: &SearchOptions) ->
         }
     }
     if opts.collections.is_empty() {
-        let any = st
-            .gallery
+        let any = store
             .collections()
             .map_err(ApiError::internal)?
             .iter()
@@ -713,7 +772,7 @@ type VisageFace = visage_vision::Face;
 
 /// The answer of a verification.
 #[derive(Debug, Serialize)]
-struct VerifyResult {
+pub(crate) struct VerifyResult {
     pack: String,
     similarity: f32,
     /// The pack's verification threshold.
@@ -726,10 +785,9 @@ struct VerifyResult {
     b: VerifySide,
 }
 
-fn run_verify(st: &AppState, a: &[u8], b: &[u8]) -> ApiResult<VerifyResult> {
-    let p = lock_pipeline(st)?;
-    let (fa, sa) = main_face(&p, a, "`a`")?;
-    let (fb, sb) = main_face(&p, b, "`b`")?;
+pub(crate) fn run_verify(p: &FacePipeline, a: &[u8], b: &[u8]) -> ApiResult<VerifyResult> {
+    let (fa, sa) = main_face(p, a, "`a`")?;
+    let (fb, sb) = main_face(p, b, "`b`")?;
     let (Some(ea), Some(eb)) = (&fa.embedding, &fb.embedding) else {
         return Err(no_face("probe"));
     };
@@ -772,6 +830,35 @@ pub(crate) async fn verify(
     Auth(p): Auth,
     req: Request,
 ) -> ApiResult<Response> {
+    let q = read_verify(req).await?;
+    let d = authorize_with(
+        &st,
+        &p,
+        Action::Verify,
+        &ctx(q.case_id, q.purpose.clone()),
+        q.refusal_shape(),
+    )?;
+    let case_id = q.case_id.expect("authorised verifications carry a case");
+    blocking(&st, move |st| {
+        let res = run_verify(&*lock_pipeline(st)?, &q.a, &q.b);
+        let audit_id = st.gov.append(q.record(&p, &d, case_id, &res))?.seq;
+        st.metrics.search("verify", res.is_ok());
+        add_audit_id(res?, case_id, audit_id)
+    })
+    .await
+}
+
+/// A 1:1 verification as read from the request body (both APIs).
+pub(crate) struct VerifyRequest {
+    pub(crate) a: Vec<u8>,
+    pub(crate) b: Vec<u8>,
+    pub(crate) case_id: Option<i64>,
+    pub(crate) purpose: Option<String>,
+    sha_a: String,
+    details: serde_json::Value,
+}
+
+pub(crate) async fn read_verify(req: Request) -> ApiResult<VerifyRequest> {
     let input: Input =
         input::read(req, "multipart `a` and `b`, or JSON `a_base64`, `b_base64`").await?;
     let a = input
@@ -784,48 +871,56 @@ pub(crate) async fn verify(
     let purpose = input.text("purpose")?;
     let (sha_a, sha_b) = (sha256_hex(&a), sha256_hex(&b));
     let details = serde_json::json!({"purpose": purpose, "probe_b_sha256": sha_b});
-    let d = {
-        let (sha_a, details) = (sha_a.clone(), details.clone());
-        authorize_with(
-            &st,
-            &p,
-            Action::Verify,
-            &ctx(case_id, purpose.clone()),
-            move |mut ev| {
-                if let (serde_json::Value::Object(m), serde_json::Value::Object(extra)) =
-                    (&mut ev.details, details)
-                {
-                    m.extend(extra);
-                }
-                ev.probe_sha256(sha_a)
-            },
-        )?
-    };
-    let case_id = case_id.expect("authorised verifications carry a case");
-    blocking(&st, move |st| {
-        let res = run_verify(st, &a, &b);
-        let mut details = details;
-        match &res {
+    Ok(VerifyRequest {
+        a,
+        b,
+        case_id,
+        purpose,
+        sha_a,
+        details,
+    })
+}
+
+impl VerifyRequest {
+    /// Shapes the record of a refused verification: `a`'s hash, `b`'s in the details.
+    pub(crate) fn refusal_shape(&self) -> impl FnOnce(AuditEvent) -> AuditEvent {
+        let (sha_a, details) = (self.sha_a.clone(), self.details.clone());
+        move |mut ev| {
+            if let (serde_json::Value::Object(m), serde_json::Value::Object(extra)) =
+                (&mut ev.details, details)
+            {
+                m.extend(extra);
+            }
+            ev.probe_sha256(sha_a)
+        }
+    }
+
+    /// The record of an authorised verification: similarity and decision, or the error.
+    pub(crate) fn record(
+        &self,
+        p: &Principal,
+        d: &visage_governance::Decision,
+        case_id: i64,
+        res: &ApiResult<VerifyResult>,
+    ) -> AuditEvent {
+        let mut details = self.details.clone();
+        match res {
             Ok(r) => {
                 details["similarity"] = audit_num(Some(f64::from(r.similarity)));
                 details["same"] = r.same.into();
             }
             Err(e) => details["error"] = e.code.into(),
         }
-        let audit_id = record(
-            st,
-            &p,
+        search_event(
+            p,
             Action::Verify,
-            &d,
+            d,
             case_id,
             &[],
             details,
-            Some(&sha_a),
-        )?;
-        st.metrics.search("verify", res.is_ok());
-        add_audit_id(res?, case_id, audit_id)
-    })
-    .await
+            Some(&self.sha_a),
+        )
+    }
 }
 
 // ---- search by video ---------------------------------------------------------------------------
@@ -1028,7 +1123,7 @@ fn run_video_search(
     opts: &VideoSearchOptions,
 ) -> ApiResult<VideoSearchResult> {
     let pipeline = lock_pipeline(st)?;
-    check_search(st, &pipeline, &opts.search)?;
+    check_search(&st.gallery, &pipeline, &opts.search)?;
     let name = path.display().to_string();
     let r = visage_engine::video_search::search_video(&st.gallery, &pipeline, path, opts).map_err(
         |e| {
