@@ -82,6 +82,17 @@ pub(crate) enum ClusterCmd {
         #[arg(long)]
         search_quota: Option<u64>,
     },
+    /// Suspend an organisation (its keys can do nothing, searches included) or reactivate it;
+    /// audited.
+    SetOrgStatus {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        name: String,
+        /// active or suspended.
+        #[arg(long)]
+        status: String,
+    },
     /// Organisations of the cluster.
     Orgs {
         #[command(flatten)]
@@ -256,6 +267,31 @@ pub(crate) fn cluster(cmd: ClusterCmd) -> Result<ExitCode> {
                     trial_expires_at: None,
                     search_quota,
                 },
+            )?;
+            println!("{}", serde_json::to_string_pretty(&org)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::SetOrgStatus {
+            config,
+            name,
+            status,
+        } => {
+            let status = match visage_governance::OrgStatus::parse(&status) {
+                Some(
+                    s @ (visage_governance::OrgStatus::Active
+                    | visage_governance::OrgStatus::Suspended),
+                ) => s,
+                _ => bail!("unknown status {status:?}: active or suspended"),
+            };
+            let (store, audit_key) = config.open_with_audit_key()?;
+            let org = visage_cluster::gov::org_by_name(store.pool(), &name)?;
+            let audit = visage_cluster::audit::PgAudit::new(store.pool(), audit_key);
+            let org = visage_cluster::gov::set_org_status(
+                store.pool(),
+                &audit,
+                &cli_actor(),
+                org.id,
+                status,
             )?;
             println!("{}", serde_json::to_string_pretty(&org)?);
             Ok(ExitCode::SUCCESS)

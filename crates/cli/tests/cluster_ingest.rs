@@ -613,6 +613,39 @@ fn two_servers_two_workers_one_killed_match_embedded() {
         "{r}"
     );
     audited += 2;
+    // A suspended organisation can do nothing; reactivated, it is under its quota again.
+    let out = visage()
+        .args([
+            "cluster",
+            "set-org-status",
+            "--name",
+            "small",
+            "--status",
+            "suspended",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = expect_refused(
+        &format!("{a}/v1/search"),
+        &small_inv,
+        &search_body(small_case),
+        "policy_denied",
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("suspended"),
+        "{r}"
+    );
+    audited += 2;
     let (st, list) = call("GET", &format!("{a}/v1/cases"), &investigator, None);
     assert_eq!(
         (st, list.as_array().map(Vec::len)),
