@@ -80,27 +80,10 @@ fn worker(config: &Path, log: &Path) -> Proc {
     Proc(child)
 }
 
-/// `visage cluster add-key`: the new key.
-fn add_key(config: &Path, name: &str, role: &str, org: &str) -> String {
+/// `visage cluster ARGS --config FILE`, which must succeed: its standard output.
+fn cluster_ok(config: &Path, args: &[&str]) -> String {
     let out = visage()
-        .args([
-            "cluster", "add-key", "--name", name, "--role", role, "--org", org, "--config",
-        ])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// `visage cluster add-org`: the new organisation.
-fn add_org(config: &Path, args: &[&str]) -> Value {
-    let out = visage()
-        .args(["cluster", "add-org"])
+        .arg("cluster")
         .args(args)
         .arg("--config")
         .arg(config)
@@ -108,10 +91,26 @@ fn add_org(config: &Path, args: &[&str]) -> Value {
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "visage cluster {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `visage cluster add-key`: the new key.
+fn add_key(config: &Path, name: &str, role: &str, org: &str) -> String {
+    cluster_ok(
+        config,
+        &["add-key", "--name", name, "--role", role, "--org", org],
+    )
+    .trim()
+    .to_string()
+}
+
+/// `visage cluster add-org`: the new organisation.
+fn add_org(config: &Path, args: &[&str]) -> Value {
+    let args: Vec<&str> = ["add-org"].iter().chain(args).copied().collect();
+    serde_json::from_str(&cluster_ok(config, &args)).unwrap()
 }
 
 /// A request whose error statuses are answers, not failures: (status, JSON body).
@@ -614,23 +613,9 @@ fn two_servers_two_workers_one_killed_match_embedded() {
     );
     audited += 2;
     // A suspended organisation can do nothing; reactivated, it is under its quota again.
-    let out = visage()
-        .args([
-            "cluster",
-            "set-org-status",
-            "--name",
-            "small",
-            "--status",
-            "suspended",
-            "--config",
-        ])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    cluster_ok(
+        &config,
+        &["set-org-status", "--name", "small", "--status", "suspended"],
     );
     let r = expect_refused(
         &format!("{a}/v1/search"),

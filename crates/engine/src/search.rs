@@ -326,6 +326,9 @@ pub struct Searcher<'a> {
     gallery: &'a dyn FaceStore,
     pub pack: String,
     pub colls: Vec<Collection>,
+    /// Faces each of `colls` holds (same order), counted once per request: a cluster backend
+    /// asks its vector server.
+    indexed: Vec<u64>,
     pub cal: Option<&'a Calibration>,
     supp: SuppressionList,
     pub threshold: Option<f32>,
@@ -377,10 +380,15 @@ impl<'a> Searcher<'a> {
                 "pack {pack} is not calibrated: matches carry no false match rate (`visage models calibrate`)"
             ));
         }
+        let indexed = colls
+            .iter()
+            .map(|c| gallery.indexed_faces(c.id))
+            .collect::<Result<_>>()?;
         Ok(Searcher {
             gallery,
             pack,
             colls,
+            indexed,
             cal,
             supp,
             threshold,
@@ -392,11 +400,7 @@ impl<'a> Searcher<'a> {
 
     /// Faces indexed in the searched collections.
     pub fn faces_searched(&self) -> Result<u64> {
-        let mut n = 0u64;
-        for c in &self.colls {
-            n += self.gallery.indexed_faces(c.id)?;
-        }
-        Ok(n)
+        Ok(self.indexed.iter().sum())
     }
 
     /// Whether a probe vector belongs to someone who opted out (never searched for).
@@ -414,7 +418,7 @@ impl<'a> Searcher<'a> {
         let mut traces = Vec::new();
         let mut searched = 0u64;
         for v in vectors {
-            for c in &self.colls {
+            for (c, &indexed) in self.colls.iter().zip(&self.indexed) {
                 let (hits, trace) = self.gallery.search_traced(&SearchQuery {
                     collection_id: c.id,
                     vector: v,
@@ -424,7 +428,7 @@ impl<'a> Searcher<'a> {
                 })?;
                 searched += match trace.filter_matches {
                     Some(n) => n as u64,
-                    None => self.gallery.indexed_faces(c.id)?,
+                    None => indexed,
                 };
                 for h in hits {
                     match best.get(&h.face.id) {

@@ -164,6 +164,16 @@ pub struct DataPolicy {
     pub excluded_jurisdictions: Vec<Jurisdiction>,
 }
 
+impl DataPolicy {
+    /// The excluded jurisdictions as codes, for a search filter's `exclude_jurisdictions`.
+    pub fn excluded_codes(&self) -> Vec<String> {
+        self.excluded_jurisdictions
+            .iter()
+            .map(|j| j.0.clone())
+            .collect()
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {

@@ -56,6 +56,8 @@ pub struct ClusterInner {
     /// Signs the audit log's checkpoints (shared by every API process of the cluster).
     audit_key: SigningKey,
     policy: Policy,
+    /// The pipeline's pack id (health answers it without waiting for the pipeline).
+    pack: String,
     /// One pipeline per API process; searches take turns on it (as the embedded server).
     pipeline: Mutex<FacePipeline>,
 }
@@ -97,6 +99,7 @@ impl ClusterState {
             roots,
             audit_key,
             policy,
+            pack: pipeline.pack_id(),
             pipeline: Mutex::new(pipeline),
         })))
     }
@@ -235,12 +238,11 @@ pub fn router(st: ClusterState) -> Router {
 async fn health(State(st): State<ClusterState>) -> ApiResult<Json<serde_json::Value>> {
     let st2 = st.clone();
     let version = blocking(move || st2.store.pool().schema_version()).await?;
-    let pack = st.lock_pipeline()?.pack_id();
     Ok(Json(json!({
         "status": "ok",
         "backend": st.store.backend(),
         "schema_version": version,
-        "pack": pack,
+        "pack": st.pack,
         "policy_sha256": st.policy.sha256,
     })))
 }
@@ -473,13 +475,10 @@ async fn search(
             q.refusal_shape(),
         )?;
         let case_id = q.case_id.expect("authorised searches carry a case");
-        q.opts.filter.exclude_jurisdictions.extend(
-            st.policy
-                .data
-                .excluded_jurisdictions
-                .iter()
-                .map(|j| j.0.clone()),
-        );
+        q.opts
+            .filter
+            .exclude_jurisdictions
+            .extend(st.policy.data.excluded_codes());
         let res = {
             let pipeline = st.lock_pipeline()?;
             run_photo_search(&st.store, &pipeline, &q.image, &q.opts)

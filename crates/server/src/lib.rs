@@ -209,13 +209,7 @@ impl AppState {
 
     /// The policy's excluded jurisdictions (hidden from every result).
     pub(crate) fn excluded_jurisdictions(&self) -> Vec<String> {
-        self.gov
-            .policy()
-            .data
-            .excluded_jurisdictions
-            .iter()
-            .map(|j| j.0.clone())
-            .collect()
+        self.gov.policy().data.excluded_codes()
     }
 }
 
