@@ -12,195 +12,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::cluster::*;
 use common::{installed, lfw, visage};
 use serde_json::{json, Value};
-use visage_cluster::testkit::{Postgres, S3Server};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `visage serve --config` on a free port; its address from the listening line.
-fn serve(config: &Path, root: &Path) -> (Proc, String) {
-    let mut child = visage()
-        .args(["serve", "--bind", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .arg("--ingest-root")
-        .arg(root)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start visage serve");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(a) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(a.trim().to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("visage serve did not start");
-    (Proc(child), format!("http://{addr}"))
-}
-
-fn worker(config: &Path, log: &Path) -> Proc {
-    let child = visage()
-        .args([
-            "--threads",
-            "1",
-            "worker",
-            "--workers",
-            "1",
-            "--batch",
-            "4",
-            "--lease-s",
-            "5",
-            "--exit-when-idle",
-            "--config",
-        ])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("start visage worker");
-    Proc(child)
-}
-
-/// `visage cluster ARGS --config FILE`, which must succeed: its standard output.
-fn cluster_ok(config: &Path, args: &[&str]) -> String {
-    let out = visage()
-        .arg("cluster")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "visage cluster {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// `visage cluster add-key`: the new key.
-fn add_key(config: &Path, name: &str, role: &str, org: &str) -> String {
-    cluster_ok(
-        config,
-        &["add-key", "--name", name, "--role", role, "--org", org],
-    )
-    .trim()
-    .to_string()
-}
-
-/// `visage cluster add-org`: the new organisation.
-fn add_org(config: &Path, args: &[&str]) -> Value {
-    let args: Vec<&str> = ["add-org"].iter().chain(args).copied().collect();
-    serde_json::from_str(&cluster_ok(config, &args)).unwrap()
-}
-
-/// A request whose error statuses are answers, not failures: (status, JSON body).
-fn call(method: &str, url: &str, key: &str, body: Option<&Value>) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let auth = format!("Bearer {key}");
-    let mut resp = match (method, body) {
-        ("GET", _) => agent.get(url).header("Authorization", &auth).call(),
-        (_, Some(b)) => agent
-            .post(url)
-            .header("Authorization", &auth)
-            .content_type("application/json")
-            .send(b.to_string()),
-        (_, None) => agent.post(url).header("Authorization", &auth).send_empty(),
-    }
-    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}")),
-    )
-}
-
-/// A POST the policy refuses: 403 with this error code; the error body.
-fn expect_refused(url: &str, key: &str, body: &Value, code: &str) -> Value {
-    let (st, r) = call("POST", url, key, Some(body));
-    assert_eq!((st, r["error"]["code"].as_str()), (403, Some(code)), "{r}");
-    r
-}
-
-/// The returned matches as (image sha256, crop sha256, score): what both backends share.
-fn matches(r: &Value) -> Vec<(String, String, f64)> {
-    r["probe_faces"][0]["hits"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no hits in {r}"))
-        .iter()
-        .map(|h| {
-            (
-                h["face"]["image"]["sha256"].as_str().unwrap().to_string(),
-                h["face"]["crop_sha"].as_str().unwrap().to_string(),
-                h["score"].as_f64().unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// `visage cluster CMD --json --config FILE`: whether it succeeded, and its JSON.
-fn cluster_json(config: &Path, cmd: &[&str]) -> (bool, Value) {
-    let out = visage()
-        .arg("cluster")
-        .args(cmd)
-        .args(["--json", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "visage cluster {cmd:?}: {e}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.success(), v)
-}
-
-fn get(url: &str, key: &str) -> Value {
-    let text = ureq::get(url)
-        .header("Authorization", &format!("Bearer {key}"))
-        .call()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn post(url: &str, key: &str, body: &Value) -> Value {
-    let text = ureq::post(url)
-        .header("Authorization", &format!("Bearer {key}"))
-        .content_type("application/json")
-        .send(body.to_string())
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
 
 #[test]
 fn two_servers_two_workers_one_killed_match_embedded() {
@@ -208,12 +25,7 @@ fn two_servers_two_workers_one_killed_match_embedded() {
     if !installed("open") {
         return;
     }
-    let Some(pg) = Postgres::start().expect("postgres") else {
-        return;
-    };
-    let Some(s3) = S3Server::start().expect("s3 server") else {
-        return;
-    };
+    let Some((pg, s3)) = servers() else { return };
     let full = std::env::var("VISAGE_CLUSTER_FULL_LFW").is_ok_and(|v| v == "1");
     let lfw = lfw.canonicalize().unwrap();
     let inputs: Vec<PathBuf> = if full {
@@ -267,23 +79,7 @@ fn two_servers_two_workers_one_killed_match_embedded() {
     // The cluster: config, schema, an operator key.
     let url = pg.create_database("lfw_cluster").unwrap();
     let s3cfg = s3.create_bucket("lfw-cluster").unwrap();
-    let config = tmp.path().join("cluster.toml");
-    let audit_key = tmp.path().join("audit.key");
-    let mut toml = format!(
-        "postgres_url = {url:?}\naudit_key_file = {audit_key:?}\n[s3]\nendpoint = {:?}\nbucket = {:?}\nregion = {:?}\n\
-         access_key_id = {:?}\nsecret_access_key = {:?}\n",
-        s3cfg.endpoint, s3cfg.bucket, s3cfg.region, s3cfg.access_key_id, s3cfg.secret_access_key
-    );
-    // Vectors in Qdrant when a server is given (docs/CLUSTER-QDRANT.md), else the exact scan.
-    if let Ok(q) = std::env::var("QDRANT_URL") {
-        toml += &format!(
-            "[qdrant]\nurl = {q:?}\ncollection_prefix = \"lfwkill{}_\"\n",
-            std::process::id()
-        );
-    } else {
-        eprintln!("QDRANT_URL not set: vectors by exact scan");
-    }
-    std::fs::write(&config, toml).unwrap();
+    let config = write_config(tmp.path(), &url, &s3cfg, "lfwkill");
     // Every record the audit log must hold at the end, counted as they are made.
     let mut audited = 0u64;
     let agency = add_org(

@@ -6,68 +6,7 @@
 
 mod common;
 use common::*;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-fn people_dirs(lfw: &Path) -> Vec<(String, Vec<PathBuf>)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(lfw).unwrap() {
-        let e = e.unwrap();
-        if !e.path().is_dir() {
-            continue;
-        }
-        let mut files: Vec<PathBuf> = std::fs::read_dir(e.path())
-            .unwrap()
-            .map(|f| f.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
-            .collect();
-        files.sort();
-        out.push((e.file_name().to_string_lossy().into_owned(), files));
-    }
-    out.sort();
-    out
-}
-
-fn link_all(people: &[&(String, Vec<PathBuf>)], dest: &Path) {
-    for (name, files) in people {
-        let d = dest.join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        for f in files {
-            std::fs::copy(f, d.join(f.file_name().unwrap())).unwrap();
-        }
-    }
-}
-
-fn faces_per_subject(data: &Path) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    let mut after = 0i64;
-    loop {
-        let page = run_json(
-            &[
-                "faces",
-                "list",
-                "--collection",
-                "main",
-                "--after",
-                &after.to_string(),
-                "--limit",
-                "1000",
-                "--json",
-            ],
-            data,
-        );
-        let page = page.as_array().unwrap();
-        if page.is_empty() {
-            break;
-        }
-        for f in page {
-            after = after.max(f["id"].as_i64().unwrap());
-            let label = f["subject"]["label"].as_str().unwrap_or("-").to_string();
-            *out.entry(label).or_default() += 1;
-        }
-    }
-    out
-}
+use std::path::PathBuf;
 
 #[test]
 fn opted_out_people_disappear_and_stay_out() {
@@ -77,11 +16,7 @@ fn opted_out_people_disappear_and_stay_out() {
     }
     let all = people_dirs(&lfw);
     // The 10: evenly spread over people with 8 to 30 photos; the 1,000: the first others by name.
-    let mid: Vec<&(String, Vec<PathBuf>)> = all
-        .iter()
-        .filter(|p| (8..=30).contains(&p.1.len()))
-        .collect();
-    let ten: Vec<&(String, Vec<PathBuf>)> = (0..10).map(|i| mid[i * mid.len() / 10]).collect();
+    let ten = spread(&all, 10);
     let others: Vec<&(String, Vec<PathBuf>)> = all
         .iter()
         .filter(|p| !ten.iter().any(|t| t.0 == p.0))
@@ -89,8 +24,8 @@ fn opted_out_people_disappear_and_stay_out() {
         .collect();
     let tmp = tempfile::tempdir().unwrap();
     let photos = tmp.path().join("photos");
-    link_all(&ten, &photos);
-    link_all(&others, &photos);
+    copy_people(&ten, &photos);
+    copy_people(&others, &photos);
     let data = tmp.path().join("data");
     let r = run_json(
         &[
@@ -107,7 +42,7 @@ fn opted_out_people_disappear_and_stay_out() {
         "ingested {} images, {} faces",
         r["images_indexed"], r["faces_indexed"]
     );
-    let before = faces_per_subject(&data);
+    let before = faces_per_subject(&data, "main");
     let opting: Vec<&(String, Vec<PathBuf>)> = ten[..3].to_vec();
     for (name, files) in &opting {
         assert!(
@@ -131,7 +66,7 @@ fn opted_out_people_disappear_and_stay_out() {
         );
         assert_eq!(out["selfies_used"], 1, "{out}");
     }
-    let after = faces_per_subject(&data);
+    let after = faces_per_subject(&data, "main");
 
     // 1. No search with any of their photos returns their faces.
     let mut searches = 0;
@@ -165,7 +100,7 @@ fn opted_out_people_disappear_and_stay_out() {
 
     // 2. Re-ingesting their photos indexes none of them.
     let again = tmp.path().join("again");
-    link_all(&opting, &again);
+    copy_people(&opting, &again);
     let r = run_json(
         &[
             "ingest",
@@ -177,7 +112,7 @@ fn opted_out_people_disappear_and_stay_out() {
         ],
         &data,
     );
-    let readded = faces_per_subject(&data);
+    let readded = faces_per_subject(&data, "main");
     for (name, _) in &opting {
         assert_eq!(
             readded.get(name),

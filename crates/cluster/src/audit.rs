@@ -143,6 +143,11 @@ impl<'a> PgAudit<'a> {
         PgAudit { pool, key }
     }
 
+    /// The key that signs the log's checkpoints, and the cluster's receipts.
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
     /// The signing key's public half (hex): give it to auditors for offline checks.
     pub fn public_key_hex(&self) -> String {
         hex::encode(self.key.verifying_key().to_bytes())

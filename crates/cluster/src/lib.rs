@@ -21,6 +21,7 @@ pub mod migrate;
 pub mod pg;
 pub mod qdrant;
 pub mod queue;
+pub mod receipts;
 pub mod store;
 pub mod testkit;
 pub mod worker;

@@ -15,10 +15,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("migrations/0002_api_keys.sql")),
     (3, include_str!("migrations/0003_audit.sql")),
     (4, include_str!("migrations/0004_governance.sql")),
+    (5, include_str!("migrations/0005_receipts.sql")),
 ];
 
 /// Newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Key of the advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK: i64 = 0x7669_7361_6765_0001;

@@ -98,7 +98,8 @@ impl ClusterCheck {
     }
 }
 
-fn vector_bytes(v: &[f32]) -> Vec<u8> {
+/// A vector as stored in PostgreSQL (`bytea`, little-endian f32).
+pub fn vector_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
 
@@ -573,13 +574,48 @@ impl ClusterStore {
         Ok(report)
     }
 
-    fn add_one(&self, img: &NewImage, coll: &Collection) -> Result<AddOutcome> {
+    /// Writes one image like [`FaceStore::add_images`], unless suppressions were added since
+    /// the list its faces were checked against was read (`seen`, from
+    /// [`FaceStore::suppression_generation`]): then nothing of it stays (points, blobs no row
+    /// uses) and the answer is `None`: check the faces against the new list and try again.
+    ///
+    /// The check runs in the write's transaction under a shared advisory lock that
+    /// `add_suppressions` takes exclusively, so a write either commits before the suppressions
+    /// (and an opt-out's search that follows sees it) or sees them here.
+    pub fn add_image_checked(&self, img: &NewImage, seen: i64) -> Result<Option<AddOutcome>> {
+        let coll = self.collection_by_id(img.collection_id)?;
+        self.add_one(img, &coll, Some(seen))
+            .with_context(|| format!("storing image {}", img.sha256))
+    }
+
+    /// Removes blobs of a write that did not commit, where no row uses them.
+    fn drop_unused_blobs(&self, shas: &[(String, String)], original: Option<&str>) -> Result<()> {
+        let mut c = self.pg.get()?;
+        let mut tx = c.transaction()?;
+        let all = shas
+            .iter()
+            .flat_map(|(a, b)| [a.as_str(), b.as_str()])
+            .chain(original);
+        for sha in all {
+            if !blob_referenced(&mut tx, sha)? {
+                self.blobs.delete(sha)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_one(
+        &self,
+        img: &NewImage,
+        coll: &Collection,
+        seen: Option<i64>,
+    ) -> Result<Option<AddOutcome>> {
         if let Some(id) = self.image_by_sha(img.collection_id, &img.sha256)? {
-            return Ok(AddOutcome {
+            return Ok(Some(AddOutcome {
                 image_id: id,
                 face_ids: vec![],
                 duplicate: true,
-            });
+            }));
         }
         // Stored normalised (`us-il` → `US-IL`), as filters and erasure by jurisdiction match.
         let jurisdiction = img.validated_for(coll)?;
@@ -636,6 +672,26 @@ impl ClusterStore {
         // 3. The rows, in one transaction: the commit is what makes the faces visible.
         let t = now();
         let mut tx = c.transaction()?;
+        if let Some(seen) = seen {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock_shared($1)",
+                &[&SUPPRESSION_LOCK],
+            )?;
+            let now_gen: i64 = tx
+                .query_one("SELECT coalesce(max(id), 0) FROM suppression", &[])?
+                .get(0);
+            if now_gen > seen {
+                drop(tx);
+                if let Vectors::Qdrant(q) = &self.vectors {
+                    if !ids.is_empty() {
+                        q.delete(coll.id, &ids)?;
+                    }
+                }
+                drop(c);
+                self.drop_unused_blobs(&shas, original_sha.as_deref())?;
+                return Ok(None);
+            }
+        }
         let (lat, lon) = match img.gps {
             Some((a, b)) => (Some(a), Some(b)),
             None => (None, None),
@@ -682,11 +738,11 @@ impl ClusterStore {
             let id = self
                 .image_by_sha(img.collection_id, &img.sha256)?
                 .ok_or_else(|| anyhow!("image {} vanished", img.sha256))?;
-            return Ok(AddOutcome {
+            return Ok(Some(AddOutcome {
                 image_id: id,
                 face_ids: vec![],
                 duplicate: true,
-            });
+            }));
         };
         let image_id: i64 = row.get(0);
         let st = tx.prepare(
@@ -719,11 +775,11 @@ impl ClusterStore {
             )?;
         }
         tx.commit()?;
-        Ok(AddOutcome {
+        Ok(Some(AddOutcome {
             image_id,
             face_ids: ids,
             duplicate: false,
-        })
+        }))
     }
 }
 
@@ -883,10 +939,10 @@ impl FaceStore for ClusterStore {
                     e.insert(self.collection_by_id(img.collection_id)?)
                 }
             };
-            out.push(
-                self.add_one(img, coll)
-                    .with_context(|| format!("storing image {}", img.sha256))?,
-            );
+            let added = self
+                .add_one(img, coll, None)
+                .with_context(|| format!("storing image {}", img.sha256))?;
+            out.push(added.expect("an unchecked write is never refused"));
         }
         Ok(out)
     }
@@ -1139,6 +1195,9 @@ impl FaceStore for ClusterStore {
     ) -> Result<usize> {
         let mut c = self.pg.get()?;
         let mut tx = c.transaction()?;
+        // Waits for image writes in flight and holds new ones until this commits
+        // (`add_image_checked`).
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SUPPRESSION_LOCK])?;
         let t = now();
         for e in entries {
             tx.execute(
@@ -1159,10 +1218,62 @@ impl FaceStore for ClusterStore {
         Ok(entries.len())
     }
 
+    fn suppression_generation(&self) -> Result<i64> {
+        let mut c = self.pg.get()?;
+        Ok(
+            c.query_one("SELECT coalesce(max(id), 0) FROM suppression", &[])?
+                .get(0),
+        )
+    }
+
+    fn sample_vectors(&self, collection_id: i64, n: usize) -> Result<Vec<Vec<f32>>> {
+        let mut c = self.pg.get()?;
+        let total: i64 = c
+            .query_one(
+                "SELECT count(*) FROM face WHERE collection_id = $1",
+                &[&collection_id],
+            )?
+            .get(0);
+        let step = (total as usize).div_ceil(n.max(1)).max(1) as i64;
+        // Ids first (an index scan), then only the chosen rows' vectors.
+        let ids: Vec<i64> = c
+            .query(
+                "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM face \
+                 WHERE collection_id = $1) s WHERE (rn - 1) % $2 = 0",
+                &[&collection_id, &step],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            for r in c.query(
+                "SELECT vector FROM face WHERE id = ANY($1) ORDER BY id",
+                &[&chunk],
+            )? {
+                out.push(bytes_vector(r.get(0))?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn image_face_count(&self, image_id: i64) -> Result<u64> {
+        let mut c = self.pg.get()?;
+        Ok(c.query_one(
+            "SELECT count(*) FROM face WHERE image_id = $1",
+            &[&image_id],
+        )?
+        .get::<_, i64>(0) as u64)
+    }
+
     fn flush(&self) -> Result<()> {
         Ok(())
     }
 }
+
+/// Advisory lock key ("visage" + 1) serialising suppression additions against checked image
+/// writes.
+const SUPPRESSION_LOCK: i64 = 0x7669_7361_6765_0001;
 
 fn ids_of(tx: &mut postgres::Transaction<'_>, sql: &str, id: &i64) -> Result<Vec<i64>> {
     Ok(tx.query(sql, &[id])?.iter().map(|r| r.get(0)).collect())

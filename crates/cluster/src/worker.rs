@@ -200,47 +200,63 @@ fn thread_loop(
 }
 
 /// One item, start to end. Storage errors are item failures too (the item can be retried by
-/// re-queueing the job); they never stop the worker.
-fn process(store: &ClusterStore, p: &FacePipeline, ctx: &JobCtx, location: &str) -> ItemResult {
+/// re-queueing the job); they never stop the worker. When people opted out while the item was
+/// analysed, its faces are checked again against the grown list before anything is stored.
+fn process(store: &ClusterStore, p: &FacePipeline, ctx: &mut JobCtx, location: &str) -> ItemResult {
     let failed = |code: &str, msg: String| ItemResult {
         outcome: "failed",
         faces: 0,
         error_code: Some(code.into()),
         error: Some(msg),
     };
-    let out = process_file(
-        store,
-        p,
-        Path::new(location),
-        ctx.collection_id,
-        &ctx.source,
-        &ctx.opts,
-        &ctx.supp,
-        &ctx.excluded,
-    );
-    match out {
-        Err(e) => failed("store_error", format!("{e:#}")),
-        Ok(ItemOutcome::Known) => ItemResult {
-            outcome: "known",
-            faces: 0,
-            error_code: None,
-            error: None,
-        },
-        Ok(ItemOutcome::Failed(f)) => failed(&f.code, f.message),
-        Ok(ItemOutcome::Image(img, _rejected)) => match store.add_images(&[*img]) {
-            Ok(o) if o[0].duplicate => ItemResult {
-                outcome: "known",
-                faces: 0,
-                error_code: None,
-                error: None,
-            },
-            Ok(o) => ItemResult {
-                outcome: "indexed",
-                faces: o[0].face_ids.len() as i32,
-                error_code: None,
-                error: None,
-            },
-            Err(e) => failed("store_error", format!("{e:#}")),
-        },
+    let known = || ItemResult {
+        outcome: "known",
+        faces: 0,
+        error_code: None,
+        error: None,
+    };
+    for _ in 0..3 {
+        let out = process_file(
+            store,
+            p,
+            Path::new(location),
+            ctx.collection_id,
+            &ctx.source,
+            &ctx.opts,
+            &ctx.supp,
+            &ctx.excluded,
+        );
+        let img = match out {
+            Err(e) => return failed("store_error", format!("{e:#}")),
+            Ok(ItemOutcome::Known) => return known(),
+            Ok(ItemOutcome::Failed(f)) => return failed(&f.code, f.message),
+            Ok(ItemOutcome::Image(img, _rejected)) => img,
+        };
+        match store.add_image_checked(&img, ctx.supp.generation) {
+            Ok(Some(o)) if o.duplicate => return known(),
+            Ok(Some(o)) => {
+                return ItemResult {
+                    outcome: "indexed",
+                    faces: o.face_ids.len() as i32,
+                    error_code: None,
+                    error: None,
+                }
+            }
+            Ok(None) => {
+                tracing::info!(
+                    item = location,
+                    "opt-outs arrived meanwhile; checking again"
+                );
+                match SuppressionList::from_store(store, p) {
+                    Ok(s) => ctx.supp = s,
+                    Err(e) => return failed("store_error", format!("{e:#}")),
+                }
+            }
+            Err(e) => return failed("store_error", format!("{e:#}")),
+        }
     }
+    failed(
+        "store_error",
+        "the opt-out list changed during three tries to store this item".into(),
+    )
 }

@@ -288,6 +288,18 @@ mod concurrent_adds {
     on!(concurrent_adds => suite_concurrent_adds, cluster_qdrant);
 }
 
+mod optout_reads {
+    on!(optout_reads => suite_optout_reads, embedded);
+    on!(optout_reads => suite_optout_reads, cluster_exact);
+    on!(optout_reads => suite_optout_reads, cluster_qdrant);
+}
+
+/// The worker's writes against a growing opt-out list: the cluster backends only.
+mod checked_writes {
+    on!(checked_writes => suite_checked_writes, cluster_exact);
+    on!(checked_writes => suite_checked_writes, cluster_qdrant);
+}
+
 /// `visage migrate`: an embedded gallery copied into the cluster store under test.
 mod migrate {
     on!(migrate => suite_migrate, cluster_exact);
@@ -1532,12 +1544,22 @@ fn suite_suppressions(store: &dyn FaceStore, _ctx: &Ctx) {
             .collect()
     };
     assert!(store.suppressions("p1").unwrap().is_empty());
+    assert_eq!(
+        store.suppression_generation().unwrap(),
+        0,
+        "no suppressions yet"
+    );
     let e1 = entries(3, &mut people);
     let e2 = entries(2, &mut people);
     assert_eq!(store.add_suppressions("p1", "req-1", &e1).unwrap(), 3);
+    let g1 = store.suppression_generation().unwrap();
+    assert!(g1 > 0, "the generation grows with the list");
     assert_eq!(store.add_suppressions("p2", "req-2", &e2).unwrap(), 2);
+    let g2 = store.suppression_generation().unwrap();
+    assert!(g2 > g1, "any pack's addition grows it: {g1} then {g2}");
     let e3 = entries(1, &mut people);
     assert_eq!(store.add_suppressions("p1", "req-3", &e3).unwrap(), 1);
+    assert!(store.suppression_generation().unwrap() > g2);
 
     let got = store.suppressions("p1").unwrap();
     assert_eq!(got.len(), 4);
@@ -1567,8 +1589,161 @@ fn suite_suppressions(store: &dyn FaceStore, _ctx: &Ctx) {
         .iter()
         .all(|s| s.pack == "p2" && s.request_id == "req-2"));
     assert!(store.suppressions("p3").unwrap().is_empty());
+    let g = store.suppression_generation().unwrap();
     assert_eq!(store.add_suppressions("p3", "req-4", &[]).unwrap(), 0);
     assert!(store.suppressions("p3").unwrap().is_empty());
+    assert_eq!(store.suppression_generation().unwrap(), g, "nothing added");
+}
+
+/// What an opt-out reads besides search: an even sample of a collection's vectors and the
+/// faces an image has left.
+fn suite_optout_reads(store: &dyn FaceStore, _ctx: &Ctx) {
+    let coll = store.ensure_collection("sampled", PACK, DIM).unwrap();
+    let other = store.ensure_collection("other", PACK, DIM).unwrap();
+    let src = source(store, &coll, "s", None);
+    let src2 = source(store, &other, "s2", None);
+    let mut people = People::new(11, 40);
+    let mut stored: Vec<(i64, Vec<f32>)> = Vec::new();
+    let mut images = Vec::new();
+    for i in 0..30 {
+        let faces: Vec<NewFace> = (0..3)
+            .map(|k| new_face(people.sample(i), &format!("samp-{i}-{k}"), None))
+            .collect();
+        let vecs: Vec<Vec<f32>> = faces.iter().map(|f| f.vector.clone()).collect();
+        let out = store
+            .add_images(&[new_image(&coll, &src, &format!("samp-{i}"), faces)])
+            .unwrap();
+        images.push((out[0].image_id, out[0].face_ids.clone()));
+        stored.extend(out[0].face_ids.iter().copied().zip(vecs));
+    }
+    store
+        .add_images(&[new_image(
+            &other,
+            &src2,
+            "elsewhere",
+            vec![new_face(people.sample(39), "elsewhere-0", None)],
+        )])
+        .unwrap();
+    stored.sort_by_key(|(id, _)| *id);
+    // 90 faces: a sample of 30 takes every third by id, a sample of 1000 takes them all.
+    let s30 = store.sample_vectors(coll.id, 30).unwrap();
+    let want30: Vec<Vec<f32>> = stored.iter().step_by(3).map(|(_, v)| v.clone()).collect();
+    assert_eq!(s30, want30, "every third vector by face id");
+    let all = store.sample_vectors(coll.id, 1000).unwrap();
+    assert_eq!(all.len(), 90, "only this collection's faces");
+    assert_eq!(store.sample_vectors(other.id, 10).unwrap().len(), 1);
+    let empty = store.ensure_collection("empty", PACK, DIM).unwrap();
+    assert!(store.sample_vectors(empty.id, 10).unwrap().is_empty());
+
+    let (img, faces) = &images[4];
+    assert_eq!(store.image_face_count(*img).unwrap(), 3);
+    store
+        .delete(&DeleteTarget::Faces(vec![faces[0], faces[2]]))
+        .unwrap();
+    assert_eq!(store.image_face_count(*img).unwrap(), 1);
+    store.delete(&DeleteTarget::Image(*img)).unwrap();
+    assert_eq!(store.image_face_count(*img).unwrap(), 0);
+    assert_eq!(store.sample_vectors(coll.id, 1000).unwrap().len(), 87);
+}
+
+/// A checked write (`ClusterStore::add_image_checked`, the worker's) against a suppression
+/// list that grew since it was read stores nothing: no row, no point, no blob. And an
+/// opt-out's addition in flight holds checked writes until it commits, which they then see.
+fn suite_checked_writes(store: &dyn FaceStore, ctx: &Ctx) {
+    let cfg = ctx.cluster.as_ref().expect("cluster backends only");
+    let cs = ClusterStore::open(cfg).unwrap();
+    let coll = cs.ensure_collection("checked", PACK, DIM).unwrap();
+    let src = source(&cs, &coll, "s", None);
+    let mut people = People::new(12, 4);
+    let blobs_before = blob_set(store);
+    let g0 = cs.suppression_generation().unwrap();
+    let supp = |people: &mut People| NewSuppression {
+        vector: people.sample(3),
+        z_median: 0.0,
+        z_mad: 0.0,
+        origin: "selfie".into(),
+    };
+    cs.add_suppressions(PACK, "req-a", &[supp(&mut people)])
+        .unwrap();
+    let stale = new_image(
+        &coll,
+        &src,
+        "stale",
+        vec![new_face(people.sample(0), "stale-0", None)],
+    );
+    assert!(
+        cs.add_image_checked(&stale, g0).unwrap().is_none(),
+        "suppressions were added since generation {g0}"
+    );
+    assert_eq!(cs.image_by_sha(coll.id, &stale.sha256).unwrap(), None);
+    assert_eq!(cs.face_count().unwrap(), 0);
+    assert_eq!(
+        cs.indexed_faces(coll.id).unwrap(),
+        0,
+        "its points were removed"
+    );
+    if let Some(ids) = ctx.qdrant_ids(coll.id) {
+        assert!(ids.is_empty(), "Qdrant kept points {ids:?}");
+    }
+    assert_eq!(
+        blob_set(store),
+        blobs_before,
+        "its crop and thumbnail were removed"
+    );
+    let g1 = cs.suppression_generation().unwrap();
+    let ok = cs
+        .add_image_checked(&stale, g1)
+        .unwrap()
+        .expect("current list");
+    assert_eq!(ok.face_ids.len(), 1);
+    assert!(!ok.duplicate);
+
+    // An addition in flight: its transaction holds the lock, a checked write waits for it.
+    let pool = visage_cluster::pg::Pool::new(&cfg.postgres_url).unwrap();
+    let mut conn = pool.get().unwrap();
+    let mut tx = conn.transaction().unwrap();
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&0x7669_7361_6765_0001_i64],
+    )
+    .unwrap();
+    let g2 = cs.suppression_generation().unwrap();
+    let waiting = new_image(
+        &coll,
+        &src,
+        "waiting",
+        vec![new_face(people.sample(1), "waiting-0", None)],
+    );
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let r = cs.add_image_checked(&waiting, g2).unwrap();
+            done_tx.send(r.is_some()).unwrap();
+        });
+        assert!(
+            done_rx
+                .recv_timeout(std::time::Duration::from_millis(1500))
+                .is_err(),
+            "a checked write went ahead while suppressions were being added"
+        );
+        let v = visage_cluster::store::vector_bytes(&people.sample(2));
+        tx.execute(
+            "INSERT INTO suppression (pack, vector, z_median, z_mad, request_id, origin, \
+             created_at) VALUES ($1, $2, 0, 0, 'req-b', 'selfie', 0)",
+            &[&PACK, &v],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        let stored = done_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the write finishes once the addition commits");
+        assert!(
+            !stored,
+            "the write saw the new suppression and stored nothing"
+        );
+    });
+    assert_eq!(cs.image_by_sha(coll.id, &waiting.sha256).unwrap(), None);
+    assert_eq!(cs.face_count().unwrap(), 1);
 }
 
 /// 7. collections are pinned to their pack and dimension; wrong dimensions are errors.

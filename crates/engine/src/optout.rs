@@ -25,7 +25,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Result};
 use serde::Serialize;
-use visage_gallery::{DeleteTarget, FaceRecord, Filter, Gallery, NewSuppression, SearchQuery};
+use visage_gallery::{
+    DeleteTarget, FaceRecord, FaceStore, Filter, Gallery, NewSuppression, SearchQuery,
+};
 use visage_vision::{AnalyzeOptions, DecodeLimits, FacePipeline};
 
 /// Calibrated false match rate for selfie-to-gallery matches.
@@ -102,13 +104,12 @@ impl SuppressionList {
         })
     }
 
-    /// The list as any `FaceStore` holds it (the cluster backend has no generation counter).
-    pub fn from_store(
-        store: &dyn visage_gallery::FaceStore,
-        p: &FacePipeline,
-    ) -> Result<SuppressionList> {
+    /// The list as any `FaceStore` holds it. The generation is read first, so a list read
+    /// while suppressions were being added is never taken for an older generation.
+    pub fn from_store(store: &dyn FaceStore, p: &FacePipeline) -> Result<SuppressionList> {
+        let generation = store.suppression_generation()?;
         Ok(SuppressionList {
-            generation: 0,
+            generation,
             entries: store.suppression_list(&p.pack_id())?,
             rule: rule(p, EXPAND_FMR, EXPAND_Z),
         })
@@ -198,13 +199,13 @@ fn usable_selfies(p: &FacePipeline, selfies: &[Vec<u8>]) -> Result<(Vec<Vec<f32>
 
 /// Faces of `pack`'s collections that match `seeds` under `rule`, with each seed's stats.
 struct Matcher<'a> {
-    gallery: &'a Gallery,
+    gallery: &'a dyn FaceStore,
     collections: Vec<i64>,
     samples: Vec<Vec<f32>>,
 }
 
 impl<'a> Matcher<'a> {
-    fn new(gallery: &'a Gallery, pack: &str) -> Result<Matcher<'a>> {
+    fn new(gallery: &'a dyn FaceStore, pack: &str) -> Result<Matcher<'a>> {
         let collections: Vec<i64> = gallery
             .collections()?
             .into_iter()
@@ -228,7 +229,7 @@ impl<'a> Matcher<'a> {
         let (med, mad) = score_stats(v, &self.samples);
         let mut out = Vec::new();
         for &c in &self.collections {
-            let (hits, _) = self.gallery.search(&SearchQuery {
+            let hits = self.gallery.search(&SearchQuery {
                 collection_id: c,
                 vector: v,
                 k: MAX_MATCHES_PER_SEED,
@@ -245,11 +246,17 @@ impl<'a> Matcher<'a> {
     }
 }
 
-/// Carries out an opt-out: finds the requester's faces from `selfies`, adds their embeddings
-/// to the suppression list, then deletes the faces (in that order, so a crash in between
-/// leaves the faces suppressed; running the same request again finishes the deletion).
+/// Carries out an opt-out: puts the selfies' embeddings on the suppression list, finds the
+/// requester's faces from them, adds those faces' embeddings to the list, then deletes the
+/// faces (in that order, so a crash in between leaves the faces suppressed; running the same
+/// request again finishes the deletion).
+///
+/// The selfies go on the list before the gallery is searched so that a concurrent ingest
+/// (another process of a cluster) cannot slip a photo of the requester in between: a write
+/// that commits before the list grew is seen by the search below, and one that commits after
+/// was checked against the selfies (`FaceStore::add_suppressions`).
 pub fn opt_out(
-    gallery: &Gallery,
+    gallery: &dyn FaceStore,
     p: &FacePipeline,
     request_id: &str,
     selfies: &[Vec<u8>],
@@ -259,17 +266,24 @@ pub fn opt_out(
     let selfie_rule = rule(p, SELFIE_FMR, SELFIE_Z);
     let expand_rule = rule(p, EXPAND_FMR, EXPAND_Z);
     let m = Matcher::new(gallery, &pack)?;
+    let selfie_entries: Vec<NewSuppression> = seeds
+        .iter()
+        .map(|v| {
+            let (med, mad) = score_stats(v, &m.samples);
+            NewSuppression {
+                vector: v.clone(),
+                z_median: med,
+                z_mad: mad,
+                origin: "selfie".into(),
+            }
+        })
+        .collect();
+    gallery.add_suppressions(&pack, request_id, &selfie_entries)?;
     let mut suppress: Vec<NewSuppression> = Vec::new();
     let mut found: BTreeSet<i64> = BTreeSet::new();
     let mut frontier: Vec<i64> = Vec::new();
     for v in &seeds {
-        let (hits, (med, mad)) = m.matches(v, selfie_rule)?;
-        suppress.push(NewSuppression {
-            vector: v.clone(),
-            z_median: med,
-            z_mad: mad,
-            origin: "selfie".into(),
-        });
+        let (hits, _) = m.matches(v, selfie_rule)?;
         for (id, _) in hits {
             if found.insert(id) {
                 frontier.push(id);
@@ -331,7 +345,9 @@ pub fn opt_out(
             origin: "matched_face".into(),
         });
     }
-    gallery.add_suppressions(&pack, request_id, &suppress)?;
+    if !suppress.is_empty() {
+        gallery.add_suppressions(&pack, request_id, &suppress)?;
+    }
     let ids: Vec<i64> = found.into_iter().collect();
     let mut images = BTreeSet::new();
     for &id in &ids {
@@ -361,7 +377,7 @@ pub fn opt_out(
         face_ids: report.face_ids,
         images_deleted: report.images,
         subjects_deleted,
-        suppressed_embeddings: suppress.len(),
+        suppressed_embeddings: selfie_entries.len() + suppress.len(),
         rules: [selfie_rule, expand_rule],
     })
 }
@@ -382,7 +398,7 @@ pub struct AccessReport {
 /// Finds the faces an opt-out with these selfies would start from (selfie rule, no
 /// expansion), for an access request. Deletes nothing.
 pub fn access_report(
-    gallery: &Gallery,
+    gallery: &dyn FaceStore,
     p: &FacePipeline,
     selfies: &[Vec<u8>],
 ) -> Result<AccessReport> {

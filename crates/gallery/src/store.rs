@@ -57,12 +57,22 @@ pub trait FaceStore: Send + Sync {
     fn suppression_list(&self, pack: &str) -> Result<std::sync::Arc<Vec<Suppression>>> {
         Ok(std::sync::Arc::new(self.suppressions(pack)?))
     }
+    /// Adds entries to the suppression list. Once this returns, every image write that
+    /// commits later was checked against a list holding them (the embedded gallery: one
+    /// writer; the cluster: `ClusterStore::add_image_checked`'s lock and generation check).
     fn add_suppressions(
         &self,
         pack: &str,
         request_id: &str,
         entries: &[NewSuppression],
     ) -> Result<usize>;
+    /// A number that grows whenever suppressions are added (0 while there are none).
+    fn suppression_generation(&self) -> Result<i64>;
+    /// Up to `n` stored vectors of a collection, spread evenly over its face ids (the sample
+    /// an opt-out normalises scores with).
+    fn sample_vectors(&self, collection_id: i64, n: usize) -> Result<Vec<Vec<f32>>>;
+    /// Faces an image still has.
+    fn image_face_count(&self, image_id: i64) -> Result<u64>;
     /// Makes written vectors durable where the backend buffers them.
     fn flush(&self) -> Result<()>;
 }
@@ -141,6 +151,15 @@ impl FaceStore for Gallery {
         entries: &[NewSuppression],
     ) -> Result<usize> {
         Gallery::add_suppressions(self, pack, request_id, entries)
+    }
+    fn suppression_generation(&self) -> Result<i64> {
+        Gallery::suppression_generation(self)
+    }
+    fn sample_vectors(&self, collection_id: i64, n: usize) -> Result<Vec<Vec<f32>>> {
+        Gallery::sample_vectors(self, collection_id, n)
+    }
+    fn image_face_count(&self, image_id: i64) -> Result<u64> {
+        Gallery::image_face_count(self, image_id)
     }
     fn flush(&self) -> Result<()> {
         Gallery::flush(self)

@@ -76,6 +76,45 @@ impl Receipt {
     }
 }
 
+impl Receipt {
+    /// A new receipt (random id, issued now) signed with `key`. Storing it and recording
+    /// [`Receipt::audit_event`] is the caller's job, in one transaction.
+    pub fn issue(key: &ed25519_dalek::SigningKey, kind: &str, body: Value) -> Result<Receipt> {
+        if kind.is_empty() || kind.len() > 64 {
+            return Err(GovError::Invalid(
+                "receipt kind must be 1-64 characters".into(),
+            ));
+        }
+        let id = hex::encode(random_bytes::<16>()?);
+        let issued_at = now_ms();
+        let sig = key.sign(&receipt_message(&id, kind, issued_at, &body));
+        Ok(Receipt {
+            id,
+            kind: kind.to_string(),
+            issued_at,
+            body,
+            public_key_hex: hex::encode(key.verifying_key().to_bytes()),
+            signature_hex: hex::encode(sig.to_bytes()),
+        })
+    }
+
+    /// The audit record of issuing it: action `receipt`, object `receipt:ID`, details the
+    /// kind, body and signature.
+    pub fn audit_event(&self, by: &Actor, org_id: Option<i64>) -> AuditEvent {
+        let mut ev = AuditEvent::new(by, "receipt")
+            .objects([format!("receipt:{}", self.id)])
+            .details(serde_json::json!({
+                "kind": self.kind,
+                "issued_at": self.issued_at,
+                "body": self.body,
+                "signature": self.signature_hex,
+            }));
+        ev.org_id = org_id;
+        ev.rule = "caller_authorized".into();
+        ev
+    }
+}
+
 impl Governance {
     /// Issues a signed receipt and records it (audit action `receipt`, object id the receipt
     /// id, details the kind, body and signature) in one transaction.
@@ -86,42 +125,15 @@ impl Governance {
         kind: &str,
         body: Value,
     ) -> Result<Receipt> {
-        if kind.is_empty() || kind.len() > 64 {
-            return Err(GovError::Invalid(
-                "receipt kind must be 1-64 characters".into(),
-            ));
-        }
-        let id = hex::encode(random_bytes::<16>()?);
-        let issued_at = now_ms();
-        let sig = self
-            .signing
-            .sign(&receipt_message(&id, kind, issued_at, &body));
-        let receipt = Receipt {
-            id: id.clone(),
-            kind: kind.to_string(),
-            issued_at,
-            body,
-            public_key_hex: self.public_key_hex(),
-            signature_hex: hex::encode(sig.to_bytes()),
-        };
+        let receipt = Receipt::issue(&self.signing, kind, body)?;
         let json = serde_json::to_string(&receipt).map_err(anyhow::Error::from)?;
         let mut conn = self.db();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO receipt (id, kind, issued_at, json) VALUES (?1, ?2, ?3, ?4)",
-            params![id, kind, issued_at, json],
+            params![receipt.id, receipt.kind, receipt.issued_at, json],
         )?;
-        let mut ev = AuditEvent::new(by, "receipt")
-            .objects([format!("receipt:{id}")])
-            .details(serde_json::json!({
-                "kind": receipt.kind,
-                "issued_at": issued_at,
-                "body": receipt.body,
-                "signature": receipt.signature_hex,
-            }));
-        ev.org_id = org_id;
-        ev.rule = "caller_authorized".into();
-        self.append_tx(&tx, ev)?;
+        self.append_tx(&tx, receipt.audit_event(by, org_id))?;
         tx.commit()?;
         Ok(receipt)
     }

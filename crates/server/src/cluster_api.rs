@@ -9,10 +9,12 @@
 //! governance format: `visage cluster audit-export` + `visage audit verify --file`).
 //!
 //! Served: health, stats, ingest jobs by server-side path (the embedded API's body), cases
-//! (open, list, show, close), photo search and 1:1 verification with the embedded API's
-//! bodies and answers. Not yet (docs/CLUSTER.md, "Known gaps"): user accounts and sessions,
-//! the web app, video search, search by stored face, faces and their images, opt-out and
-//! erasure requests, case reports, audit reads over HTTP; those answer 404 here rather than
+//! (open, list, show, close), photo search and 1:1 verification, erasure by source, subject
+//! or jurisdiction with a signed receipt, and the public opt-out, access and request-status
+//! endpoints, all with the embedded API's bodies, answers and audit records (receipts and
+//! public requests: `visage_cluster::receipts`). Not yet (docs/CLUSTER.md, "Known gaps"):
+//! user accounts and sessions, the web app, video search, search by stored face, faces and
+//! their images, case reports, audit reads over HTTP; those answer 404 here rather than
 //! running without the governance they need.
 
 use std::net::SocketAddr;
@@ -20,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -30,20 +32,25 @@ use serde_json::json;
 use visage_cluster::audit::{PgAudit, SigningKey};
 use visage_cluster::gov::{self, PgFacts};
 use visage_cluster::keys::KeyIdentity;
-use visage_cluster::{queue, ClusterConfig, ClusterStore};
+use visage_cluster::{queue, receipts, ClusterConfig, ClusterStore};
 use visage_gallery::{FaceStore, NewSource};
 use visage_governance::{
     decide, Action, Actor, AuditEvent, AuthzContext, Case, Decision, NewCase, Policy, Principal,
 };
 use visage_vision::FacePipeline;
 
-use crate::auth::refusal_event;
-use crate::gov_api::int_id;
+use crate::auth::{refusal_event, RateLimiter};
+use crate::gov_api::{erasure_event, erasure_receipt_body, erasure_target, int_id};
 use crate::jobs::{resolve_under_roots, PathJobJson};
+use crate::public::{
+    access_event, access_summary, add_thumbnails, engine_error, new_request_id, opt_out_event,
+    opt_out_summary, read_request, valid_request_id, RequestStatus,
+};
 use crate::search::{
     add_audit_id, ctx, read_photo_search, read_verify, run_photo_search, run_verify,
 };
 use crate::{ApiError, ApiResult, BODY_LIMIT};
+use visage_engine::optout;
 
 #[derive(Clone)]
 pub struct ClusterState(Arc<ClusterInner>);
@@ -60,6 +67,8 @@ pub struct ClusterInner {
     pack: String,
     /// One pipeline per API process; searches take turns on it (as the embedded server).
     pipeline: Mutex<FacePipeline>,
+    /// The public endpoints' limit per client IP (per process).
+    public_limit: RateLimiter,
 }
 
 impl std::ops::Deref for ClusterState {
@@ -101,6 +110,7 @@ impl ClusterState {
             policy,
             pack: pipeline.pack_id(),
             pipeline: Mutex::new(pipeline),
+            public_limit: RateLimiter::per_minute(crate::ServeOptions::default().public_per_minute),
         })))
     }
 
@@ -227,9 +237,13 @@ pub fn router(st: ClusterState) -> Router {
         .route("/v1/cases/{id}/close", post(close_case))
         .route("/v1/search", post(search))
         .route("/v1/verify", post(verify))
+        .route("/v1/erasures", post(erase))
         .route_layer(middleware::from_fn_with_state(st.clone(), authenticate));
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/public/opt-out", post(public_opt_out))
+        .route("/v1/public/access", post(public_access))
+        .route("/v1/public/requests/{id}", get(public_request_status))
         .merge(authed)
         .with_state(st)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -511,6 +525,169 @@ async fn verify(
     .await
 }
 
+// ---- erasure and the public portal ----------------------------------------------------------
+
+/// `POST /v1/erasures`: the embedded API's erasure (same body, answer and records): every face
+/// of a source, subject or jurisdiction leaves PostgreSQL, the vector store and the bucket,
+/// and a receipt signed with the cluster's audit key is issued; the erasure's audit record
+/// and the receipt commit together.
+async fn erase(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    on_pool(&st, move |st| {
+        let (p, d) = st.authorize(&who, Action::Erase, &AuthzContext::default(), |ev| ev)?;
+        let (target, described) = erasure_target(&body)?;
+        let report = st.store.delete(&target).map_err(storage)?;
+        let (receipt, _) = receipts::issue(
+            st.store.pool(),
+            &st.audit(),
+            &Actor::from(&p),
+            Some(p.org.id),
+            "erasure",
+            erasure_receipt_body(&described, &report, &p),
+            Some(erasure_event(&p, &d, &report, &described)),
+        )
+        .map_err(storage)?;
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({"report": report, "receipt": receipt})),
+        )
+            .into_response())
+    })
+    .await
+}
+
+fn limited(st: &ClusterState, addr: SocketAddr) -> ApiResult<()> {
+    if st.public_limit.allow(addr.ip()) {
+        Ok(())
+    } else {
+        Err(ApiError::rate_limited())
+    }
+}
+
+/// `POST /v1/public/opt-out`: the embedded portal's opt-out by selfie over the cluster. The
+/// selfies go on the suppression list before the gallery is searched, so workers ingesting
+/// at the same time drop the requester's new photos (`ClusterStore::add_image_checked`).
+async fn public_opt_out(
+    State(st): State<ClusterState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> ApiResult<Response> {
+    limited(&st, addr)?;
+    let (selfies, contact) = read_request(req).await?;
+    let request_id = new_request_id()?;
+    on_pool(&st, move |st| {
+        let outcome = {
+            let pipeline = st.lock_pipeline()?;
+            optout::opt_out(&st.store, &pipeline, &request_id, &selfies)
+        }
+        .map_err(opt_out_error)?;
+        let summary = opt_out_summary(&request_id, selfies.len(), &outcome);
+        let receipt = receipts::record_public_request(
+            st.store.pool(),
+            &st.audit(),
+            &request_id,
+            "opt_out",
+            &contact,
+            summary.clone(),
+            |r| opt_out_event(&request_id, &r.id, &outcome),
+        )
+        .map_err(storage)?;
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({
+                "request_id": request_id,
+                "status": "completed",
+                "summary": summary,
+                "receipt": receipt,
+            })),
+        )
+            .into_response())
+    })
+    .await
+}
+
+/// A selfie problem is the requester's (422); anything else here is the storage's (503).
+fn opt_out_error(e: anyhow::Error) -> ApiError {
+    let api = engine_error(e);
+    if api.status == StatusCode::INTERNAL_SERVER_ERROR {
+        return storage(anyhow::anyhow!(api.message));
+    }
+    api
+}
+
+/// `POST /v1/public/access`: the faces the cluster holds that match the selfies, with
+/// provenance and thumbnails; audited and receipted with counts only.
+async fn public_access(
+    State(st): State<ClusterState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> ApiResult<Response> {
+    limited(&st, addr)?;
+    let (selfies, contact) = read_request(req).await?;
+    let request_id = new_request_id()?;
+    on_pool(&st, move |st| {
+        let report = {
+            let pipeline = st.lock_pipeline()?;
+            optout::access_report(&st.store, &pipeline, &selfies)
+        }
+        .map_err(opt_out_error)?;
+        let mut report = serde_json::to_value(&report).map_err(|e| ApiError::internal(e.into()))?;
+        let n = add_thumbnails(&|sha| st.store.blob(sha).ok(), &mut report);
+        let summary = access_summary(&request_id, selfies.len(), n);
+        let receipt = receipts::record_public_request(
+            st.store.pool(),
+            &st.audit(),
+            &request_id,
+            "access",
+            &contact,
+            summary,
+            |r| access_event(&request_id, selfies.len(), n, &r.id),
+        )
+        .map_err(storage)?;
+        Ok(Json(json!({
+            "request_id": request_id,
+            "status": "completed",
+            "report": report,
+            "receipt": receipt,
+        }))
+        .into_response())
+    })
+    .await
+}
+
+/// `GET /v1/public/requests/{id}`: a public request's status and receipt.
+async fn public_request_status(
+    State(st): State<ClusterState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<RequestStatus>> {
+    limited(&st, addr)?;
+    if !valid_request_id(&id) {
+        return Err(ApiError::not_found("no such request"));
+    }
+    on_pool(&st, move |st| {
+        let r = receipts::public_request(st.store.pool(), &id)
+            .map_err(storage)?
+            .ok_or_else(|| ApiError::not_found("no such request"))?;
+        let receipt = match &r.receipt_id {
+            Some(rid) => receipts::get(st.store.pool(), rid).map_err(storage)?,
+            None => None,
+        };
+        Ok(Json(RequestStatus {
+            request_id: r.id,
+            kind: r.kind,
+            status: r.status,
+            created_at: r.created_at,
+            summary: r.summary,
+            receipt,
+        }))
+    })
+    .await
+}
+
 /// Serves the cluster API until Ctrl-C / SIGTERM.
 pub fn run_cluster(
     bind: SocketAddr,
@@ -526,9 +703,12 @@ pub fn run_cluster(
     crate::runtime()?.block_on(async move {
         let listener = crate::listen(bind).await?;
         on_ready(listener.local_addr()?);
-        axum::serve(listener, router(st))
-            .with_graceful_shutdown(crate::shutdown_signal())
-            .await?;
+        axum::serve(
+            listener,
+            router(st).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(crate::shutdown_signal())
+        .await?;
         Ok(())
     })
 }

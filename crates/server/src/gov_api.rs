@@ -736,8 +736,25 @@ pub(crate) async fn erase(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let d = authorize(&st, &p, Action::Erase, &none())?;
-    let j: ErasureJson = input::json(&body)?;
-    let (target, described) = match (j.source_id, j.subject_id, j.jurisdiction) {
+    let (target, described) = erasure_target(&body)?;
+    st.writable()?;
+    let out = blocking(&st, move |st| {
+        let report = st.gallery.delete(&target).map_err(ApiError::internal)?;
+        st.gov.append(erasure_event(&p, &d, &report, &described))?;
+        let body = erasure_receipt_body(&described, &report, &p);
+        let receipt = st
+            .gov
+            .sign_receipt(&Actor::from(&p), Some(p.org.id), "erasure", body)?;
+        Ok(serde_json::json!({"report": report, "receipt": receipt}))
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// The target of an erasure request (`ErasureJson`), and how its receipt names it.
+pub(crate) fn erasure_target(body: &[u8]) -> ApiResult<(DeleteTarget, serde_json::Value)> {
+    let j: ErasureJson = input::json(body)?;
+    Ok(match (j.source_id, j.subject_id, j.jurisdiction) {
         (Some(s), None, None) => (DeleteTarget::Source(s), serde_json::json!({"source_id": s})),
         (None, Some(s), None) => (
             DeleteTarget::Subject(s),
@@ -756,33 +773,38 @@ pub(crate) async fn erase(
                 "give exactly one of `source_id`, `subject_id`, `jurisdiction`",
             ))
         }
-    };
-    st.writable()?;
-    let out = blocking(&st, move |st| {
-        let report = st.gallery.delete(&target).map_err(ApiError::internal)?;
-        st.gov.append(
-            AuditEvent::decision(&p, Action::Erase, &d)
-                .objects(report.face_ids.iter().map(|i| i.to_string()))
-                .result_count(report.faces as u64)
-                .details(serde_json::json!({"target": described})),
-        )?;
-        let body = serde_json::json!({
-            "target": described,
-            "faces": report.faces,
-            "images": report.images,
-            "sources": report.sources,
-            "subjects": report.subjects,
-            "blobs_removed": report.blobs_removed,
-            "face_ids_count": report.face_ids.len(),
-            "when": visage_gallery::gallery::now(),
-            "by": p.username,
-            "org_id": p.org.id,
-        });
-        let receipt = st
-            .gov
-            .sign_receipt(&Actor::from(&p), Some(p.org.id), "erasure", body)?;
-        Ok(serde_json::json!({"report": report, "receipt": receipt}))
     })
-    .await?;
-    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// The audit record of a completed erasure: the deleted face ids and the target.
+pub(crate) fn erasure_event(
+    p: &Principal,
+    d: &visage_governance::Decision,
+    report: &visage_gallery::DeleteReport,
+    described: &serde_json::Value,
+) -> AuditEvent {
+    AuditEvent::decision(p, Action::Erase, d)
+        .objects(report.face_ids.iter().map(|i| i.to_string()))
+        .result_count(report.faces as u64)
+        .details(serde_json::json!({"target": described}))
+}
+
+/// What an erasure receipt attests (counts, target, who and when; no face data).
+pub(crate) fn erasure_receipt_body(
+    described: &serde_json::Value,
+    report: &visage_gallery::DeleteReport,
+    p: &Principal,
+) -> serde_json::Value {
+    serde_json::json!({
+        "target": described,
+        "faces": report.faces,
+        "images": report.images,
+        "sources": report.sources,
+        "subjects": report.subjects,
+        "blobs_removed": report.blobs_removed,
+        "face_ids_count": report.face_ids.len(),
+        "when": visage_gallery::gallery::now(),
+        "by": p.username,
+        "org_id": p.org.id,
+    })
 }

@@ -122,7 +122,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn new_request_id() -> ApiResult<String> {
+pub(crate) fn new_request_id() -> ApiResult<String> {
     let mut raw = [0u8; 16];
     getrandom::fill(&mut raw)
         .map_err(|e| ApiError::internal(anyhow::anyhow!("no OS randomness: {e}")))?;
@@ -141,7 +141,7 @@ pub struct OptOutForm {
 }
 
 /// Selfies and contact of a public request.
-async fn read_request(req: Request) -> ApiResult<(Vec<Vec<u8>>, String)> {
+pub(crate) async fn read_request(req: Request) -> ApiResult<(Vec<Vec<u8>>, String)> {
     let input = input::read(req, "multipart `selfie` fields and `contact`").await?;
     let selfies = input.images("selfie")?;
     if selfies.is_empty() {
@@ -166,7 +166,7 @@ async fn read_request(req: Request) -> ApiResult<(Vec<Vec<u8>>, String)> {
 }
 
 /// An engine error: `no_usable_face` (422) when no selfie shows a usable face.
-fn engine_error(e: anyhow::Error) -> ApiError {
+pub(crate) fn engine_error(e: anyhow::Error) -> ApiError {
     let msg = format!("{e:#}");
     if msg.contains("no_usable_face") {
         return ApiError::new(
@@ -218,29 +218,12 @@ pub(crate) async fn opt_out(
                 .map_err(|_| ApiError::internal(anyhow::anyhow!("pipeline lock poisoned")))?;
             optout::opt_out(&st.gallery, &p, &request_id, &selfies).map_err(engine_error)?
         };
-        let o = serde_json::to_value(&outcome).map_err(|e| ApiError::internal(e.into()))?;
-        let summary = serde_json::json!({
-            "request_id": request_id,
-            "selfies": selfies.len(),
-            "faces_deleted": o.get("faces_deleted"),
-            "suppressed_embeddings": o.get("suppressed_embeddings"),
-            "unusable_selfies": o.get("unusable_selfies"),
-        });
+        let summary = opt_out_summary(&request_id, selfies.len(), &outcome);
         let receipt = st
             .gov
             .sign_receipt(&Actor::public(), None, "opt_out", summary.clone())?;
-        let face_ids: Vec<String> = o
-            .get("face_ids")
-            .and_then(|v| v.as_array())
-            .map(|a| a.iter().map(|v| v.to_string()).collect())
-            .unwrap_or_default();
-        st.gov.append(
-            AuditEvent::new(&Actor::public(), "opt_out")
-                .decided(true, "public:opt_out", "public opt-out request")
-                .result_count(face_ids.len() as u64)
-                .objects(face_ids)
-                .details(serde_json::json!({"request_id": request_id, "receipt_id": receipt.id})),
-        )?;
+        st.gov
+            .append(opt_out_event(&request_id, &receipt.id, &outcome))?;
         st.requests
             .insert(
                 &request_id,
@@ -275,8 +258,7 @@ pub(crate) async fn request_status(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<RequestStatus>> {
     limited(&st, addr)?;
-    let ok_id = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
-    if !ok_id {
+    if !valid_request_id(&id) {
         return Err(ApiError::not_found("no such request"));
     }
     blocking(&st, move |st| {
@@ -329,22 +311,14 @@ pub(crate) async fn access(
             optout::access_report(&st.gallery, &p, &selfies).map_err(engine_error)?
         };
         let mut report = serde_json::to_value(&report).map_err(|e| ApiError::internal(e.into()))?;
-        let n = add_thumbnails(st, &mut report);
-        let summary = serde_json::json!({"request_id": request_id, "selfies": selfies.len(),
-            "faces": n});
+        let n = add_thumbnails(&|sha| st.gallery.blob(sha).ok(), &mut report);
+        let summary = access_summary(&request_id, selfies.len(), n);
         // What was disclosed, signed (counts only; no images, no face data).
         let receipt = st
             .gov
             .sign_receipt(&Actor::public(), None, "access", summary.clone())?;
-        st.gov.append(
-            AuditEvent::new(&Actor::public(), "access_request")
-                .decided(true, "public:access", "public data-subject access request")
-                .result_count(n as u64)
-                .details(
-                    serde_json::json!({"request_id": request_id, "selfies": selfies.len(),
-                    "faces": n, "receipt_id": receipt.id}),
-                ),
-        )?;
+        st.gov
+            .append(access_event(&request_id, selfies.len(), n, &receipt.id))?;
         st.requests
             .insert(&request_id, "access", &contact, Some(&receipt.id), &summary)
             .map_err(ApiError::internal)?;
@@ -359,9 +333,66 @@ pub(crate) async fn access(
     Ok(Json(out).into_response())
 }
 
+/// Whether `id` can be a request id (32 hex digits); anything else is answered 404 unread.
+pub(crate) fn valid_request_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// What an opt-out receipt attests (counts only).
+pub(crate) fn opt_out_summary(
+    request_id: &str,
+    selfies: usize,
+    o: &optout::OptOutOutcome,
+) -> serde_json::Value {
+    serde_json::json!({
+        "request_id": request_id,
+        "selfies": selfies,
+        "faces_deleted": o.faces_deleted,
+        "suppressed_embeddings": o.suppressed_embeddings,
+        "unusable_selfies": o.unusable_selfies,
+    })
+}
+
+/// The audit record of an opt-out: the deleted face ids, the request and its receipt.
+pub(crate) fn opt_out_event(
+    request_id: &str,
+    receipt_id: &str,
+    o: &optout::OptOutOutcome,
+) -> AuditEvent {
+    AuditEvent::new(&Actor::public(), "opt_out")
+        .decided(true, "public:opt_out", "public opt-out request")
+        .result_count(o.face_ids.len() as u64)
+        .objects(o.face_ids.iter().map(|i| i.to_string()))
+        .details(serde_json::json!({"request_id": request_id, "receipt_id": receipt_id}))
+}
+
+/// What an access receipt attests (counts only; no images, no face data).
+pub(crate) fn access_summary(request_id: &str, selfies: usize, faces: usize) -> serde_json::Value {
+    serde_json::json!({"request_id": request_id, "selfies": selfies, "faces": faces})
+}
+
+/// The audit record of an access request (counts only).
+pub(crate) fn access_event(
+    request_id: &str,
+    selfies: usize,
+    faces: usize,
+    receipt_id: &str,
+) -> AuditEvent {
+    AuditEvent::new(&Actor::public(), "access_request")
+        .decided(true, "public:access", "public data-subject access request")
+        .result_count(faces as u64)
+        .details(
+            serde_json::json!({"request_id": request_id, "selfies": selfies,
+            "faces": faces, "receipt_id": receipt_id}),
+        )
+}
+
 /// Adds `thumbnail` data URLs to every object in the report that has a `thumb_sha` and lacks
-/// one; returns the number of faces (objects with a `thumb_sha`).
-fn add_thumbnails(st: &AppState, v: &mut serde_json::Value) -> usize {
+/// one (`blob` reads it); returns the number of faces (objects with a `thumb_sha`).
+pub(crate) fn add_thumbnails(
+    blob: &dyn Fn(&str) -> Option<Vec<u8>>,
+    v: &mut serde_json::Value,
+) -> usize {
     use base64::Engine as _;
     match v {
         serde_json::Value::Object(m) => {
@@ -373,7 +404,7 @@ fn add_thumbnails(st: &AppState, v: &mut serde_json::Value) -> usize {
             {
                 n += 1;
                 if !m.contains_key("thumbnail") {
-                    if let Ok(bytes) = st.gallery.blob(&sha) {
+                    if let Some(bytes) = blob(&sha) {
                         let url = format!(
                             "data:image/jpeg;base64,{}",
                             base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -383,11 +414,11 @@ fn add_thumbnails(st: &AppState, v: &mut serde_json::Value) -> usize {
                 }
             }
             for (_, x) in m.iter_mut() {
-                n += add_thumbnails(st, x);
+                n += add_thumbnails(blob, x);
             }
             n
         }
-        serde_json::Value::Array(a) => a.iter_mut().map(|x| add_thumbnails(st, x)).sum(),
+        serde_json::Value::Array(a) => a.iter_mut().map(|x| add_thumbnails(blob, x)).sum(),
         _ => 0,
     }
 }

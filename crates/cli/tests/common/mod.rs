@@ -1,6 +1,8 @@
 //! Helpers shared by the binary's integration tests.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -117,4 +119,77 @@ pub fn calibrated(pack: &str) -> bool {
         );
     }
     ok
+}
+
+/// Every LFW person's folder name and photos, sorted by name.
+pub fn people_dirs(lfw: &Path) -> Vec<(String, Vec<PathBuf>)> {
+    let mut out: Vec<(String, Vec<PathBuf>)> = std::fs::read_dir(lfw)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| {
+            let mut files: Vec<PathBuf> = walk(&e.path())
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+                .collect();
+            files.sort();
+            (e.file_name().to_string_lossy().into_owned(), files)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Copies each person's photos into `dest/NAME/`.
+pub fn copy_people(people: &[&(String, Vec<PathBuf>)], dest: &Path) {
+    for (name, files) in people {
+        let d = dest.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in files {
+            std::fs::copy(f, d.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// Faces per subject label (`-` for none) in an embedded gallery's collection.
+pub fn faces_per_subject(
+    data: &Path,
+    collection: &str,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut after = 0i64;
+    loop {
+        let page = run_json(
+            &[
+                "faces",
+                "list",
+                "--collection",
+                collection,
+                "--after",
+                &after.to_string(),
+                "--limit",
+                "1000",
+                "--json",
+            ],
+            data,
+        );
+        let page = page.as_array().unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        for f in page {
+            after = after.max(f["id"].as_i64().unwrap());
+            let label = f["subject"]["label"].as_str().unwrap_or("-").to_string();
+            *out.entry(label).or_default() += 1;
+        }
+    }
+}
+
+/// `n` people with 8 to 30 photos, evenly spread over the alphabet.
+pub fn spread(all: &[(String, Vec<PathBuf>)], n: usize) -> Vec<&(String, Vec<PathBuf>)> {
+    let mid: Vec<&(String, Vec<PathBuf>)> = all
+        .iter()
+        .filter(|p| (8..=30).contains(&p.1.len()))
+        .collect();
+    (0..n).map(|i| mid[i * mid.len() / n]).collect()
 }
