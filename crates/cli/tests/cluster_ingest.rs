@@ -442,16 +442,7 @@ fn two_servers_two_workers_one_killed_match_embedded() {
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["records"].as_u64(), Some(audited), "{v}");
     let export = tmp.path().join("audit.jsonl");
-    let out = visage()
-        .args(["cluster", "audit-export", "--out"])
-        .arg(&export)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{err}");
-    let public = err.rsplit("public key ").next().unwrap().trim().to_string();
+    let public = audit_export(&config, &export);
     let text = std::fs::read_to_string(&export).unwrap();
     let denied = text
         .lines()

@@ -7,10 +7,13 @@
 //!   is readable by request id;
 //! - afterwards a governed search with another photo of the person returns none of their
 //!   faces, and a worker re-ingesting their photos stores none of their faces;
-//! - a data-subject access request reports another person's faces with thumbnails;
+//! - a data-subject access request reports another person's faces with thumbnails; a
+//!   governed search with one of those stored faces finds the person's other faces; faces
+//!   are read, their thumbnails fetched, and deleted (compliance role only);
 //! - erasure by jurisdiction (compliance role only) removes exactly that source's faces and
 //!   answers a signed receipt; the store checks clean and the audit log verifies, holding one
-//!   record per request and per receipt.
+//!   record per request and per receipt; over HTTP an auditor pages through exactly the
+//!   organisation's records and verifies the log.
 
 mod common;
 
@@ -19,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::cluster::*;
-use common::{calibrated, copy_people, lfw, people_dirs, spread, visage};
+use common::{calibrated, copy_people, lfw, people_dirs, spread};
 use serde_json::{json, Value};
 
 fn b64(path: &Path) -> String {
@@ -186,18 +189,7 @@ fn opt_out_access_and_erasure_over_the_cluster_api() {
     let stats0 = get(&format!("{a}/v1/stats"), &admin);
 
     // ---- Opt-out by selfie ----
-    let public_key = {
-        let out = visage()
-            .args(["cluster", "audit-export", "--out"])
-            .arg(root.join("audit0.jsonl"))
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(out.status.success(), "{err}");
-        err.rsplit("public key ").next().unwrap().trim().to_string()
-    };
+    let public_key = audit_export(&config, &root.join("audit0.jsonl"));
     let (st, r) = call(
         "POST",
         &format!("{a}/v1/public/opt-out"),
@@ -344,6 +336,78 @@ fn opt_out_access_and_erasure_over_the_cluster_api() {
         "access deletes nothing"
     );
 
+    // ---- Faces: search with a stored face, read, thumbnail, delete ----
+    let probe_face = faces
+        .iter()
+        .find(|f| f["subject"]["label"] == asker.0.as_str())
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let face_url = format!("{a}/v1/search/face/{probe_face}");
+    let no_case = json!({"purpose": "missing person inquiry", "k": 5});
+    expect_refused(&face_url, &investigator, &no_case, "case_required");
+    let (st, fs) = call(
+        "POST",
+        &face_url,
+        &investigator,
+        Some(&json!({"case_id": case["id"], "purpose": "missing person inquiry", "k": 5})),
+    );
+    assert_eq!(st, 200, "{fs}");
+    let hits = fs["hits"].as_array().unwrap();
+    assert!(hits.iter().all(|h| h["face"]["id"] != probe_face), "{fs}");
+    let same = hits
+        .iter()
+        .filter(|h| h["face"]["subject"]["label"] == asker.0.as_str())
+        .count();
+    eprintln!(
+        "search with stored face {probe_face} of {}: {} hits, {same} of them theirs, \
+         {} faces searched",
+        asker.0,
+        hits.len(),
+        fs["faces_searched"]
+    );
+    assert!(same >= 1, "{fs}");
+    assert!(fs["audit_id"].as_u64().is_some(), "{fs}");
+    let (st, f) = call(
+        "GET",
+        &format!("{a}/v1/faces/{probe_face}"),
+        &investigator,
+        None,
+    );
+    assert_eq!((st, f["id"].as_i64()), (200, Some(probe_face)), "{f}");
+    assert_eq!(f["subject"]["label"], asker.0.as_str());
+    let thumb = ureq::get(&format!("{a}/v1/faces/{probe_face}/thumbnail"))
+        .header("Authorization", &format!("Bearer {investigator}"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_vec()
+        .unwrap();
+    assert_eq!(&thumb[..3], &[0xff, 0xd8, 0xff], "a JPEG thumbnail");
+    let victim = hits[0]["face"]["id"].as_i64().unwrap();
+    let (st, e) = call(
+        "DELETE",
+        &format!("{a}/v1/faces/{victim}"),
+        &investigator,
+        None,
+    );
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (403, Some("policy_denied")),
+        "{e}"
+    );
+    let (st, del) = call("DELETE", &format!("{a}/v1/faces/{victim}"), &dpo, None);
+    assert_eq!((st, del["faces"].as_u64()), (200, Some(1)), "{del}");
+    let (st, _) = call(
+        "GET",
+        &format!("{a}/v1/faces/{victim}"),
+        &investigator,
+        None,
+    );
+    assert_eq!(st, 404, "a deleted face is gone");
+    let (st, _) = call("DELETE", &format!("{a}/v1/faces/{victim}"), &dpo, None);
+    assert_eq!(st, 404, "deleting it again");
+
     // ---- Erasure by jurisdiction ----
     let extra_faces: i64 = extra_labels
         .iter()
@@ -410,14 +474,7 @@ fn opt_out_access_and_erasure_over_the_cluster_api() {
     let (ok, v) = cluster_json(&config, &["audit-verify"]);
     assert!(ok && v["ok"] == true, "{v}");
     let export = root.join("audit.jsonl");
-    let out = visage()
-        .args(["cluster", "audit-export", "--out"])
-        .arg(&export)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    audit_export(&config, &export);
     let recs: Vec<Value> = std::fs::read_to_string(&export)
         .unwrap()
         .lines()
@@ -446,4 +503,51 @@ fn opt_out_access_and_erasure_over_the_cluster_api() {
         !text.contains("leaver@example.org"),
         "contacts stay out of the log"
     );
+
+    // The audit log over HTTP: the organisation's records, paged, and a verification.
+    let auditor = add_key(&config, "aud", "auditor", "agency");
+    let (st, e) = call("GET", &format!("{a}/v1/audit"), &investigator, None);
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (403, Some("policy_denied")),
+        "{e}"
+    );
+    let mut seen = Vec::new();
+    let mut after = 0u64;
+    loop {
+        let (st, page) = call(
+            "GET",
+            &format!("{a}/v1/audit?after_seq={after}&limit=5"),
+            &auditor,
+            None,
+        );
+        assert_eq!(st, 200, "{page}");
+        let recs = page["records"].as_array().unwrap();
+        assert!(recs.len() <= 5);
+        seen.extend(recs.iter().map(|r| r["seq"].as_u64().unwrap()));
+        match page["next_after_seq"].as_u64() {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    // Every record of the organisation, each once, in order; the public requests (no
+    // organisation) are not among them.
+    audit_export(&config, &export);
+    let agency_id = recs
+        .iter()
+        .find(|r| r["action"] == "search")
+        .and_then(|r| r["org_id"].as_i64())
+        .expect("the searches' organisation");
+    let want: Vec<u64> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["org_id"].as_i64() == Some(agency_id))
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert!(want.len() > 10, "more than two pages: {}", want.len());
+    assert_eq!(seen, want, "the organisation's records over HTTP");
+    let (st, v) = call("GET", &format!("{a}/v1/audit/verify"), &auditor, None);
+    assert_eq!((st, v["ok"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(v["public_key_hex"].as_str(), Some(public_key.as_str()));
 }

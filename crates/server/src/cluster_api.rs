@@ -9,12 +9,13 @@
 //! governance format: `visage cluster audit-export` + `visage audit verify --file`).
 //!
 //! Served: health, stats, ingest jobs by server-side path (the embedded API's body), cases
-//! (open, list, show, close), photo search and 1:1 verification, erasure by source, subject
-//! or jurisdiction with a signed receipt, and the public opt-out, access and request-status
-//! endpoints, all with the embedded API's bodies, answers and audit records (receipts and
-//! public requests: `visage_cluster::receipts`). Not yet (docs/CLUSTER.md, "Known gaps"):
-//! user accounts and sessions, the web app, video search, search by stored face, faces and
-//! their images, case reports, audit reads over HTTP; those answer 404 here rather than
+//! (open, list, show, close), photo search, search by stored face and 1:1 verification,
+//! faces (read, thumbnail, delete), the organisation's audit records and the log's
+//! verification, erasure by source, subject or jurisdiction with a signed receipt, and the
+//! public opt-out, access and request-status endpoints, all with the embedded API's bodies,
+//! answers and audit records (receipts and public requests: `visage_cluster::receipts`). Not
+//! yet (docs/CLUSTER.md, "Known gaps"): user accounts and sessions, the web app, video
+//! search, case reports, the audit export over HTTP; those answer 404 here rather than
 //! running without the governance they need.
 
 use std::net::SocketAddr;
@@ -40,14 +41,18 @@ use visage_governance::{
 use visage_vision::FacePipeline;
 
 use crate::auth::{refusal_event, RateLimiter};
-use crate::gov_api::{erasure_event, erasure_receipt_body, erasure_target, int_id};
+use crate::gov_api::{
+    audit_page, delete_event, erasure_event, erasure_receipt_body, erasure_target, int_id,
+    AuditPage, AuditQuery,
+};
 use crate::jobs::{resolve_under_roots, PathJobJson};
 use crate::public::{
     access_event, access_summary, add_thumbnails, engine_error, new_request_id, opt_out_event,
     opt_out_summary, read_request, valid_request_id, RequestStatus,
 };
 use crate::search::{
-    add_audit_id, ctx, read_photo_search, read_verify, run_photo_search, run_verify,
+    add_audit_id, ctx, read_face_search, read_photo_search, read_verify, run_photo_search,
+    run_verify, search_by_face_in,
 };
 use crate::{ApiError, ApiResult, BODY_LIMIT};
 use visage_engine::optout;
@@ -238,6 +243,11 @@ pub fn router(st: ClusterState) -> Router {
         .route("/v1/search", post(search))
         .route("/v1/verify", post(verify))
         .route("/v1/erasures", post(erase))
+        .route("/v1/search/face/{id}", post(search_face))
+        .route("/v1/faces/{id}", get(get_face).delete(delete_face))
+        .route("/v1/faces/{id}/thumbnail", get(get_thumbnail))
+        .route("/v1/audit", get(audit_records))
+        .route("/v1/audit/verify", get(audit_verify))
         .route_layer(middleware::from_fn_with_state(st.clone(), authenticate));
     Router::new()
         .route("/v1/health", get(health))
@@ -521,6 +531,140 @@ async fn verify(
         let res = run_verify(&*st.lock_pipeline()?, &q.a, &q.b);
         let audit_id = st.append(q.record(&p, &d, case_id, &res))?;
         add_audit_id(res?, case_id, audit_id)
+    })
+    .await
+}
+
+/// `POST /v1/search/face/{id}`: the embedded API's search with a stored face (same body,
+/// answer and record), under a case.
+async fn search_face(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    UrlPath(raw): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let q = read_face_search(&raw, &body)?;
+    on_pool(&st, move |st| {
+        let (p, d) = st.authorize(
+            &who,
+            Action::Search,
+            &ctx(q.j.case_id, q.j.purpose.clone()),
+            q.refusal_shape(),
+        )?;
+        let case_id = q.j.case_id.expect("authorised searches carry a case");
+        let res = search_by_face_in(
+            &st.store,
+            &st.policy,
+            &|pack| {
+                let p = st.lock_pipeline()?;
+                Ok((p.pack_id() == pack)
+                    .then(|| p.pack.calibration.clone())
+                    .flatten())
+            },
+            q.args(),
+        );
+        let audit_id = st.append(q.record(&p, &d, case_id, &res))?;
+        add_audit_id(res?, case_id, audit_id)
+    })
+    .await
+}
+
+// ---- faces and the audit log -----------------------------------------------------------------
+
+/// `GET /v1/faces/{id}`: a face with its provenance (action `read_face`); faces in a
+/// jurisdiction the policy excludes are 404.
+async fn get_face(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Response> {
+    let f = read_face(&st, who, &raw).await?;
+    Ok(Json(f).into_response())
+}
+
+/// The face `raw` names, if the key may read faces and the policy lets it be seen.
+async fn read_face(
+    st: &ClusterState,
+    who: KeyIdentity,
+    raw: &str,
+) -> ApiResult<visage_gallery::FaceRecord> {
+    let id = crate::face_id(raw)?;
+    on_pool(st, move |st| {
+        st.authorize(&who, Action::ReadFace, &AuthzContext::default(), |ev| ev)?;
+        crate::visible_face_in(&st.store, &st.policy, id)
+    })
+    .await
+}
+
+/// `GET /v1/faces/{id}/thumbnail`: the face's thumbnail (JPEG) from the bucket.
+async fn get_thumbnail(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Response> {
+    let f = read_face(&st, who, &raw).await?;
+    let st2 = st.clone();
+    let bytes = blocking(move || st2.store.blob(&f.thumb_sha)).await?;
+    Ok(([(header::CONTENT_TYPE, "image/jpeg")], bytes).into_response())
+}
+
+/// `DELETE /v1/faces/{id}`: deletes one face (action `delete`), audited with the report.
+async fn delete_face(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Response> {
+    let id = crate::face_id(&raw)?;
+    on_pool(&st, move |st| {
+        let (p, d) = st.authorize(&who, Action::Delete, &AuthzContext::default(), |ev| ev)?;
+        let report = st
+            .store
+            .delete(&visage_gallery::DeleteTarget::Faces(vec![id]))
+            .map_err(storage)?;
+        if report.faces == 0 {
+            return Err(ApiError::not_found(format!("no face with id {id}")));
+        }
+        st.append(delete_event(&p, &d, &report))?;
+        Ok(Json(report).into_response())
+    })
+    .await
+}
+
+/// `GET /v1/audit`: the caller's organisation's audit records in seq order (action
+/// `read_audit`), paged like the embedded API. The whole log, every organisation's records,
+/// is for `visage cluster audit-export` on the command line.
+async fn audit_records(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> ApiResult<Json<AuditPage>> {
+    on_pool(&st, move |st| {
+        let (p, _) = st.authorize(&who, Action::ReadAudit, &AuthzContext::default(), |ev| ev)?;
+        let audit = st.audit();
+        let org = p.org.id;
+        Ok(Json(audit_page(
+            &q,
+            &|from| audit.records(from.., 1000).map_err(storage),
+            &|| Ok(audit.head().map_err(storage)?.map(|(h, _)| h)),
+            &|r| r.org_id == Some(org),
+        )?))
+    })
+    .await
+}
+
+/// `GET /v1/audit/verify`: checks the whole chain, the signed checkpoints and the head in
+/// place (action `read_audit`), with the public key to verify exports offline.
+async fn audit_verify(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+) -> ApiResult<Json<serde_json::Value>> {
+    on_pool(&st, move |st| {
+        st.authorize(&who, Action::ReadAudit, &AuthzContext::default(), |ev| ev)?;
+        let audit = st.audit();
+        let mut v = serde_json::to_value(audit.verify().map_err(storage)?)
+            .map_err(|e| ApiError::internal(e.into()))?;
+        v["public_key_hex"] = audit.public_key_hex().into();
+        Ok(Json(v))
     })
     .await
 }

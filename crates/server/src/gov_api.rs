@@ -69,15 +69,22 @@ pub(crate) async fn delete_face(
         if report.faces == 0 {
             return Err(ApiError::not_found(format!("no face with id {id}")));
         }
-        st.gov.append(
-            AuditEvent::decision(&p, Action::Delete, &d)
-                .objects(report.face_ids.iter().map(|i| i.to_string()))
-                .result_count(report.faces as u64)
-                .details(serde_json::to_value(&report).unwrap_or_default()),
-        )?;
+        st.gov.append(delete_event(&p, &d, &report))?;
         Ok(Json(report).into_response())
     })
     .await
+}
+
+/// The audit record of a face deletion by id.
+pub(crate) fn delete_event(
+    p: &Principal,
+    d: &Decision,
+    report: &visage_gallery::DeleteReport,
+) -> AuditEvent {
+    AuditEvent::decision(p, Action::Delete, d)
+        .objects(report.face_ids.iter().map(|i| i.to_string()))
+        .result_count(report.faces as u64)
+        .details(serde_json::to_value(report).unwrap_or_default())
 }
 
 // ---- cases -----------------------------------------------------------------------------------
@@ -277,46 +284,58 @@ pub(crate) async fn audit_records(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
     authorize(&st, &p, Action::ReadAudit, &none())?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let after = q.after_seq.unwrap_or(0);
     let all = is_operator(&st, &p);
     let org = p.org.id;
     let page = blocking(&st, move |st| {
-        let mut out = Vec::new();
-        let mut next = after.saturating_add(1);
-        let mut scanned_to = after;
-        // Scan pages until `limit` visible records are found or the log ends.
-        loop {
-            let page = st.gov.audit_records(next.., 1000)?;
-            let Some(last) = page.last().map(|r| r.seq) else {
-                break;
-            };
-            for r in page {
-                scanned_to = r.seq;
-                if all || r.org_id == Some(org) {
-                    out.push(r);
-                    if out.len() == limit {
-                        break;
-                    }
-                }
-            }
-            if out.len() == limit {
-                break;
-            }
-            next = last + 1;
-        }
-        let more = out.len() == limit
-            && st
-                .gov
-                .audit_head()?
-                .is_some_and(|(head, _)| head > scanned_to);
-        Ok(AuditPage {
-            records: out,
-            next_after_seq: more.then_some(scanned_to),
-        })
+        audit_page(
+            &q,
+            &|from| Ok(st.gov.audit_records(from.., 1000)?),
+            &|| Ok(st.gov.audit_head()?.map(|(h, _)| h)),
+            &|r| all || r.org_id == Some(org),
+        )
     })
     .await?;
     Ok(Json(page))
+}
+
+/// One page of the records `visible` lets through, after `q.after_seq`: `fetch(from)` reads
+/// records with seq >= from in order (up to 1000), `head` the last seq. Pages are scanned
+/// until `q.limit` visible records are found or the log ends (both APIs).
+pub(crate) fn audit_page(
+    q: &AuditQuery,
+    fetch: &dyn Fn(u64) -> ApiResult<Vec<AuditRecord>>,
+    head: &dyn Fn() -> ApiResult<Option<u64>>,
+    visible: &dyn Fn(&AuditRecord) -> bool,
+) -> ApiResult<AuditPage> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let after = q.after_seq.unwrap_or(0);
+    let mut out = Vec::new();
+    let mut next = after.saturating_add(1);
+    let mut scanned_to = after;
+    loop {
+        let page = fetch(next)?;
+        let Some(last) = page.last().map(|r| r.seq) else {
+            break;
+        };
+        for r in page {
+            scanned_to = r.seq;
+            if visible(&r) {
+                out.push(r);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        if out.len() == limit {
+            break;
+        }
+        next = last + 1;
+    }
+    let more = out.len() == limit && head()?.is_some_and(|h| h > scanned_to);
+    Ok(AuditPage {
+        records: out,
+        next_after_seq: more.then_some(scanned_to),
+    })
 }
 
 /// Verifies the whole log: hash chain, checkpoint signatures, no missing checkpoint.

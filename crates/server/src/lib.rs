@@ -480,13 +480,21 @@ async fn get_face(
 
 /// The face's record, unless absent or in an excluded jurisdiction.
 pub(crate) fn visible_face(st: &AppState, id: i64) -> ApiResult<visage_gallery::FaceRecord> {
-    let rec = st
-        .gallery
+    visible_face_in(&st.gallery, &st.gov.policy(), id)
+}
+
+/// [`visible_face`] over any store and policy (both APIs); a storage error is `internal`.
+pub(crate) fn visible_face_in(
+    store: &dyn visage_gallery::FaceStore,
+    policy: &visage_governance::Policy,
+    id: i64,
+) -> ApiResult<visage_gallery::FaceRecord> {
+    let rec = store
         .face(id)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no face with id {id}")))?;
     if let Some(j) = &rec.image.jurisdiction {
-        if st.gov.policy().jurisdiction_excluded(j).is_some() {
+        if policy.jurisdiction_excluded(j).is_some() {
             return Err(ApiError::not_found(format!("no face with id {id}")));
         }
     }

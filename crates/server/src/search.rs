@@ -584,20 +584,59 @@ pub(crate) fn search_by_face(
     max_fmr: Option<f64>,
     collection: Option<&str>,
 ) -> ApiResult<FaceSearchResult> {
-    let face = crate::visible_face(st, id)?;
-    let vector = st
-        .gallery
+    let pipeline = &st.pipeline;
+    search_by_face_in(
+        &st.gallery,
+        &st.gov.policy(),
+        &|pack| {
+            let p = pipeline
+                .lock()
+                .map_err(|_| ApiError::internal(anyhow::anyhow!("pipeline lock poisoned")))?;
+            Ok((p.pack_id() == pack)
+                .then(|| p.pack.calibration.clone())
+                .flatten())
+        },
+        FaceSearchArgs {
+            id,
+            k,
+            threshold,
+            max_fmr,
+            collection,
+        },
+    )
+}
+
+/// What a search by stored face asks.
+pub(crate) struct FaceSearchArgs<'a> {
+    pub id: i64,
+    pub k: usize,
+    pub threshold: Option<f32>,
+    pub max_fmr: Option<f64>,
+    pub collection: Option<&'a str>,
+}
+
+/// [`search_by_face`] over any store (both APIs): `calibration(pack)` is the serving
+/// pipeline's calibration when it is that pack's (a pack's calibration applies only to its
+/// own scores); storage errors are `internal`.
+pub(crate) fn search_by_face_in(
+    store: &dyn FaceStore,
+    policy: &visage_governance::Policy,
+    calibration: &dyn Fn(&str) -> ApiResult<Option<visage_vision::Calibration>>,
+    a: FaceSearchArgs<'_>,
+) -> ApiResult<FaceSearchResult> {
+    let FaceSearchArgs {
+        id,
+        k,
+        threshold,
+        max_fmr,
+        collection,
+    } = a;
+    let face = crate::visible_face_in(store, policy, id)?;
+    let vector = store
         .face_vector(id)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no face with id {id}")))?;
-    let pipeline = lock_pipeline(st)?;
-    // A pack's calibration applies only to its own scores.
-    let cal = if pipeline.pack_id() == face.pack {
-        pipeline.pack.calibration.clone()
-    } else {
-        None
-    };
-    drop(pipeline);
+    let cal = calibration(&face.pack)?;
     let cal = cal.as_ref();
     let mut warnings = Vec::new();
     if cal.is_none() {
@@ -610,8 +649,7 @@ pub(crate) fn search_by_face(
         .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
     let colls: Vec<_> = match collection {
         Some(name) => {
-            let c = st
-                .gallery
+            let c = store
                 .collection(name)
                 .map_err(ApiError::internal)?
                 .ok_or_else(|| ApiError::not_found(format!("no collection named {name:?}")))?;
@@ -623,8 +661,7 @@ pub(crate) fn search_by_face(
             }
             vec![c]
         }
-        None => st
-            .gallery
+        None => store
             .collections()
             .map_err(ApiError::internal)?
             .into_iter()
@@ -632,15 +669,14 @@ pub(crate) fn search_by_face(
             .collect(),
     };
     let filter = Filter {
-        exclude_jurisdictions: st.excluded_jurisdictions(),
+        exclude_jurisdictions: policy.data.excluded_codes(),
         ..Default::default()
     };
     let mut hits = Vec::new();
     let mut searched = 0u64;
     for c in &colls {
-        let (h, trace) = st
-            .gallery
-            .search(&SearchQuery {
+        let (h, trace) = store
+            .search_traced(&SearchQuery {
                 collection_id: c.id,
                 vector: &vector,
                 k: k + 1,
@@ -650,7 +686,7 @@ pub(crate) fn search_by_face(
             .map_err(ApiError::internal)?;
         searched += match trace.filter_matches {
             Some(n) => n as u64,
-            None => st.gallery.indexed_faces(c.id).map_err(ApiError::internal)?,
+            None => store.indexed_faces(c.id).map_err(ApiError::internal)?,
         };
         hits.extend(h.into_iter().filter(|h| h.face.id != id));
     }
@@ -689,47 +725,89 @@ pub(crate) async fn search_face(
     UrlPath(raw): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let id = face_id(&raw)?;
-    let j: SearchFaceJson = input::json(&body)?;
+    let q = read_face_search(&raw, &body)?;
+    let d = authorize_with(
+        &st,
+        &p,
+        Action::Search,
+        &ctx(q.j.case_id, q.j.purpose.clone()),
+        q.refusal_shape(),
+    )?;
+    let case_id = q.j.case_id.expect("authorised searches carry a case");
+    blocking(&st, move |st| {
+        let a = q.args();
+        let res = search_by_face(st, a.id, a.k, a.threshold, a.max_fmr, a.collection);
+        let audit_id = st.gov.append(q.record(&p, &d, case_id, &res))?.seq;
+        st.metrics.search("face", res.is_ok());
+        add_audit_id(res?, case_id, audit_id)
+    })
+    .await
+}
+
+/// A search-by-stored-face request, parsed (both APIs).
+pub(crate) struct FaceSearch {
+    pub id: i64,
+    pub j: SearchFaceJson,
+    pub k: usize,
+    /// What the audit record's details say about the request.
+    details: serde_json::Value,
+}
+
+/// Parses `POST /v1/search/face/{id}`: the face id from the path, the JSON body.
+pub(crate) fn read_face_search(raw_id: &str, body: &[u8]) -> ApiResult<FaceSearch> {
+    let id = face_id(raw_id)?;
+    let j: SearchFaceJson = input::json(body)?;
     let k = check_k(j.k)?;
     let details = serde_json::json!({
         "purpose": j.purpose, "probe_face_id": id, "k": k,
         "threshold": audit_num(j.threshold.map(f64::from)), "max_fmr": audit_num(j.max_fmr),
         "collection": j.collection,
     });
-    let d = {
-        let details = details.clone();
-        authorize_with(
-            &st,
-            &p,
-            Action::Search,
-            &ctx(j.case_id, j.purpose.clone()),
-            move |mut ev| {
-                if let (serde_json::Value::Object(m), serde_json::Value::Object(extra)) =
-                    (&mut ev.details, details)
-                {
-                    m.extend(extra);
-                }
-                ev
-            },
-        )?
-    };
-    let case_id = j.case_id.expect("authorised searches carry a case");
-    blocking(&st, move |st| {
-        let res = search_by_face(st, id, k, j.threshold, j.max_fmr, j.collection.as_deref());
-        let mut details = details;
-        let faces: Vec<i64> = match &res {
+    Ok(FaceSearch { id, j, k, details })
+}
+
+impl FaceSearch {
+    /// Adds the request's details to a refusal's record.
+    pub(crate) fn refusal_shape(&self) -> impl FnOnce(AuditEvent) -> AuditEvent {
+        let details = self.details.clone();
+        move |mut ev| {
+            if let (serde_json::Value::Object(m), serde_json::Value::Object(extra)) =
+                (&mut ev.details, details)
+            {
+                m.extend(extra);
+            }
+            ev
+        }
+    }
+
+    pub(crate) fn args(&self) -> FaceSearchArgs<'_> {
+        FaceSearchArgs {
+            id: self.id,
+            k: self.k,
+            threshold: self.j.threshold,
+            max_fmr: self.j.max_fmr,
+            collection: self.j.collection.as_deref(),
+        }
+    }
+
+    /// The audit record of the authorised search: returned face ids, or the error's code.
+    pub(crate) fn record(
+        &self,
+        p: &Principal,
+        d: &visage_governance::Decision,
+        case_id: i64,
+        res: &ApiResult<FaceSearchResult>,
+    ) -> AuditEvent {
+        let mut details = self.details.clone();
+        let faces: Vec<i64> = match res {
             Ok(r) => r.hits.iter().map(|h| h.face.id).collect(),
             Err(e) => {
                 details["error"] = e.code.into();
                 vec![]
             }
         };
-        let audit_id = record(st, &p, Action::Search, &d, case_id, &faces, details, None)?;
-        st.metrics.search("face", res.is_ok());
-        add_audit_id(res?, case_id, audit_id)
-    })
-    .await
+        search_event(p, Action::Search, d, case_id, &faces, details, None)
+    }
 }
 
 /// One side of a verification.

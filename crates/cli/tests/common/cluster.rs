@@ -111,6 +111,7 @@ pub fn call(method: &str, url: &str, key: &str, body: Option<&Value>) -> (u16, V
     let auth = format!("Bearer {key}");
     let mut resp = match (method, body) {
         ("GET", _) => agent.get(url).header("Authorization", &auth).call(),
+        ("DELETE", _) => agent.delete(url).header("Authorization", &auth).call(),
         (_, Some(b)) => agent
             .post(url)
             .header("Authorization", &auth)
@@ -245,4 +246,18 @@ pub fn servers() -> Option<(
     let pg = visage_cluster::testkit::Postgres::start().expect("postgres")?;
     let s3 = visage_cluster::testkit::S3Server::start().expect("s3 server")?;
     Some((pg, s3))
+}
+
+/// `visage cluster audit-export --out FILE`, which must succeed: the public key it prints.
+pub fn audit_export(config: &Path, out: &Path) -> String {
+    let o = visage()
+        .args(["cluster", "audit-export", "--out"])
+        .arg(out)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    err.rsplit("public key ").next().unwrap().trim().to_string()
 }
