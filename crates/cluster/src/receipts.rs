@@ -38,8 +38,7 @@ pub fn store_in(
 }
 
 /// Issues a receipt of `kind` for `body` and records it, together with `event` (the audit
-/// record of what it attests, e.g. an erasure) in one transaction. Returns the receipt and
-/// the seq of `event`'s record.
+/// record of what it attests, e.g. an erasure) in one transaction.
 pub fn issue(
     pool: &Pool,
     audit: &PgAudit<'_>,
@@ -48,17 +47,16 @@ pub fn issue(
     kind: &str,
     body: Value,
     event: Option<AuditEvent>,
-) -> Result<(Receipt, Option<u64>)> {
+) -> Result<Receipt> {
     let receipt = Receipt::issue(audit.key(), kind, body)?;
     let mut c = pool.get()?;
     let mut tx = c.transaction()?;
-    let seq = match event {
-        Some(ev) => Some(audit.append_in(&mut tx, ev)?.seq),
-        None => None,
-    };
+    if let Some(ev) = event {
+        audit.append_in(&mut tx, ev)?;
+    }
     store_in(&mut tx, audit, &receipt, by, org_id)?;
     tx.commit().context("committing the receipt")?;
-    Ok((receipt, seq))
+    Ok(receipt)
 }
 
 /// A receipt issued by this cluster, by id.

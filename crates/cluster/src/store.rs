@@ -1273,7 +1273,7 @@ impl FaceStore for ClusterStore {
 
 /// Advisory lock key ("visage" + 1) serialising suppression additions against checked image
 /// writes.
-const SUPPRESSION_LOCK: i64 = 0x7669_7361_6765_0001;
+pub const SUPPRESSION_LOCK: i64 = 0x7669_7361_6765_0001;
 
 fn ids_of(tx: &mut postgres::Transaction<'_>, sql: &str, id: &i64) -> Result<Vec<i64>> {
     Ok(tx.query(sql, &[id])?.iter().map(|r| r.get(0)).collect())

@@ -1704,7 +1704,7 @@ fn suite_checked_writes(store: &dyn FaceStore, ctx: &Ctx) {
     let mut tx = conn.transaction().unwrap();
     tx.execute(
         "SELECT pg_advisory_xact_lock($1)",
-        &[&0x7669_7361_6765_0001_i64],
+        &[&visage_cluster::store::SUPPRESSION_LOCK],
     )
     .unwrap();
     let g2 = cs.suppression_generation().unwrap();

@@ -51,8 +51,8 @@ use crate::public::{
     opt_out_summary, read_request, valid_request_id, RequestStatus,
 };
 use crate::search::{
-    add_audit_id, ctx, read_face_search, read_photo_search, read_verify, run_photo_search,
-    run_verify, search_by_face_in,
+    add_audit_id, ctx, pipeline_calibration, read_face_search, read_photo_search, read_verify,
+    run_photo_search, run_verify, search_by_face_in,
 };
 use crate::{ApiError, ApiResult, BODY_LIMIT};
 use visage_engine::optout;
@@ -555,12 +555,7 @@ async fn search_face(
         let res = search_by_face_in(
             &st.store,
             &st.policy,
-            &|pack| {
-                let p = st.lock_pipeline()?;
-                Ok((p.pack_id() == pack)
-                    .then(|| p.pack.calibration.clone())
-                    .flatten())
-            },
+            &|pack| pipeline_calibration(&st.pipeline, pack),
             q.args(),
         );
         let audit_id = st.append(q.record(&p, &d, case_id, &res))?;
@@ -684,7 +679,7 @@ async fn erase(
         let (p, d) = st.authorize(&who, Action::Erase, &AuthzContext::default(), |ev| ev)?;
         let (target, described) = erasure_target(&body)?;
         let report = st.store.delete(&target).map_err(storage)?;
-        let (receipt, _) = receipts::issue(
+        let receipt = receipts::issue(
             st.store.pool(),
             &st.audit(),
             &Actor::from(&p),

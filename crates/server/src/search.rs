@@ -575,35 +575,18 @@ pub struct FaceSearchResult {
     pub hits: Vec<Hit>,
 }
 
-/// Searches with a stored face's vector (its own collection's pack), under a case.
-pub(crate) fn search_by_face(
-    st: &AppState,
-    id: i64,
-    k: usize,
-    threshold: Option<f32>,
-    max_fmr: Option<f64>,
-    collection: Option<&str>,
-) -> ApiResult<FaceSearchResult> {
-    let pipeline = &st.pipeline;
-    search_by_face_in(
-        &st.gallery,
-        &st.gov.policy(),
-        &|pack| {
-            let p = pipeline
-                .lock()
-                .map_err(|_| ApiError::internal(anyhow::anyhow!("pipeline lock poisoned")))?;
-            Ok((p.pack_id() == pack)
-                .then(|| p.pack.calibration.clone())
-                .flatten())
-        },
-        FaceSearchArgs {
-            id,
-            k,
-            threshold,
-            max_fmr,
-            collection,
-        },
-    )
+/// The serving pipeline's calibration, when `pack` is its pack (a pack's calibration applies
+/// only to its own scores): the `calibration` argument of [`search_by_face_in`] (both APIs).
+pub(crate) fn pipeline_calibration(
+    pipeline: &std::sync::Mutex<FacePipeline>,
+    pack: &str,
+) -> ApiResult<Option<visage_vision::Calibration>> {
+    let p = pipeline
+        .lock()
+        .map_err(|_| ApiError::internal(anyhow::anyhow!("pipeline lock poisoned")))?;
+    Ok((p.pack_id() == pack)
+        .then(|| p.pack.calibration.clone())
+        .flatten())
 }
 
 /// What a search by stored face asks.
@@ -615,9 +598,9 @@ pub(crate) struct FaceSearchArgs<'a> {
     pub collection: Option<&'a str>,
 }
 
-/// [`search_by_face`] over any store (both APIs): `calibration(pack)` is the serving
-/// pipeline's calibration when it is that pack's (a pack's calibration applies only to its
-/// own scores); storage errors are `internal`.
+/// Searches with a stored face's vector every collection of its pack (or `collection`), the
+/// probe face left out, over any store (both APIs); `calibration(pack)` gives the serving
+/// pipeline's calibration ([`pipeline_calibration`]); storage errors are `internal`.
 pub(crate) fn search_by_face_in(
     store: &dyn FaceStore,
     policy: &visage_governance::Policy,
@@ -735,8 +718,12 @@ pub(crate) async fn search_face(
     )?;
     let case_id = q.j.case_id.expect("authorised searches carry a case");
     blocking(&st, move |st| {
-        let a = q.args();
-        let res = search_by_face(st, a.id, a.k, a.threshold, a.max_fmr, a.collection);
+        let res = search_by_face_in(
+            &st.gallery,
+            &st.gov.policy(),
+            &|pack| pipeline_calibration(&st.pipeline, pack),
+            q.args(),
+        );
         let audit_id = st.gov.append(q.record(&p, &d, case_id, &res))?.seq;
         st.metrics.search("face", res.is_ok());
         add_audit_id(res?, case_id, audit_id)
