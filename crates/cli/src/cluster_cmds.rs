@@ -100,8 +100,9 @@ pub(crate) enum ClusterCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Queue an ingest job: one item per file under PATH (the workers must see the same
-    /// paths, e.g. on a shared file system).
+    /// Queue an ingest job: one item per file under PATH: images, videos, archives (.zip,
+    /// .tar, .tar.gz), web archives (.warc, .warc.gz) and, named directly, manifests (.jsonl,
+    /// .csv). The workers must see the same paths (e.g. on a shared file system).
     Enqueue(EnqueueArgs),
     /// An ingest job's status and counts; --wait polls until it is completed.
     Job {
@@ -364,14 +365,25 @@ pub(crate) fn cluster(cmd: ClusterCmd) -> Result<ExitCode> {
                 std::thread::sleep(Duration::from_secs(2));
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&st)?);
+                let mut v = serde_json::to_value(&st)?;
+                v["failures"] = serde_json::to_value(queue::failures(store.pool(), id, 1000)?)?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
-                    "job {id} {}: {} items, {} done ({} already stored), {} failed, {} faces",
-                    st.status, st.items, st.done, st.known, st.failed, st.faces
+                    "job {id} {}: {} items, {} done ({} already stored), {} failed, {} faces; \
+                     {} images, videos, members and rows read ({} already stored, {} failed)",
+                    st.status,
+                    st.items,
+                    st.done,
+                    st.known,
+                    st.failed,
+                    st.faces,
+                    st.units,
+                    st.units_known,
+                    st.units_failed
                 );
-                for (loc, code, msg) in queue::failures(store.pool(), id, 20)? {
-                    println!("  failed {loc}: {code}: {msg}");
+                for f in queue::failures(store.pool(), id, 20)? {
+                    println!("  {} {}: {}: {}", f.severity, f.location, f.code, f.message);
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use visage_engine::ingest::{InputKind, ItemFailure};
 use visage_gallery::gallery::now;
 use visage_gallery::NewSource;
 
@@ -29,8 +30,13 @@ pub struct JobStatus {
     pub done: i64,
     pub failed: i64,
     pub faces: i64,
-    /// Items whose image was already stored (content hash).
+    /// Items whose every unit was already stored (content hash).
     pub known: i64,
+    /// Units of the finished items: 1 per image or video, one per member or row of an
+    /// archive, web archive or manifest.
+    pub units: i64,
+    pub units_known: i64,
+    pub units_failed: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -40,52 +46,55 @@ pub struct Claimed {
     pub id: i64,
     pub job_id: i64,
     pub location: String,
+    pub kind: InputKind,
     pub attempts: i32,
 }
 
 /// How an item ended.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ItemResult {
-    /// `indexed`, `known` (already stored) or `failed`.
+    /// `indexed` (something new stored), `known` (every unit already stored) or `failed`
+    /// (no unit stored or known, at least one failed).
     pub outcome: &'static str,
     pub faces: i32,
+    /// Units of the input (1 for an image or a video; members or rows of a container).
+    pub units: i32,
+    pub units_known: i32,
+    /// The units that failed, listed in `ingest_failure`.
+    pub failures: Vec<ItemFailure>,
+    /// Units stored with a problem worth telling (a video decoded only in part).
+    pub warnings: Vec<ItemFailure>,
+    /// For a failed item: the code and message (the first unit's failure, or the container's).
     pub error_code: Option<String>,
     pub error: Option<String>,
 }
 
-/// The image files under `inputs` (folders walked in name order, links not followed).
-pub fn list_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .collect::<std::io::Result<_>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let t = e.file_type()?;
-            if t.is_dir() {
-                walk(&e.path(), out)?;
-            } else if t.is_file() {
-                out.push(e.path());
-            }
-        }
-        Ok(())
+/// The inputs under `inputs`, as the embedded ingest walks them (folders in name order,
+/// hidden entries and links inside folders skipped), each with its kind, plus what was
+/// skipped and why. A named input that cannot be read is an error: nothing is queued.
+pub fn list_inputs(
+    inputs: &[PathBuf],
+) -> Result<(Vec<(PathBuf, InputKind)>, Vec<(PathBuf, String)>)> {
+    let listing = visage_engine::files::collect(inputs);
+    if let Some((p, why)) = listing.skipped.iter().find(|(p, _)| inputs.contains(p)) {
+        bail!("{}: {why}", p.display());
     }
-    let mut out = Vec::new();
-    for p in inputs {
-        let meta = std::fs::symlink_metadata(p).with_context(|| format!("{}", p.display()))?;
-        if meta.is_dir() {
-            walk(p, &mut out)?;
-        } else if meta.is_file() {
-            out.push(p.clone());
-        } else {
-            bail!("{}: not a file or folder", p.display());
-        }
-    }
-    Ok(out)
+    let files = listing
+        .files
+        .into_iter()
+        .map(|f| {
+            let kind = InputKind::of(&f, inputs.contains(&f));
+            (f, kind)
+        })
+        .collect();
+    Ok((files, listing.skipped))
 }
 
-/// Queues one item per file in one transaction: the job is there whole or not at all.
-/// Paths must be readable by the workers (a shared file system); they are stored absolute.
+/// Queues one item per input file (an image, a video, an archive, a web archive or a named
+/// manifest) in one transaction: the job is there whole or not at all. What the folder walk
+/// skipped (links, unreadable entries) is queued as failed items (`skipped`), as the embedded
+/// ingest reports them. Paths must be readable by the workers (a shared file system); they
+/// are stored absolute.
 pub fn enqueue(
     pool: &Pool,
     collection: &str,
@@ -112,7 +121,7 @@ pub fn enqueue_with(
     if source.name.trim().is_empty() {
         bail!("the source needs a name");
     }
-    let files = list_files(inputs)?;
+    let (files, skipped) = list_inputs(inputs)?;
     let mut c = pool.get()?;
     let mut tx = c.transaction()?;
     let t = now();
@@ -128,15 +137,26 @@ pub fn enqueue_with(
             &[&collection, &src, &args, &t],
         )?
         .get(0);
+    let abs = |p: &Path| std::path::absolute(p).map(|a| a.display().to_string());
     for chunk in files.chunks(1000) {
         let locs: Vec<String> = chunk
             .iter()
-            .map(|p| std::path::absolute(p).map(|a| a.display().to_string()))
+            .map(|(p, _)| abs(p))
             .collect::<std::io::Result<_>>()?;
+        let kinds: Vec<&str> = chunk.iter().map(|(_, k)| k.as_str()).collect();
         tx.execute(
-            "INSERT INTO ingest_item (job_id, location, updated_at) \
-             SELECT $1, loc, $2 FROM unnest($3::text[]) AS loc",
-            &[&job, &t, &locs],
+            "INSERT INTO ingest_item (job_id, location, kind, updated_at) \
+             SELECT $1, loc, kind, $2 FROM unnest($3::text[], $4::text[]) AS u(loc, kind)",
+            &[&job, &t, &locs, &kinds],
+        )?;
+    }
+    for (p, why) in &skipped {
+        let loc = abs(p)?;
+        tx.execute(
+            "INSERT INTO ingest_item (job_id, location, status, outcome, error_code, error, \
+             units, units_known, units_failed, updated_at) \
+             VALUES ($1, $2, 'failed', 'failed', 'skipped', $3, 1, 0, 1, $4)",
+            &[&job, &loc, why, &t],
         )?;
     }
     also(&mut tx, job)?;
@@ -154,7 +174,7 @@ pub fn claim(pool: &Pool, worker: &str, n: usize, lease_s: i64) -> Result<Vec<Cl
         "UPDATE ingest_item SET status = 'failed', outcome = 'failed', \
          error_code = 'attempts_exhausted', \
          error = 'claimed ' || attempts || ' times without finishing (worker died on it?)', \
-         updated_at = $2 \
+         units = 1, units_known = 0, units_failed = 1, updated_at = $2 \
          WHERE id IN (SELECT id FROM ingest_item WHERE attempts >= $1 AND (status = 'queued' \
                       OR (status = 'claimed' AND lease_until < $2)) FOR UPDATE SKIP LOCKED)",
         &[&MAX_ATTEMPTS, &t],
@@ -165,7 +185,7 @@ pub fn claim(pool: &Pool, worker: &str, n: usize, lease_s: i64) -> Result<Vec<Cl
          WHERE id IN (SELECT id FROM ingest_item \
                       WHERE status = 'queued' OR (status = 'claimed' AND lease_until < $3) \
                       ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-         RETURNING id, job_id, location, attempts",
+         RETURNING id, job_id, location, kind, attempts",
         &[&worker, &(t + lease_s), &t, &(n as i64)],
     )?;
     let claimed: Vec<Claimed> = rows
@@ -174,7 +194,8 @@ pub fn claim(pool: &Pool, worker: &str, n: usize, lease_s: i64) -> Result<Vec<Cl
             id: r.get(0),
             job_id: r.get(1),
             location: r.get(2),
-            attempts: r.get(3),
+            kind: InputKind::parse(r.get(3)).unwrap_or(InputKind::File),
+            attempts: r.get(4),
         })
         .collect();
     if !claimed.is_empty() {
@@ -203,8 +224,12 @@ pub fn extend(pool: &Pool, worker: &str, ids: &[i64], lease_s: i64) -> Result<()
     Ok(())
 }
 
-/// Records an item's end. Returns false when the item was no longer this worker's (its lease
-/// ran out and another worker took it; that worker's result counts).
+/// Failed units and warnings listed per item; further failures are counted only
+/// (`units_failed`).
+pub const FAILURES_KEPT: usize = 10_000;
+
+/// Records an item's end, with its failed units. Returns false when the item was no longer
+/// this worker's (its lease ran out and another worker took it; that worker's result counts).
 pub fn finish(pool: &Pool, worker: &str, id: i64, r: &ItemResult) -> Result<bool> {
     let status = if r.outcome == "failed" {
         "failed"
@@ -212,10 +237,13 @@ pub fn finish(pool: &Pool, worker: &str, id: i64, r: &ItemResult) -> Result<bool
         "done"
     };
     let mut c = pool.get()?;
+    let mut tx = c.transaction()?;
     let t = now();
-    let n = c.execute(
+    let failed = r.failures.len() as i32;
+    let n = tx.execute(
         "UPDATE ingest_item SET status = $3, outcome = $4, faces = $5, error_code = $6, \
-         error = $7, updated_at = $8, lease_until = NULL \
+         error = $7, updated_at = $8, lease_until = NULL, units = $9, units_known = $10, \
+         units_failed = $11 \
          WHERE id = $1 AND claimed_by = $2 AND status = 'claimed'",
         &[
             &id,
@@ -226,11 +254,35 @@ pub fn finish(pool: &Pool, worker: &str, id: i64, r: &ItemResult) -> Result<bool
             &r.error_code,
             &r.error,
             &t,
+            &r.units,
+            &r.units_known,
+            &failed,
         ],
     )?;
     if n > 0 {
+        tx.execute("DELETE FROM ingest_failure WHERE item_id = $1", &[&id])?;
+        let listed = r
+            .failures
+            .iter()
+            .map(|f| ("failed", f))
+            .chain(r.warnings.iter().map(|f| ("warning", f)))
+            .take(FAILURES_KEPT)
+            .collect::<Vec<_>>();
+        for chunk in listed.chunks(1000) {
+            let sev: Vec<&str> = chunk.iter().map(|(s, _)| *s).collect();
+            let locs: Vec<&str> = chunk.iter().map(|(_, f)| f.location.as_str()).collect();
+            let codes: Vec<&str> = chunk.iter().map(|(_, f)| f.code.as_str()).collect();
+            let msgs: Vec<&str> = chunk.iter().map(|(_, f)| f.message.as_str()).collect();
+            tx.execute(
+                "INSERT INTO ingest_failure (item_id, job_id, severity, location, code, message) \
+                 SELECT $1, i.job_id, u.sev, u.loc, u.code, u.msg FROM ingest_item i, \
+                 unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(sev, loc, code, msg) \
+                 WHERE i.id = $1",
+                &[&id, &sev, &locs, &codes, &msgs],
+            )?;
+        }
         // The job is completed when nothing of it is open any more.
-        c.execute(
+        tx.execute(
             "UPDATE ingest_job j SET status = 'completed', updated_at = $2, finished_at = $2 \
              WHERE j.id = (SELECT job_id FROM ingest_item WHERE id = $1) \
              AND j.status <> 'completed' AND NOT EXISTS (SELECT 1 FROM ingest_item i \
@@ -238,6 +290,7 @@ pub fn finish(pool: &Pool, worker: &str, id: i64, r: &ItemResult) -> Result<bool
             &[&id, &t],
         )?;
     }
+    tx.commit()?;
     Ok(n > 0)
 }
 
@@ -271,7 +324,8 @@ const JOB_STATUS_SQL: &str = "SELECT j.id, j.collection, j.source, j.status, j.c
     COUNT(*) FILTER (WHERE i.status = 'queued'), COUNT(*) FILTER (WHERE i.status = 'claimed'), \
     COUNT(*) FILTER (WHERE i.status = 'done'), COUNT(*) FILTER (WHERE i.status = 'failed'), \
     COALESCE(SUM(i.faces), 0)::BIGINT, COUNT(*) FILTER (WHERE i.outcome = 'known'), \
-    COALESCE(MAX(i.updated_at), 0) \
+    COALESCE(MAX(i.updated_at), 0), COALESCE(SUM(i.units), 0)::BIGINT, \
+    COALESCE(SUM(i.units_known), 0)::BIGINT, COALESCE(SUM(i.units_failed), 0)::BIGINT \
     FROM ingest_job j LEFT JOIN ingest_item i ON i.job_id = j.id";
 
 fn statuses(
@@ -297,6 +351,9 @@ fn statuses(
             failed: r.get(10),
             faces: r.get(11),
             known: r.get(12),
+            units: r.get(14),
+            units_known: r.get(15),
+            units_failed: r.get(16),
         })
         .collect())
 }
@@ -310,17 +367,40 @@ pub fn jobs(pool: &Pool, limit: i64) -> Result<Vec<JobStatus>> {
     statuses(pool, "GROUP BY j.id ORDER BY j.id DESC LIMIT $1", &[&limit])
 }
 
-/// Failed items of a job (location, code, message), for reports.
-pub fn failures(pool: &Pool, job_id: i64, limit: i64) -> Result<Vec<(String, String, String)>> {
+/// A failed unit or a warning of a finished item, or an item that failed as a whole.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// `failed` or `warning`.
+    pub severity: String,
+    pub location: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// Failures of a job, for reports: the failed units (and warnings) of finished items, and
+/// items that failed as a whole (given up, skipped) with no unit listed.
+pub fn failures(pool: &Pool, job_id: i64, limit: i64) -> Result<Vec<Failure>> {
     Ok(pool
         .get()?
         .query(
-            "SELECT location, COALESCE(error_code, ''), COALESCE(error, '') FROM ingest_item \
-             WHERE job_id = $1 AND status = 'failed' ORDER BY id LIMIT $2",
+            "SELECT severity, location, code, message FROM ( \
+               SELECT item_id AS ord, id AS sub, severity, location, code, message \
+               FROM ingest_failure WHERE job_id = $1 \
+               UNION ALL \
+               SELECT i.id, 0, 'failed', i.location, COALESCE(i.error_code, ''), \
+               COALESCE(i.error, '') FROM ingest_item i \
+               WHERE i.job_id = $1 AND i.status = 'failed' \
+               AND NOT EXISTS (SELECT 1 FROM ingest_failure f WHERE f.item_id = i.id) \
+             ) u ORDER BY ord, sub LIMIT $2",
             &[&job_id, &limit],
         )?
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .map(|r| Failure {
+            severity: r.get(0),
+            location: r.get(1),
+            code: r.get(2),
+            message: r.get(3),
+        })
         .collect())
 }
 

@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde::Serialize;
-use visage_engine::ingest::{process_file, ItemOutcome};
+use std::ops::ControlFlow;
+
+use visage_engine::ingest::{process_input, ItemOutcome};
 use visage_engine::optout::SuppressionList;
 use visage_engine::IngestOptions;
-use visage_gallery::{FaceStore, Source};
+use visage_gallery::{FaceStore, NewImage, Source};
 use visage_vision::{FacePipeline, PipelinePool};
 
-use crate::queue::{self, ItemResult};
+use crate::queue::{self, Claimed, ItemResult};
 use crate::store::ClusterStore;
 
 #[derive(Debug, Clone)]
@@ -37,7 +39,10 @@ pub struct WorkerOptions {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct WorkerReport {
+    /// Queue items finished (input files).
     pub items: u64,
+    /// Their units: images, videos, archive members, manifest rows.
+    pub units: u64,
     pub indexed: u64,
     pub known: u64,
     pub failed: u64,
@@ -123,6 +128,12 @@ fn job_ctx(
         .get("subject_from_parent")
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
+    // Originals are kept when the job asked for it (HTTP `options.keep_originals`) or the
+    // worker runs with `--keep-originals`.
+    opts.keep_originals |= args
+        .get("keep_originals")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
     let excluded = opts
         .excluded_jurisdictions
         .iter()
@@ -168,30 +179,49 @@ fn thread_loop(
                     e.insert(job_ctx(store, p, &opts.ingest, item.job_id)?)
                 }
             };
-            let r = process(store, p, ctx, &item.location);
-            if r.error_code.as_deref() == Some("store_error") {
-                // The storage failed, not the item: back to the queue for another try (its
-                // attempts still count, so a persistent failure ends as `attempts_exhausted`).
-                tracing::warn!(item = item.id, error = ?r.error, "storage error; item re-queued");
-                queue::release(store.pool(), name, item.id)?;
-                held.retain(|i| *i != item.id);
-                continue;
-            }
+            // A long input (an archive, a video) keeps its claims alive while it runs.
+            let mut last_extend = Instant::now();
+            let mut keep_lease = || -> Result<()> {
+                if last_extend.elapsed().as_secs() as i64 >= (opts.lease_s / 3).max(1) {
+                    queue::extend(store.pool(), name, &held, opts.lease_s)?;
+                    last_extend = Instant::now();
+                }
+                Ok(())
+            };
+            let r = match process(store, p, ctx, &item, stop, &mut keep_lease) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    // Stopped half way: back to the queue at once; what was stored is known
+                    // by content hash to whoever takes it next.
+                    queue::release(store.pool(), name, item.id)?;
+                    break;
+                }
+                Err(e) => {
+                    // The storage failed, not the item: back to the queue for another try
+                    // (its attempts still count, so a persistent failure ends as
+                    // `attempts_exhausted`).
+                    tracing::warn!(item = item.id, error = ?e, "storage error; item re-queued");
+                    queue::release(store.pool(), name, item.id)?;
+                    held.retain(|i| *i != item.id);
+                    continue;
+                }
+            };
             let mine = queue::finish(store.pool(), name, item.id, &r)?;
             held.retain(|i| *i != item.id);
             queue::extend(store.pool(), name, &held, opts.lease_s)?;
             let mut rep = report.lock().unwrap_or_else(|e| e.into_inner());
             rep.items += 1;
+            rep.units += r.units as u64;
             if !mine {
                 rep.lost_leases += 1;
             }
             match r.outcome {
-                "indexed" => {
+                "failed" => rep.failed += 1,
+                "known" => rep.known += 1,
+                _ => {
                     rep.indexed += 1;
                     rep.faces += r.faces as u64;
                 }
-                "known" => rep.known += 1,
-                _ => rep.failed += 1,
             }
             progress(&rep);
         }
@@ -199,64 +229,147 @@ fn thread_loop(
     Ok(())
 }
 
-/// One item, start to end. Storage errors are item failures too (the item can be retried by
-/// re-queueing the job); they never stop the worker. When people opted out while the item was
-/// analysed, its faces are checked again against the grown list before anything is stored.
-fn process(store: &ClusterStore, p: &FacePipeline, ctx: &mut JobCtx, location: &str) -> ItemResult {
-    let failed = |code: &str, msg: String| ItemResult {
-        outcome: "failed",
-        faces: 0,
-        error_code: Some(code.into()),
-        error: Some(msg),
-    };
-    let known = || ItemResult {
-        outcome: "known",
-        faces: 0,
-        error_code: None,
-        error: None,
-    };
-    for _ in 0..3 {
-        let out = process_file(
-            store,
-            p,
-            Path::new(location),
-            ctx.collection_id,
-            &ctx.source,
-            &ctx.opts,
-            &ctx.supp,
-            &ctx.excluded,
-        );
-        let img = match out {
-            Err(e) => return failed("store_error", format!("{e:#}")),
-            Ok(ItemOutcome::Known) => return known(),
-            Ok(ItemOutcome::Failed(f)) => return failed(&f.code, f.message),
-            Ok(ItemOutcome::Image(img, _rejected)) => img,
-        };
-        match store.add_image_checked(&img, ctx.supp.generation) {
-            Ok(Some(o)) if o.duplicate => return known(),
-            Ok(Some(o)) => {
-                return ItemResult {
-                    outcome: "indexed",
-                    faces: o.face_ids.len() as i32,
-                    error_code: None,
-                    error: None,
+/// One input, start to end: its units (the image, the video, an archive's members, a
+/// manifest's rows) analysed and stored one by one. A unit that cannot be read or analysed is
+/// a failure of that unit only; a storage error ends the item with `Err` (re-queued). `None`:
+/// stopped on request half way.
+fn process(
+    store: &ClusterStore,
+    p: &FacePipeline,
+    ctx: &mut JobCtx,
+    item: &Claimed,
+    stop: &AtomicBool,
+    keep_lease: &mut dyn FnMut() -> Result<()>,
+) -> Result<Option<ItemResult>> {
+    let mut r = ItemResult::default();
+    let mut stored_new = 0usize;
+    let mut units_failed = 0usize;
+    let mut stopped = false;
+    // Units are analysed against the job's opt-out list; one that grew since is loaded into
+    // `fresh` and checked again at store time.
+    let analysed = ctx.supp.generation;
+    let mut fresh: Option<SuppressionList> = None;
+    let mut each = |unit: ItemOutcome| -> Result<ControlFlow<()>> {
+        r.units += 1;
+        match unit {
+            ItemOutcome::Known => r.units_known += 1,
+            ItemOutcome::Failed(f) => {
+                units_failed += 1;
+                r.failures.push(f);
+            }
+            ItemOutcome::Image(img, _rejected) => {
+                match store_checked(store, p, analysed, &mut fresh, *img)? {
+                    Some(faces) => {
+                        stored_new += 1;
+                        r.faces += faces as i32;
+                    }
+                    None => r.units_known += 1,
                 }
             }
-            Ok(None) => {
-                tracing::info!(
-                    item = location,
-                    "opt-outs arrived meanwhile; checking again"
-                );
-                match SuppressionList::from_store(store, p) {
-                    Ok(s) => ctx.supp = s,
-                    Err(e) => return failed("store_error", format!("{e:#}")),
+            ItemOutcome::Video(v) => {
+                let v = *v;
+                let mut new = 0;
+                for frame in v.frames {
+                    if let Some(faces) = store_checked(store, p, analysed, &mut fresh, frame)? {
+                        new += 1;
+                        r.faces += faces as i32;
+                    }
+                    keep_lease()?;
+                }
+                // The marker last: a video is known only once every frame is stored.
+                if store_checked(store, p, analysed, &mut fresh, v.marker)?.is_some() || new > 0 {
+                    stored_new += 1;
+                } else {
+                    r.units_known += 1;
+                }
+                if let Some(w) = v.warning {
+                    // Decoding stopped early: the frames before are stored; say so.
+                    r.warnings.push(w);
                 }
             }
-            Err(e) => return failed("store_error", format!("{e:#}")),
+        }
+        keep_lease()?;
+        if stop.load(Ordering::Relaxed) {
+            stopped = true;
+            return Ok(ControlFlow::Break(()));
+        }
+        Ok(ControlFlow::Continue(()))
+    };
+    let done = process_input(
+        store,
+        p,
+        Path::new(&item.location),
+        item.kind,
+        ctx.collection_id,
+        &ctx.source,
+        &ctx.opts,
+        &ctx.supp,
+        &ctx.excluded,
+        &mut each,
+    );
+    if let Some(f) = fresh {
+        ctx.supp = f;
+    }
+    done?;
+    if stopped {
+        return Ok(None);
+    }
+    r.outcome = if stored_new > 0 || (r.units == 0) {
+        "indexed"
+    } else if r.units_known > 0 {
+        "known"
+    } else {
+        "failed"
+    };
+    if r.outcome == "failed" {
+        if let Some(f) = r.failures.first() {
+            r.error_code = Some(f.code.clone());
+            r.error = Some(if r.units <= 1 {
+                f.message.clone()
+            } else {
+                format!(
+                    "{units_failed} of {} entries failed; first: {}: {}",
+                    r.units, f.location, f.message
+                )
+            });
         }
     }
-    failed(
-        "store_error",
-        "the opt-out list changed during three tries to store this item".into(),
-    )
+    Ok(Some(r))
+}
+
+/// Stores one image unless people opted out since it was analysed (against the list of
+/// generation `analysed`): then its faces are checked against the grown list, kept in
+/// `fresh`, and those that match are dropped before it is stored. Returns the faces stored,
+/// or `None` when the image was already stored.
+fn store_checked(
+    store: &ClusterStore,
+    p: &FacePipeline,
+    analysed: i64,
+    fresh: &mut Option<SuppressionList>,
+    mut img: NewImage,
+) -> Result<Option<usize>> {
+    let drop_suppressed = |img: &mut NewImage, list: &SuppressionList| {
+        let before = img.faces.len();
+        img.faces.retain(|f| !list.matches(&f.vector));
+        img.faces_rejected += (before - img.faces.len()) as u32;
+    };
+    let mut generation = analysed;
+    if let Some(list) = fresh.as_ref() {
+        drop_suppressed(&mut img, list);
+        generation = list.generation;
+    }
+    for _ in 0..3 {
+        match store.add_image_checked(&img, generation)? {
+            Some(o) if o.duplicate => return Ok(None),
+            Some(o) => return Ok(Some(o.face_ids.len())),
+            None => {
+                tracing::info!(uri = ?img.uri, "opt-outs arrived meanwhile; checking again");
+                let list = SuppressionList::from_store(store, p)?;
+                drop_suppressed(&mut img, &list);
+                generation = list.generation;
+                *fresh = Some(list);
+            }
+        }
+    }
+    anyhow::bail!("the opt-out list changed during three tries to store this image")
 }

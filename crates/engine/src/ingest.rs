@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError};
@@ -148,16 +149,7 @@ enum Prepared {
     ),
     /// A video: one image per kept frame, then the marker row (the whole video, no faces)
     /// that makes a re-run skip it.
-    Video(Box<VideoPrepared>),
-}
-
-struct VideoPrepared {
-    frames: Vec<NewImage>,
-    marker: NewImage,
-    frames_sampled: u64,
-    rejected: BTreeMap<String, u64>,
-    /// Decoding stopped early; the frames before were analysed.
-    warning: Option<ItemFailure>,
+    Video(Box<VideoItem>),
 }
 
 /// A unit of work for the workers.
@@ -470,19 +462,8 @@ fn item_stream(
     let mut total = Some(listing.files.len() as u64 + listing.skipped.len() as u64);
     let mut kinds = Vec::with_capacity(listing.files.len());
     for f in &listing.files {
-        // Videos are never read whole; WARC before archives: a .warc.gz is gzip too.
-        let kind = if crate::video::is_video(f) {
-            Kind::Video
-        } else if sources::warc::is_warc(f) {
-            Kind::Warc
-        } else if sources::archive::is_archive(f) {
-            Kind::Archive
-        } else if named.contains(f) && is_manifest_name(f) {
-            Kind::Manifest
-        } else {
-            Kind::File
-        };
-        if kind != Kind::File && kind != Kind::Video {
+        let kind = InputKind::of(f, named.contains(f));
+        if kind != InputKind::File && kind != InputKind::Video {
             total = None;
         }
         kinds.push(kind);
@@ -498,37 +479,90 @@ fn item_stream(
         .into_iter()
         .zip(kinds)
         .flat_map(move |(f, kind)| {
-            let loc = f.display().to_string();
-            if kind == Kind::Video {
+            if kind == InputKind::Video {
                 return Box::new(std::iter::once(Work::Video(f)))
                     as Box<dyn Iterator<Item = Work> + Send>;
             }
-            let opened: Result<Box<dyn Iterator<Item = ItemResult> + Send>> = match kind {
-                Kind::Archive => sources::archive::read_archive(&f, &read),
-                Kind::Warc => sources::warc::read_warc(&f, &read),
-                Kind::Manifest => sources::manifest::read_manifest_with(&f, &read, fetch.as_ref()),
-                Kind::File | Kind::Video => Ok(Box::new(std::iter::once(read_file(&f, &read)))),
-            };
-            let items: Box<dyn Iterator<Item = ItemResult> + Send> = match opened {
-                Ok(it) => it,
-                Err(e) => Box::new(std::iter::once(Err(ItemError::new(
-                    loc,
-                    "unreadable_container",
-                    format!("{e:#}"),
-                )))),
-            };
-            Box::new(items.map(Work::Item)) as Box<dyn Iterator<Item = Work> + Send>
+            Box::new(open_items(&f, kind, &read, fetch.as_ref()).map(Work::Item))
+                as Box<dyn Iterator<Item = Work> + Send>
         });
     (Box::new(skipped.chain(files)), total)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
+/// How an input file is opened: one image, a video (frames sampled and tracked), an archive
+/// or a web archive (their members), or a manifest (its rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
     File,
     Video,
     Archive,
     Warc,
     Manifest,
+}
+
+impl InputKind {
+    /// The kind of `path`; `named` says the path was given as an input itself (a manifest is
+    /// read only then: a `.csv` found in a folder is just a file).
+    pub fn of(path: &Path, named: bool) -> InputKind {
+        // Videos are never read whole; WARC before archives: a .warc.gz is gzip too.
+        if crate::video::is_video(path) {
+            InputKind::Video
+        } else if sources::warc::is_warc(path) {
+            InputKind::Warc
+        } else if sources::archive::is_archive(path) {
+            InputKind::Archive
+        } else if named && is_manifest_name(path) {
+            InputKind::Manifest
+        } else {
+            InputKind::File
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputKind::File => "file",
+            InputKind::Video => "video",
+            InputKind::Archive => "archive",
+            InputKind::Warc => "warc",
+            InputKind::Manifest => "manifest",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<InputKind> {
+        [
+            InputKind::File,
+            InputKind::Video,
+            InputKind::Archive,
+            InputKind::Warc,
+            InputKind::Manifest,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// The items of one input that is not a video: the file itself, or the members or rows of a
+/// container (a container that cannot be opened is one `unreadable_container` failure).
+fn open_items(
+    f: &Path,
+    kind: InputKind,
+    read: &ReadLimits,
+    fetch: Option<&UrlFetch>,
+) -> Box<dyn Iterator<Item = ItemResult> + Send> {
+    let opened: Result<Box<dyn Iterator<Item = ItemResult> + Send>> = match kind {
+        InputKind::Archive => sources::archive::read_archive(f, read),
+        InputKind::Warc => sources::warc::read_warc(f, read),
+        InputKind::Manifest => sources::manifest::read_manifest_with(f, read, fetch),
+        InputKind::File | InputKind::Video => Ok(Box::new(std::iter::once(read_file(f, read)))),
+    };
+    match opened {
+        Ok(it) => it,
+        Err(e) => Box::new(std::iter::once(Err(ItemError::new(
+            f.display().to_string(),
+            "unreadable_container",
+            format!("{e:#}"),
+        )))),
+    }
 }
 
 fn is_manifest_name(p: &Path) -> bool {
@@ -560,50 +594,91 @@ fn read_file(path: &Path, read: &ReadLimits) -> ItemResult {
     })
 }
 
-/// What became of one input file processed on its own (`process_file`): the cluster's
-/// ingest workers take files one at a time from the shared queue.
+/// One unit of an input processed on its own (`process_input`): the cluster's ingest workers
+/// take inputs one at a time from the shared queue.
 pub enum ItemOutcome {
-    /// An image with this content hash is already in the collection.
+    /// An image (or video) with this content hash is already in the collection.
     Known,
     Failed(ItemFailure),
     /// The image and its faces, ready for `FaceStore::add_images` (subjects assigned), and
     /// the faces rejected (index, reason codes).
     Image(Box<NewImage>, Vec<(usize, Vec<String>)>),
+    /// A video: store its frames, then (in a later write) its marker.
+    Video(Box<VideoItem>),
 }
 
-/// Reads, decodes and analyses one image file for `collection_id` and `source`, as the
-/// folder ingest does for each file (same limits, jurisdiction rules, opt-out and policy
-/// exclusions, subject from the parent folder when `opts.subject_from_parent`). Videos,
-/// archives and manifests are not items here. `excluded` holds normalised jurisdiction codes.
+/// A video analysed: one image per kept frame (`PATH#t=SECONDS`), and the marker row (the
+/// whole video, no faces) whose content hash makes a re-run skip it. Write the marker only
+/// once every frame is stored.
+pub struct VideoItem {
+    pub frames: Vec<NewImage>,
+    pub marker: NewImage,
+    pub frames_sampled: u64,
+    /// Faces not kept, by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// Decoding stopped early; the frames before were analysed.
+    pub warning: Option<ItemFailure>,
+}
+
+/// Reads, decodes and analyses one input of `kind` for `collection_id` and `source`, as the
+/// folder ingest does (same limits, jurisdiction rules, opt-out and policy exclusions, subject
+/// from a manifest row or, with `opts.subject_from_parent`, from the parent folder), handing
+/// each unit to `each` in order: one for a file or a video, one per member or row of an
+/// archive, web archive or manifest. `each` may stop early (`ControlFlow::Break`); its errors
+/// end the input and are returned. `excluded` holds normalised jurisdiction codes.
 #[allow(clippy::too_many_arguments)]
-pub fn process_file(
+pub fn process_input(
     store: &dyn FaceStore,
     p: &FacePipeline,
     path: &Path,
+    kind: InputKind,
     collection_id: i64,
     source: &visage_gallery::Source,
     opts: &IngestOptions,
     supp: &crate::optout::SuppressionList,
     excluded: &[String],
-) -> Result<ItemOutcome> {
-    let item = match read_file(path, &opts.read) {
-        Ok(i) => i,
-        Err(e) => return Ok(ItemOutcome::Failed(e.into())),
-    };
+    each: &mut dyn FnMut(ItemOutcome) -> Result<ControlFlow<()>>,
+) -> Result<()> {
     let ctx = Ctx { supp, excluded };
-    Ok(
-        match prepare(store, p, item, collection_id, source, opts, ctx) {
-            Prepared::Known => ItemOutcome::Known,
-            Prepared::Failed(f) => ItemOutcome::Failed(f),
-            Prepared::Image(img, rejected, _loc, label) => {
-                let mut batch = vec![*img];
-                assign_subjects(store, collection_id, &mut batch, &[label], opts)?;
-                let img = batch.pop().expect("one image");
-                ItemOutcome::Image(Box::new(img), rejected)
-            }
-            Prepared::Video(_) => unreachable!("prepare never returns a video"),
-        },
-    )
+    if kind == InputKind::Video {
+        let video = prepare_video(store, p, path, collection_id, source, opts, ctx);
+        let _ = each(outcome(store, collection_id, opts, video)?)?;
+        return Ok(());
+    }
+    for item in open_items(path, kind, &opts.read, opts.fetch_urls.as_ref()) {
+        let prepared = match item {
+            Err(e) => Prepared::Failed(e.into()),
+            Ok(item) => prepare(store, p, item, collection_id, source, opts, ctx),
+        };
+        if each(outcome(store, collection_id, opts, prepared)?)?.is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn outcome(
+    store: &dyn FaceStore,
+    collection_id: i64,
+    opts: &IngestOptions,
+    prepared: Prepared,
+) -> Result<ItemOutcome> {
+    Ok(match prepared {
+        Prepared::Known => ItemOutcome::Known,
+        Prepared::Failed(f) => ItemOutcome::Failed(f),
+        Prepared::Image(img, rejected, _loc, label) => {
+            let mut batch = vec![*img];
+            assign_subjects(store, collection_id, &mut batch, &[label], opts)?;
+            let img = batch.pop().expect("one image");
+            ItemOutcome::Image(Box::new(img), rejected)
+        }
+        Prepared::Video(mut v) => {
+            // As the folder ingest labels them: by parent folder when asked.
+            let labels = vec![None; v.frames.len()];
+            assign_subjects(store, collection_id, &mut v.frames, &labels, opts)?;
+            ItemOutcome::Video(v)
+        }
+    })
 }
 
 /// What every worker checks besides image quality: policy exclusions and opt-outs.
@@ -847,7 +922,7 @@ fn prepare_video(
         faces_rejected: rejected.min(u32::MAX as u64) as u32,
         ..Default::default()
     };
-    Prepared::Video(Box::new(VideoPrepared {
+    Prepared::Video(Box::new(VideoItem {
         frames: by_t.into_values().collect(),
         marker,
         frames_sampled: a.frames_sampled,

@@ -1,0 +1,306 @@
+//! Cluster ingest of every input kind the embedded ingest reads: a folder, a tar.gz and a zip
+//! (with a path-traversal entry and a decompression bomb), a WARC.gz (with a truncated
+//! record), a JSONL manifest (with provenance columns, a bad row and a missing file) and,
+//! where ffmpeg and `../shared/data/e2e` are there, a video and a broken one. The workers must
+//! store what `visage ingest` stores from the same files, image by image with the same
+//! provenance, and report the same failures; a second job over the same files stores nothing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::cluster::*;
+use common::sources::{every_source_kind, videos_with_a_broken_one, HOSTILE_CODES};
+use common::{installed, lfw, visage};
+use serde_json::Value;
+
+/// One stored image: uri, page uri, capture time, jurisdiction (and how it was set), legal
+/// basis, licence, external id, and its faces' subject labels.
+type ImageRow = (
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Vec<String>,
+);
+
+fn video_inputs(dir: &Path) -> Vec<PathBuf> {
+    let clip = (
+        "face_recognition/examples/short_hamilton_clip.mp4",
+        "hamilton.mp4",
+    );
+    match videos_with_a_broken_one(dir, &[clip]) {
+        Some(()) => vec![dir.to_path_buf()],
+        None => vec![],
+    }
+}
+
+/// The embedded gallery's images with faces, from `visage faces list`.
+fn embedded_images(data: &Path) -> BTreeMap<String, ImageRow> {
+    let faces = common::run_json(&["faces", "list", "--limit", "10000", "--json"], data);
+    let mut out: BTreeMap<String, ImageRow> = BTreeMap::new();
+    let s = |v: &Value| v.as_str().map(str::to_string);
+    for f in faces.as_array().unwrap() {
+        let i = &f["image"];
+        let uri = i["uri"].as_str().unwrap().to_string();
+        let row = out.entry(uri.clone()).or_insert_with(|| {
+            (
+                uri,
+                s(&i["page_uri"]),
+                i["captured_at"].as_i64(),
+                s(&i["jurisdiction"]),
+                s(&i["jurisdiction_method"]),
+                s(&i["legal_basis"]),
+                s(&i["licence"]),
+                s(&i["external_id"]),
+                vec![],
+            )
+        });
+        row.8
+            .push(s(&f["subject"]["label"]).unwrap_or_else(|| "-".into()));
+    }
+    for r in out.values_mut() {
+        r.8.sort();
+    }
+    out
+}
+
+/// The cluster's images with faces, read from PostgreSQL.
+fn cluster_images(db: &mut postgres::Client) -> BTreeMap<String, ImageRow> {
+    let mut out: BTreeMap<String, ImageRow> = BTreeMap::new();
+    for r in db
+        .query(
+            "SELECT i.uri, i.page_uri, i.captured_at, i.jurisdiction, i.jurisdiction_method, \
+             i.legal_basis, i.licence, i.external_id, COALESCE(s.label, '-') \
+             FROM face f JOIN image i ON i.id = f.image_id \
+             LEFT JOIN subject s ON s.id = f.subject_id ORDER BY f.id",
+            &[],
+        )
+        .unwrap()
+    {
+        let uri: String = r.get(0);
+        let row = out.entry(uri.clone()).or_insert_with(|| {
+            (
+                uri,
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                r.get(6),
+                r.get(7),
+                vec![],
+            )
+        });
+        row.8.push(r.get(8));
+    }
+    for r in out.values_mut() {
+        r.8.sort();
+    }
+    out
+}
+
+/// Runs one worker until the queue is empty; it must succeed.
+fn drain(config: &Path, log: &Path) {
+    let mut w = worker(config, log);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let status = loop {
+        if let Some(s) = w.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the worker did not finish");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        status.success(),
+        "worker: {}",
+        std::fs::read_to_string(log).unwrap()
+    );
+}
+
+#[test]
+fn every_input_kind_matches_embedded() {
+    let Some(lfw) = lfw() else { return };
+    if !installed("open") {
+        return;
+    }
+    let Some((pg, s3)) = servers() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = tmp.path().join("inputs");
+    let mut paths = every_source_kind(&lfw, &inputs);
+    paths.extend(video_inputs(&inputs.join("videos")));
+    let with_video = paths.len() > 5;
+
+    // The embedded reference (one inference thread, as the test worker runs).
+    let data = tmp.path().join("embedded");
+    let report = tmp.path().join("report.jsonl");
+    let out = visage()
+        .args(["--threads", "1", "--data-dir"])
+        .arg(&data)
+        .args([
+            "ingest",
+            "--collection",
+            "main",
+            "--source-name",
+            "mixed",
+            "--jurisdiction",
+            "US",
+            "--subject-from-parent",
+            "--json",
+            "--report",
+        ])
+        .arg(&report)
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "partial failure: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let emb_report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let emb_failures: Vec<(String, String)> = std::fs::read_to_string(&report)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] == "failed")
+        .map(|v| {
+            (
+                v["location"].as_str().unwrap().to_string(),
+                v["code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let emb_stats = common::run_json(&["stats", "--json"], &data);
+    let emb_images = embedded_images(&data);
+
+    // The cluster: the same files through the queue.
+    let url = pg.create_database("sources").unwrap();
+    let s3cfg = s3.create_bucket("sources").unwrap();
+    let config = write_config(tmp.path(), &url, &s3cfg, "sources");
+    let enqueue = |n: u32| -> i64 {
+        let mut args: Vec<String> = [
+            "enqueue",
+            "--collection",
+            "main",
+            "--source",
+            "mixed",
+            "--legal-basis",
+            "test",
+            "--jurisdiction",
+            "US",
+            "--subject-from-parent",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(paths.iter().map(|p| p.to_string_lossy().into_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let id: i64 = cluster_ok(&config, &args).trim().parse().unwrap();
+        drain(&config, &tmp.path().join(format!("worker{n}.log")));
+        id
+    };
+    let job_id = enqueue(1);
+    let (ok, job) = cluster_json(&config, &["job", &job_id.to_string()]);
+    assert!(ok, "{job}");
+    eprintln!("cluster job: {job}");
+    assert_eq!(job["status"], "completed", "{job}");
+    // Items: 5 in the folder, 3 containers, the manifest, and 2 videos.
+    assert_eq!(job["items"], if with_video { 11 } else { 9 }, "{job}");
+    let cl_failures: Vec<(String, String)> = job["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "failed")
+        .map(|f| {
+            (
+                f["location"].as_str().unwrap().to_string(),
+                f["code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for want in HOSTILE_CODES {
+        assert!(
+            cl_failures.iter().any(|(_, c)| c == want),
+            "no {want} in {cl_failures:?}"
+        );
+    }
+    if with_video {
+        assert!(cl_failures
+            .iter()
+            .any(|(l, c)| c == "corrupt_video" && l.ends_with("broken.mp4")));
+    }
+    let mut a = cl_failures.clone();
+    let mut b = emb_failures.clone();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "the same failures as the embedded ingest");
+    assert_eq!(
+        job["units_failed"].as_u64().unwrap(),
+        emb_report["errors"].as_u64().unwrap(),
+        "{job} vs {emb_report}"
+    );
+    assert_eq!(
+        job["units"].as_u64().unwrap(),
+        emb_report["images_seen"].as_u64().unwrap(),
+        "{job} vs {emb_report}"
+    );
+
+    let (_, stats) = cluster_json(&config, &["stats"]);
+    assert_eq!(stats["faces"], emb_stats["faces"], "{stats} vs {emb_stats}");
+    assert_eq!(
+        stats["images"], emb_stats["images"],
+        "{stats} vs {emb_stats}"
+    );
+    assert_eq!(job["faces"], emb_stats["faces"]);
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let cl_images = cluster_images(&mut db);
+    assert_eq!(
+        cl_images.keys().collect::<Vec<_>>(),
+        emb_images.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        cl_images, emb_images,
+        "the same images, faces and provenance"
+    );
+    let kinds = |pat: &str| cl_images.keys().filter(|u| u.contains(pat)).count();
+    for pat in [
+        "people.tar.gz!people/",
+        "people.zip!archive/",
+        "http://news.example/img/",
+        "manifest_files/",
+        "/folder/",
+    ] {
+        assert!(
+            kinds(pat) > 0,
+            "no image from {pat}: {:?}",
+            cl_images.keys()
+        );
+    }
+    if with_video {
+        assert!(kinds("hamilton.mp4#t=") > 0, "{:?}", cl_images.keys());
+    }
+
+    // The same files again: everything is known, nothing new is written.
+    let again = enqueue(2);
+    let (_, job2) = cluster_json(&config, &["job", &again.to_string()]);
+    assert_eq!(job2["faces"], 0, "{job2}");
+    assert_eq!(job2["units"], job["units"], "{job2}");
+    assert_eq!(
+        job2["units_known"].as_u64().unwrap() + job2["units_failed"].as_u64().unwrap(),
+        job2["units"].as_u64().unwrap(),
+        "{job2}"
+    );
+    let (_, stats2) = cluster_json(&config, &["stats"]);
+    assert_eq!(stats2["faces"], stats["faces"]);
+    assert_eq!(stats2["images"], stats["images"]);
+    let (ok, check) = cluster_json(&config, &["check"]);
+    assert!(ok, "{check}");
+}
