@@ -303,4 +303,143 @@ fn every_input_kind_matches_embedded() {
     assert_eq!(stats2["images"], stats["images"]);
     let (ok, check) = cluster_json(&config, &["check"]);
     assert!(ok, "{check}");
+
+    if with_video {
+        video_search_matches_embedded(&config, &data, &inputs.join("videos/hamilton.mp4"));
+    }
+}
+
+/// A track of a video search: first time, last time, unusable?, hits as (image uri, score).
+type Track = (f64, f64, bool, Vec<(String, f64)>);
+
+fn tracks(r: &Value) -> Vec<Track> {
+    r["tracks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tracks: {r}"))
+        .iter()
+        .map(|t| {
+            let hits = t["hits"]
+                .as_array()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h["face"]["image"]["uri"].as_str().unwrap().to_string(),
+                                h["score"].as_f64().unwrap(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                t["first_t"].as_f64().unwrap(),
+                t["last_t"].as_f64().unwrap(),
+                !t["unusable"].is_null(),
+                hits,
+            )
+        })
+        .collect()
+}
+
+/// `POST /v1/search/video` on the cluster API answers what `visage search CLIP` answers on
+/// the embedded gallery of the same inputs: the same tracks, each with the same hits.
+fn video_search_matches_embedded(config: &Path, data: &Path, clip: &Path) {
+    add_org(
+        config,
+        &[
+            "--name",
+            "agency",
+            "--kind",
+            "law_enforcement",
+            "--jurisdiction",
+            "US",
+        ],
+    );
+    let key = add_key(config, "inv", "investigator", "agency");
+    let (_api, a) = serve(config, data);
+    let (st, case) = call(
+        "POST",
+        &format!("{a}/v1/cases"),
+        &key,
+        Some(
+            &serde_json::json!({"number": "2026-V1", "purpose": "video lead",
+            "legal_basis": "court order 7", "offence_category": "robbery"}),
+        ),
+    );
+    assert_eq!(st, 201, "{case}");
+    let case_id = case["id"].as_i64().unwrap();
+    let boundary = "visage-test-boundary-7d3f";
+    let mut body = Vec::new();
+    for (name, value) in [
+        ("case_id", case_id.to_string()),
+        ("purpose", "video lead".to_string()),
+        ("k", "3".to_string()),
+    ] {
+        body.extend(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .bytes(),
+        );
+    }
+    body.extend(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; \
+             filename=\"clip.mp4\"\r\nContent-Type: video/mp4\r\n\r\n"
+        )
+        .bytes(),
+    );
+    body.extend(std::fs::read(clip).unwrap());
+    body.extend(format!("\r\n--{boundary}--\r\n").bytes());
+    let text = ureq::post(&format!("{a}/v1/search/video"))
+        .header("Authorization", &format!("Bearer {key}"))
+        .content_type(&format!("multipart/form-data; boundary={boundary}"))
+        .send(&body[..])
+        .unwrap_or_else(|e| panic!("video search: {e}"))
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let cl: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(cl["case_id"].as_i64(), Some(case_id), "{cl}");
+    assert!(cl["audit_id"].as_u64().is_some(), "{cl}");
+    let emb = common::run_json(
+        &["search", clip.to_str().unwrap(), "--k", "3", "--json"],
+        data,
+    );
+    let (ct, et) = (tracks(&cl), tracks(&emb));
+    eprintln!("video search: {} tracks", ct.len());
+    assert!(
+        ct.iter().any(|t| !t.2 && !t.3.is_empty()),
+        "a usable track with hits: {cl}"
+    );
+    assert_eq!(ct.len(), et.len(), "cluster {cl}\nembedded {emb}");
+    for (c, e) in ct.iter().zip(&et) {
+        assert_eq!((c.0, c.1, c.2), (e.0, e.1, e.2));
+        let uris = |t: &[(String, f64)]| t.iter().map(|h| h.0.clone()).collect::<Vec<_>>();
+        assert_eq!(uris(&c.3), uris(&e.3), "hits of the track at {} s", c.0);
+        for (hc, he) in c.3.iter().zip(&e.3) {
+            assert!((hc.1 - he.1).abs() < 1e-3, "{hc:?} vs {he:?}");
+        }
+    }
+    // The search is in the cluster's audit log under the case, with the clip's hash and the
+    // faces it returned.
+    let auditor = add_key(config, "aud", "auditor", "agency");
+    let (st, page) = call("GET", &format!("{a}/v1/audit?limit=100"), &auditor, None);
+    assert_eq!(st, 200, "{page}");
+    let rec = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["seq"].as_u64() == cl["audit_id"].as_u64())
+        .unwrap_or_else(|| panic!("no record {} in {page}", cl["audit_id"]))
+        .clone();
+    eprintln!("audit record: {rec}");
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(clip).unwrap()))
+    };
+    assert_eq!(rec["action"], "search", "{rec}");
+    assert_eq!(rec["case_id"].as_i64(), Some(case_id), "{rec}");
+    assert_eq!(rec["probe_sha256"].as_str(), Some(sha.as_str()), "{rec}");
+    assert_eq!(rec["details"]["probe_kind"], "video", "{rec}");
 }

@@ -72,9 +72,7 @@ pub struct ItemResult {
 /// The inputs under `inputs`, as the embedded ingest walks them (folders in name order,
 /// hidden entries and links inside folders skipped), each with its kind, plus what was
 /// skipped and why. A named input that cannot be read is an error: nothing is queued.
-pub fn list_inputs(
-    inputs: &[PathBuf],
-) -> Result<(Vec<(PathBuf, InputKind)>, Vec<(PathBuf, String)>)> {
+pub fn list_inputs(inputs: &[PathBuf]) -> Result<Inputs> {
     let listing = visage_engine::files::collect(inputs);
     if let Some((p, why)) = listing.skipped.iter().find(|(p, _)| inputs.contains(p)) {
         bail!("{}: {why}", p.display());
@@ -87,7 +85,18 @@ pub fn list_inputs(
             (f, kind)
         })
         .collect();
-    Ok((files, listing.skipped))
+    Ok(Inputs {
+        files,
+        skipped: listing.skipped,
+    })
+}
+
+/// What `list_inputs` found.
+pub struct Inputs {
+    /// Each input file with its kind.
+    pub files: Vec<(PathBuf, InputKind)>,
+    /// Entries of the folders not queued, with the reason.
+    pub skipped: Vec<(PathBuf, String)>,
 }
 
 /// Queues one item per input file (an image, a video, an archive, a web archive or a named
@@ -121,7 +130,7 @@ pub fn enqueue_with(
     if source.name.trim().is_empty() {
         bail!("the source needs a name");
     }
-    let (files, skipped) = list_inputs(inputs)?;
+    let Inputs { files, skipped } = list_inputs(inputs)?;
     let mut c = pool.get()?;
     let mut tx = c.transaction()?;
     let t = now();

@@ -9,13 +9,13 @@
 //! governance format: `visage cluster audit-export` + `visage audit verify --file`).
 //!
 //! Served: health, stats, ingest jobs by server-side path (the embedded API's body), cases
-//! (open, list, show, close), photo search, search by stored face and 1:1 verification,
+//! (open, list, show, close), photo and video search, search by stored face, 1:1 verification,
 //! faces (read, thumbnail, delete), the organisation's audit records and the log's
 //! verification, erasure by source, subject or jurisdiction with a signed receipt, and the
 //! public opt-out, access and request-status endpoints, all with the embedded API's bodies,
 //! answers and audit records (receipts and public requests: `visage_cluster::receipts`). Not
-//! yet (docs/CLUSTER.md, "Known gaps"): user accounts and sessions, the web app, video
-//! search, case reports, the audit export over HTTP; those answer 404 here rather than
+//! yet (docs/CLUSTER.md, "Known gaps"): user accounts and sessions, the web app, case
+//! reports, the audit export over HTTP; those answer 404 here rather than
 //! running without the governance they need.
 
 use std::net::SocketAddr;
@@ -52,7 +52,7 @@ use crate::public::{
 };
 use crate::search::{
     add_audit_id, ctx, pipeline_calibration, read_face_search, read_photo_search, read_verify,
-    run_photo_search, run_verify, search_by_face_in,
+    read_video_search, run_photo_search, run_verify, search_by_face_in, VIDEO_BODY_LIMIT,
 };
 use crate::{ApiError, ApiResult, BODY_LIMIT};
 use visage_engine::optout;
@@ -130,6 +130,21 @@ impl ClusterState {
     /// The policy's decision for this key, with the cluster's facts; a refusal is recorded
     /// (shaped by `shape`) and answered 403 with its code. A key without an organisation is
     /// refused everything (403 `no_organisation`).
+    /// `authorize` for an action under a case (searches, verifications): the principal,
+    /// the decision and the case (an allowed decision always names one).
+    fn authorize_case(
+        &self,
+        who: &KeyIdentity,
+        action: Action,
+        case_id: Option<i64>,
+        purpose: Option<String>,
+        shape: impl FnOnce(AuditEvent) -> AuditEvent,
+    ) -> ApiResult<(Principal, Decision, i64)> {
+        let (p, d) = self.authorize(who, action, &ctx(case_id, purpose), shape)?;
+        let case_id = case_id.expect("authorised actions under a case carry one");
+        Ok((p, d, case_id))
+    }
+
     fn authorize(
         &self,
         who: &KeyIdentity,
@@ -249,14 +264,24 @@ pub fn router(st: ClusterState) -> Router {
         .route("/v1/audit", get(audit_records))
         .route("/v1/audit/verify", get(audit_verify))
         .route_layer(middleware::from_fn_with_state(st.clone(), authenticate));
+    // Probe videos: uploads up to VIDEO_BODY_LIMIT and the long timeout, as embedded.
+    let video = Router::new()
+        .route("/v1/search/video", post(search_video))
+        .route_layer(middleware::from_fn_with_state(st.clone(), authenticate))
+        .layer(DefaultBodyLimit::max(VIDEO_BODY_LIMIT))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            crate::LONG_REQUEST_TIMEOUT,
+        ));
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/public/opt-out", post(public_opt_out))
         .route("/v1/public/access", post(public_access))
         .route("/v1/public/requests/{id}", get(public_request_status))
         .merge(authed)
-        .with_state(st)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .merge(video)
+        .with_state(st)
 }
 
 async fn health(State(st): State<ClusterState>) -> ApiResult<Json<serde_json::Value>> {
@@ -492,13 +517,13 @@ async fn search(
 ) -> ApiResult<Response> {
     let mut q = read_photo_search(req).await?;
     on_pool(&st, move |st| {
-        let (p, d) = st.authorize(
+        let (p, d, case_id) = st.authorize_case(
             &who,
             Action::Search,
-            &ctx(q.case_id, q.purpose.clone()),
+            q.case_id,
+            q.purpose.clone(),
             q.refusal_shape(),
         )?;
-        let case_id = q.case_id.expect("authorised searches carry a case");
         q.opts
             .filter
             .exclude_jurisdictions
@@ -513,6 +538,38 @@ async fn search(
     .await
 }
 
+/// `POST /v1/search/video`: the embedded API's probe-video search (same form, answer and
+/// record). The clip is written to a temporary file (mode 0600) in the system's temporary
+/// folder and removed when the request ends.
+async fn search_video(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    req: Request,
+) -> ApiResult<Response> {
+    let mut q = read_video_search(req, &std::env::temp_dir().join("visage-probes")).await?;
+    on_pool(&st, move |st| {
+        let (p, d, case_id) = st.authorize_case(
+            &who,
+            Action::Search,
+            q.case_id,
+            q.purpose.clone(),
+            q.refusal_shape(),
+        )?;
+        q.opts
+            .search
+            .filter
+            .exclude_jurisdictions
+            .extend(st.policy.data.excluded_codes());
+        let res = {
+            let pipeline = st.lock_pipeline()?;
+            q.run(&st.store, &pipeline)
+        };
+        let audit_id = st.append(q.record(&p, &d, case_id, &res))?;
+        add_audit_id(res?.1, case_id, audit_id)
+    })
+    .await
+}
+
 /// `POST /v1/verify`: the embedded API's 1:1 verification, audited in the cluster's log.
 async fn verify(
     State(st): State<ClusterState>,
@@ -521,13 +578,13 @@ async fn verify(
 ) -> ApiResult<Response> {
     let q = read_verify(req).await?;
     on_pool(&st, move |st| {
-        let (p, d) = st.authorize(
+        let (p, d, case_id) = st.authorize_case(
             &who,
             Action::Verify,
-            &ctx(q.case_id, q.purpose.clone()),
+            q.case_id,
+            q.purpose.clone(),
             q.refusal_shape(),
         )?;
-        let case_id = q.case_id.expect("authorised verifications carry a case");
         let res = run_verify(&*st.lock_pipeline()?, &q.a, &q.b);
         let audit_id = st.append(q.record(&p, &d, case_id, &res))?;
         add_audit_id(res?, case_id, audit_id)
@@ -545,13 +602,13 @@ async fn search_face(
 ) -> ApiResult<Response> {
     let q = read_face_search(&raw, &body)?;
     on_pool(&st, move |st| {
-        let (p, d) = st.authorize(
+        let (p, d, case_id) = st.authorize_case(
             &who,
             Action::Search,
-            &ctx(q.j.case_id, q.j.purpose.clone()),
+            q.j.case_id,
+            q.j.purpose.clone(),
             q.refusal_shape(),
         )?;
-        let case_id = q.j.case_id.expect("authorised searches carry a case");
         let res = search_by_face_in(
             &st.store,
             &st.policy,

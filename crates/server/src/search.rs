@@ -153,20 +153,23 @@ pub(crate) fn ctx(case_id: Option<i64>, purpose: Option<String>) -> AuthzContext
     }
 }
 
-/// The search record: decision, case, results, purpose.
-#[allow(clippy::too_many_arguments)]
-fn record(
-    st: &AppState,
-    p: &Principal,
-    action: Action,
-    d: &visage_governance::Decision,
-    case_id: i64,
-    face_ids: &[i64],
+/// Shapes the record of a refused request: the probe's SHA-256 (never the probe) and the
+/// request's details added to the refusal's.
+fn shape_refusal(
+    probe_sha: Option<String>,
     details: serde_json::Value,
-    probe_sha: Option<&str>,
-) -> ApiResult<u64> {
-    let ev = search_event(p, action, d, case_id, face_ids, details, probe_sha);
-    Ok(st.gov.append(ev)?.seq)
+) -> impl FnOnce(AuditEvent) -> AuditEvent {
+    move |mut ev| {
+        if let (serde_json::Value::Object(m), serde_json::Value::Object(extra)) =
+            (&mut ev.details, details)
+        {
+            m.extend(extra);
+        }
+        match probe_sha {
+            Some(sha) => ev.probe_sha256(sha),
+            None => ev,
+        }
+    }
 }
 
 /// The record of an authorised search or verification (either API's audit log).
@@ -450,16 +453,7 @@ pub(crate) async fn read_photo_search(req: Request) -> ApiResult<PhotoSearch> {
 impl PhotoSearch {
     /// Shapes the record of a refused search: the probe's hash and the request's details.
     pub(crate) fn refusal_shape(&self) -> impl FnOnce(AuditEvent) -> AuditEvent {
-        let (sha, details) = (self.probe_sha.clone(), self.details.clone());
-        move |ev| {
-            let mut ev = ev.probe_sha256(sha);
-            if let serde_json::Value::Object(extra) = details {
-                if let serde_json::Value::Object(m) = &mut ev.details {
-                    m.extend(extra);
-                }
-            }
-            ev
-        }
+        shape_refusal(Some(self.probe_sha.clone()), self.details.clone())
     }
 
     /// The record of an authorised search, made or failed: the returned face ids, the pack
@@ -756,15 +750,7 @@ pub(crate) fn read_face_search(raw_id: &str, body: &[u8]) -> ApiResult<FaceSearc
 impl FaceSearch {
     /// Adds the request's details to a refusal's record.
     pub(crate) fn refusal_shape(&self) -> impl FnOnce(AuditEvent) -> AuditEvent {
-        let details = self.details.clone();
-        move |mut ev| {
-            if let (serde_json::Value::Object(m), serde_json::Value::Object(extra)) =
-                (&mut ev.details, details)
-            {
-                m.extend(extra);
-            }
-            ev
-        }
+        shape_refusal(None, self.details.clone())
     }
 
     pub(crate) fn args(&self) -> FaceSearchArgs<'_> {
@@ -949,15 +935,7 @@ pub(crate) async fn read_verify(req: Request) -> ApiResult<VerifyRequest> {
 impl VerifyRequest {
     /// Shapes the record of a refused verification: `a`'s hash, `b`'s in the details.
     pub(crate) fn refusal_shape(&self) -> impl FnOnce(AuditEvent) -> AuditEvent {
-        let (sha_a, details) = (self.sha_a.clone(), self.details.clone());
-        move |mut ev| {
-            if let (serde_json::Value::Object(m), serde_json::Value::Object(extra)) =
-                (&mut ev.details, details)
-            {
-                m.extend(extra);
-            }
-            ev.probe_sha256(sha_a)
-        }
+        shape_refusal(Some(self.sha_a.clone()), self.details.clone())
     }
 
     /// The record of an authorised verification: similarity and decision, or the error.
@@ -1183,21 +1161,20 @@ fn video_response(r: &VideoSearchResult, tmp: &Path) -> ApiResult<serde_json::Va
 }
 
 fn run_video_search(
-    st: &AppState,
+    store: &dyn FaceStore,
+    pipeline: &FacePipeline,
     path: &Path,
     opts: &VideoSearchOptions,
 ) -> ApiResult<VideoSearchResult> {
-    let pipeline = lock_pipeline(st)?;
-    check_search(&st.gallery, &pipeline, &opts.search)?;
+    check_search(store, pipeline, &opts.search)?;
     let name = path.display().to_string();
-    let r = visage_engine::video_search::search_video(&st.gallery, &pipeline, path, opts).map_err(
-        |e| {
+    let r =
+        visage_engine::video_search::search_video(store, pipeline, path, opts).map_err(|e| {
             // Messages from ffmpeg name the file: never show the server's paths.
             let mut err = decode_error(e);
             err.message = err.message.replace(&name, "the video");
             err
-        },
-    )?;
+        })?;
     if r.tracks.is_empty() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -1245,6 +1222,49 @@ pub(crate) async fn search_video(
     Auth(p): Auth,
     req: Request,
 ) -> ApiResult<Response> {
+    let q = read_video_search(req, &st.gallery.dir().join("tmp")).await?;
+    let d = authorize_with(
+        &st,
+        &p,
+        Action::Search,
+        &ctx(q.case_id, q.purpose.clone()),
+        q.refusal_shape(),
+    )?;
+    let mut q = q;
+    q.opts
+        .search
+        .filter
+        .exclude_jurisdictions
+        .extend(st.excluded_jurisdictions());
+    blocking(&st, move |st| {
+        let case_id = q.case_id.expect("authorised searches carry a case");
+        let res = {
+            let pipeline = lock_pipeline(st)?;
+            q.run(&st.gallery, &pipeline)
+        };
+        let audit_id = st.gov.append(q.record(&p, &d, case_id, &res))?.seq;
+        st.metrics.search("video", res.is_ok());
+        add_audit_id(res?.1, case_id, audit_id)
+    })
+    .await
+}
+
+/// A probe video upload, read and checked (`POST /v1/search/video` on either API). The clip
+/// lies in a temporary file, removed when this is dropped.
+pub(crate) struct VideoSearch {
+    tmp: TempFile,
+    video_sha: String,
+    pub(crate) case_id: Option<i64>,
+    pub(crate) purpose: Option<String>,
+    /// Without the policy's jurisdiction exclusions: the caller adds them.
+    pub(crate) opts: VideoSearchOptions,
+    /// What the audit record details: purpose, k, thresholds, collection, filter, video.
+    details: serde_json::Value,
+}
+
+/// Reads a multipart probe video upload into a temporary file under `tmp_dir` (refused
+/// before a byte is read when the declared length is over [`VIDEO_BODY_LIMIT`]).
+pub(crate) async fn read_video_search(req: Request, tmp_dir: &Path) -> ApiResult<VideoSearch> {
     let ctype = crate::input::content_type(&req);
     if !ctype.starts_with("multipart/form-data") {
         return Err(ApiError::new(
@@ -1253,7 +1273,6 @@ pub(crate) async fn search_video(
             "send multipart/form-data with the clip in a `video` field",
         ));
     }
-    // Refused before a byte is read when the declared length is over the limit.
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -1262,7 +1281,7 @@ pub(crate) async fn search_video(
     if declared.is_some_and(|n| n > VIDEO_BODY_LIMIT as u64) {
         return Err(video_too_large());
     }
-    let (tmp, file) = TempFile::create(&st.gallery.dir().join("tmp")).map_err(|e| {
+    let (tmp, file) = TempFile::create(tmp_dir).map_err(|e| {
         ApiError::internal(e.context("cannot create a temporary file for the video"))
     })?;
     let upload = read_video_upload(req, file).await?;
@@ -1295,27 +1314,7 @@ pub(crate) async fn search_video(
         "filter": filter_details(&filter),
         "probe_kind": "video", "video_bytes": size, "fps": audit_num(Some(f64::from(fps))),
     });
-    let d = {
-        let sha = video_sha.clone();
-        let details = details.clone();
-        authorize_with(
-            &st,
-            &p,
-            Action::Search,
-            &ctx(case_id, purpose.clone()),
-            move |ev| {
-                let mut ev = ev.probe_sha256(sha);
-                if let (serde_json::Value::Object(m), serde_json::Value::Object(extra)) =
-                    (&mut ev.details, details)
-                {
-                    m.extend(extra);
-                }
-                ev
-            },
-        )?
-    };
-    let case_id = case_id.expect("authorised searches carry a case");
-    let mut opts = VideoSearchOptions {
+    let opts = VideoSearchOptions {
         search: SearchOptions {
             collections: collection.into_iter().collect(),
             k,
@@ -1327,20 +1326,45 @@ pub(crate) async fn search_video(
         fps,
         ..Default::default()
     };
-    opts.search
-        .filter
-        .exclude_jurisdictions
-        .extend(st.excluded_jurisdictions());
-    blocking(&st, move |st| {
-        // The temporary file goes when this closure ends, whatever happens in it.
-        let tmp = tmp;
-        let res = run_video_search(st, &tmp.0, &opts).and_then(|r| {
-            let v = video_response(&r, &tmp.0)?;
-            Ok((r, v))
-        });
-        let mut details = details;
+    Ok(VideoSearch {
+        tmp,
+        video_sha,
+        case_id,
+        purpose,
+        opts,
+        details,
+    })
+}
+
+impl VideoSearch {
+    /// Shapes the record of a refused search: the video's SHA-256 and the request's details.
+    pub(crate) fn refusal_shape(&self) -> impl FnOnce(AuditEvent) -> AuditEvent {
+        shape_refusal(Some(self.video_sha.clone()), self.details.clone())
+    }
+
+    /// Runs the search in `store`: the answer (tracks with their hits), or the error.
+    pub(crate) fn run(
+        &self,
+        store: &dyn FaceStore,
+        pipeline: &FacePipeline,
+    ) -> ApiResult<(VideoSearchResult, serde_json::Value)> {
+        let r = run_video_search(store, pipeline, &self.tmp.0, &self.opts)?;
+        let v = video_response(&r, &self.tmp.0)?;
+        Ok((r, v))
+    }
+
+    /// The record of an authorised search, made or failed: the returned face ids, tracks and
+    /// frames, or the error's code.
+    pub(crate) fn record(
+        &self,
+        p: &Principal,
+        d: &visage_governance::Decision,
+        case_id: i64,
+        res: &ApiResult<(VideoSearchResult, serde_json::Value)>,
+    ) -> AuditEvent {
+        let mut details = self.details.clone();
         let mut faces: Vec<i64> = Vec::new();
-        match &res {
+        match res {
             Ok((r, _)) => {
                 for h in r.tracks.iter().flat_map(|t| &t.hits) {
                     if !faces.contains(&h.face.id) {
@@ -1359,21 +1383,16 @@ pub(crate) async fn search_video(
             }
             Err(e) => details["error"] = e.code.into(),
         }
-        let audit_id = record(
-            st,
-            &p,
+        search_event(
+            p,
             Action::Search,
-            &d,
+            d,
             case_id,
             &faces,
             details,
-            Some(&video_sha),
-        )?;
-        st.metrics.search("video", res.is_ok());
-        let (_, v) = res?;
-        add_audit_id(v, case_id, audit_id)
-    })
-    .await
+            Some(&self.video_sha),
+        )
+    }
 }
 
 /// OpenAPI paths of the video search.

@@ -166,11 +166,11 @@ pub const HOSTILE_CODES: [&str; 5] = [
 /// `inputs` is): 16 images can be indexed from them.
 pub fn every_source_kind(lfw: &Path, inputs: &Path) -> Vec<PathBuf> {
     std::fs::create_dir_all(inputs.join("folder/Colin_Powell")).unwrap();
-    for (name, b) in photos(&lfw, "Colin_Powell", 3) {
+    for (name, b) in photos(lfw, "Colin_Powell", 3) {
         std::fs::write(inputs.join("folder/Colin_Powell").join(name), b).unwrap();
     }
     // A photo whose EXIF GPS puts it in New York City: the source says US, the photo says US-NY.
-    let (_, gps_photo) = photos(&lfw, "George_W_Bush", 1).remove(0);
+    let (_, gps_photo) = photos(lfw, "George_W_Bush", 1).remove(0);
     std::fs::create_dir_all(inputs.join("folder/George_W_Bush")).unwrap();
     std::fs::write(
         inputs.join("folder/George_W_Bush/new_york.jpg"),
@@ -184,22 +184,22 @@ pub fn every_source_kind(lfw: &Path, inputs: &Path) -> Vec<PathBuf> {
     .unwrap();
     tar_gz(
         &inputs.join("people.tar.gz"),
-        &photos(&lfw, "Tony_Blair", 3),
+        &photos(lfw, "Tony_Blair", 3),
         true,
     );
     zip_file(
         &inputs.join("people.zip"),
-        &photos(&lfw, "Hugo_Chavez", 3),
+        &photos(lfw, "Hugo_Chavez", 3),
         true,
     );
     warc_gz(
         &inputs.join("crawl.warc.gz"),
-        &photos(&lfw, "Ariel_Sharon", 3),
+        &photos(lfw, "Ariel_Sharon", 3),
     );
     let man_dir = inputs.join("manifest_files");
     std::fs::create_dir_all(&man_dir).unwrap();
     let mut lines = Vec::new();
-    for (i, (name, b)) in photos(&lfw, "Junichiro_Koizumi", 3).into_iter().enumerate() {
+    for (i, (name, b)) in photos(lfw, "Junichiro_Koizumi", 3).into_iter().enumerate() {
         std::fs::write(man_dir.join(&name), b).unwrap();
         lines.push(serde_json::json!({
             "path": format!("manifest_files/{name}"), "page_url": format!("https://archive.example/p{i}"),
