@@ -442,4 +442,36 @@ fn video_search_matches_embedded(config: &Path, data: &Path, clip: &Path) {
     assert_eq!(rec["case_id"].as_i64(), Some(case_id), "{rec}");
     assert_eq!(rec["probe_sha256"].as_str(), Some(sha.as_str()), "{rec}");
     assert_eq!(rec["details"]["probe_kind"], "video", "{rec}");
+
+    // The case report lists the search, from the same log.
+    let (st, report) = call("GET", &format!("{a}/v1/cases/{case_id}/report"), &key, None);
+    assert_eq!(st, 200, "{report}");
+    assert_eq!(report["case"]["number"], "2026-V1", "{report}");
+    assert_eq!(report["org_name"], "agency");
+    assert_eq!(report["created_by_username"], "key:inv");
+    let searches = report["searches"].as_array().unwrap();
+    assert_eq!(searches.len(), 1, "{report}");
+    assert_eq!(searches[0]["audit_seq"], cl["audit_id"]);
+    assert_eq!(searches[0]["probe_sha256"].as_str(), Some(sha.as_str()));
+    assert_eq!(searches[0]["purpose"], "video lead");
+    assert!(report["audit_head_seq"].as_u64().unwrap() >= cl["audit_id"].as_u64().unwrap());
+    let html = ureq::get(&format!("{a}/v1/cases/{case_id}/report.html"))
+        .header("Authorization", &format!("Bearer {key}"))
+        .call()
+        .unwrap();
+    assert!(html.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let page = html.into_body().read_to_string().unwrap();
+    assert!(page.contains("2026-V1") && page.contains(&sha), "{page}");
+    // Both exports are in the log, under the case.
+    let (_, page2) = call("GET", &format!("{a}/v1/audit?limit=100"), &auditor, None);
+    let exports = page2["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "export_report" && r["case_id"].as_i64() == Some(case_id))
+        .count();
+    assert_eq!(exports, 2, "{page2}");
 }

@@ -303,6 +303,23 @@ impl<'a> PgAudit<'a> {
             .collect()
     }
 
+    /// Every record of a case (`case_id`), in seq order: what its report is made of.
+    pub fn records_for_case(&self, case_id: i64) -> Result<Vec<AuditRecord>> {
+        self.pool
+            .get()?
+            .query(
+                &format!("SELECT {RECORD_COLS} FROM audit_log WHERE case_id = $1 ORDER BY seq"),
+                &[&case_id],
+            )?
+            .iter()
+            .map(|r| {
+                let seq: Option<i64> = r.try_get(0).ok();
+                record_from_row(r)
+                    .with_context(|| format!("audit record {seq:?} cannot be read back"))
+            })
+            .collect()
+    }
+
     /// Every checkpoint, in seq order.
     pub fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
         self.pool

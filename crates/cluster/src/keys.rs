@@ -87,6 +87,14 @@ pub fn lookup(pool: &Pool, key: &str) -> Result<Option<KeyIdentity>> {
     }))
 }
 
+/// The actor name (`key:NAME`) of key `id`, revoked or not (reports name who opened a case).
+pub fn actor_name(pool: &Pool, id: i64) -> Result<Option<String>> {
+    Ok(pool
+        .get()?
+        .query_opt("SELECT name FROM api_key WHERE id = $1", &[&id])?
+        .map(|r| format!("key:{}", r.get::<_, String>(0))))
+}
+
 pub fn revoke(pool: &Pool, name: &str) -> Result<bool> {
     Ok(pool.get()?.execute(
         "UPDATE api_key SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL",

@@ -242,6 +242,27 @@ impl Governance {
         let org_name = self.get_org(case.org_id)?.name;
         let created_by_username = self.get_user(case.created_by)?.username;
         let records = self.audit_records_for_case(case_id)?;
+        let head = self.audit_head()?;
+        Ok(CaseReport::from_records(
+            case,
+            org_name,
+            created_by_username,
+            records,
+            head,
+        ))
+    }
+}
+
+impl CaseReport {
+    /// The report of `case` from its audit records (every record with its id, in seq order)
+    /// and the log's head (seq, hash) when they were read; either deployment's log.
+    pub fn from_records(
+        case: Case,
+        org_name: String,
+        created_by_username: String,
+        records: Vec<crate::AuditRecord>,
+        head: Option<(u64, String)>,
+    ) -> CaseReport {
         let mut searches = Vec::new();
         let mut other_events = Vec::new();
         for r in records {
@@ -269,8 +290,7 @@ impl Governance {
                 other_events.push((r.seq, r.ts, r.actor, r.action));
             }
         }
-        let head = self.audit_head()?;
-        Ok(CaseReport {
+        CaseReport {
             case,
             org_name,
             created_by_username,
@@ -279,7 +299,7 @@ impl Governance {
             other_events,
             audit_head_seq: head.as_ref().map(|h| h.0),
             audit_head_hash: head.map(|h| h.1),
-        })
+        }
     }
 }
 

@@ -9,13 +9,13 @@
 //! governance format: `visage cluster audit-export` + `visage audit verify --file`).
 //!
 //! Served: health, stats, ingest jobs by server-side path (the embedded API's body), cases
-//! (open, list, show, close), photo and video search, search by stored face, 1:1 verification,
+//! (open, list, show, close, report as JSON or HTML), photo and video search, search by stored face, 1:1 verification,
 //! faces (read, thumbnail, delete), the organisation's audit records and the log's
 //! verification, erasure by source, subject or jurisdiction with a signed receipt, and the
 //! public opt-out, access and request-status endpoints, all with the embedded API's bodies,
 //! answers and audit records (receipts and public requests: `visage_cluster::receipts`). Not
-//! yet (docs/CLUSTER.md, "Known gaps"): user accounts and sessions, the web app, case
-//! reports, the audit export over HTTP; those answer 404 here rather than
+//! yet (docs/CLUSTER.md, "Known gaps"): user accounts and sessions, the web app, the audit
+//! export over HTTP; those answer 404 here rather than
 //! running without the governance they need.
 
 use std::net::SocketAddr;
@@ -43,7 +43,7 @@ use visage_vision::FacePipeline;
 use crate::auth::{refusal_event, RateLimiter};
 use crate::gov_api::{
     audit_page, delete_event, erasure_event, erasure_receipt_body, erasure_target, int_id,
-    AuditPage, AuditQuery,
+    report_event, report_html, AuditPage, AuditQuery,
 };
 use crate::jobs::{resolve_under_roots, PathJobJson};
 use crate::public::{
@@ -255,6 +255,8 @@ pub fn router(st: ClusterState) -> Router {
         .route("/v1/cases", get(list_cases).post(create_case))
         .route("/v1/cases/{id}", get(get_case))
         .route("/v1/cases/{id}/close", post(close_case))
+        .route("/v1/cases/{id}/report", get(case_report))
+        .route("/v1/cases/{id}/report.html", get(case_report_html))
         .route("/v1/search", post(search))
         .route("/v1/verify", post(verify))
         .route("/v1/erasures", post(erase))
@@ -485,6 +487,55 @@ async fn get_case(
         Ok(Json(own_case(st, &p, id)?))
     })
     .await
+}
+
+/// A case report from the cluster's audit log (action `export_report`, audited with the
+/// format): the embedded API's report, the keys' names as the actors.
+fn report_of(
+    st: &ClusterState,
+    who: &KeyIdentity,
+    raw: &str,
+    format: &str,
+) -> ApiResult<visage_governance::CaseReport> {
+    let id = int_id(raw, "case")?;
+    let (p, d) = st.authorize(who, Action::ExportReport, &AuthzContext::default(), |ev| ev)?;
+    let case = own_case(st, &p, id)?;
+    let pool = st.store.pool();
+    let created_by = visage_cluster::keys::actor_name(pool, case.created_by)
+        .map_err(storage)?
+        .unwrap_or_else(|| format!("key #{}", case.created_by));
+    let audit = st.audit();
+    let records = audit.records_for_case(id).map_err(storage)?;
+    let head = audit.head().map_err(storage)?;
+    let report = visage_governance::CaseReport::from_records(
+        case,
+        p.org.name.clone(),
+        created_by,
+        records,
+        head,
+    );
+    st.append(report_event(&p, &d, id, format))?;
+    Ok(report)
+}
+
+/// `GET /v1/cases/{id}/report`: everything done under the case, as JSON.
+async fn case_report(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Response> {
+    let r = on_pool(&st, move |st| report_of(st, &who, &raw, "json")).await?;
+    Ok(Json(r.to_json()).into_response())
+}
+
+/// `GET /v1/cases/{id}/report.html`: the same report as a printable page.
+async fn case_report_html(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Response> {
+    let r = on_pool(&st, move |st| report_of(st, &who, &raw, "html")).await?;
+    Ok(report_html(&r))
 }
 
 async fn close_case(

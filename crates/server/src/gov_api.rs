@@ -194,11 +194,7 @@ fn report_of(
 ) -> ApiResult<visage_governance::CaseReport> {
     own_case(st, p, id)?;
     let r = st.gov.case_report(id)?;
-    st.gov.append(
-        AuditEvent::decision(p, Action::ExportReport, d)
-            .case(id)
-            .details(serde_json::json!({"format": format})),
-    )?;
+    st.gov.append(report_event(p, d, id, format))?;
     Ok(r)
 }
 
@@ -240,6 +236,11 @@ pub(crate) async fn case_report_html(
     let id = int_id(&raw, "case")?;
     let d = authorize(&st, &p, Action::ExportReport, &none())?;
     let r = blocking(&st, move |st| report_of(st, &p, &d, id, "html")).await?;
+    Ok(report_html(&r))
+}
+
+/// A case report as a printable HTML page: no scripts, nothing loaded from elsewhere.
+pub(crate) fn report_html(r: &visage_governance::CaseReport) -> Response {
     let mut res = r.to_html().into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -249,7 +250,14 @@ pub(crate) async fn case_report_html(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
     );
-    Ok(res)
+    res
+}
+
+/// The record of a case report's export (either API's audit log).
+pub(crate) fn report_event(p: &Principal, d: &Decision, id: i64, format: &str) -> AuditEvent {
+    AuditEvent::decision(p, Action::ExportReport, d)
+        .case(id)
+        .details(serde_json::json!({"format": format}))
 }
 
 // ---- audit -----------------------------------------------------------------------------------
