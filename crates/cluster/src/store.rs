@@ -1187,12 +1187,12 @@ impl FaceStore for ClusterStore {
         .collect()
     }
 
-    fn add_suppressions(
+    fn add_suppressions_marked(
         &self,
         pack: &str,
         request_id: &str,
         entries: &[NewSuppression],
-    ) -> Result<usize> {
+    ) -> Result<(usize, i64)> {
         let mut c = self.pg.get()?;
         let mut tx = c.transaction()?;
         // Waits for image writes in flight and holds new ones until this commits
@@ -1214,8 +1214,34 @@ impl FaceStore for ClusterStore {
                 ],
             )?;
         }
+        // The mark, read under the lock: a writer that read the older generation gives up
+        // at its check (`add_image_checked`); one that reads the new generation does so
+        // after this commits, so the ids it takes afterwards are above the mark.
+        let mark: i64 = tx
+            .query_one(
+                "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END \
+                 FROM face_id_seq",
+                &[],
+            )?
+            .get(0);
         tx.commit()?;
-        Ok(entries.len())
+        Ok((entries.len(), mark))
+    }
+
+    fn face_vectors_after(
+        &self,
+        pack: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<f32>)>> {
+        let mut c = self.pg.get()?;
+        c.query(
+            "SELECT id, vector FROM face WHERE pack = $1 AND id > $2 ORDER BY id LIMIT $3",
+            &[&pack, &after, &(limit.min(i64::MAX as usize) as i64)],
+        )?
+        .iter()
+        .map(|r| Ok((r.get(0), bytes_vector(r.get(1))?)))
+        .collect()
     }
 
     fn suppression_generation(&self) -> Result<i64> {

@@ -294,6 +294,12 @@ mod optout_reads {
     on!(optout_reads => suite_optout_reads, cluster_qdrant);
 }
 
+mod late_matches {
+    on!(late_matches => suite_late_matches, embedded);
+    on!(late_matches => suite_late_matches, cluster_exact);
+    on!(late_matches => suite_late_matches, cluster_qdrant);
+}
+
 /// The worker's writes against a growing opt-out list: the cluster backends only.
 mod checked_writes {
     on!(checked_writes => suite_checked_writes, cluster_exact);
@@ -1593,6 +1599,92 @@ fn suite_suppressions(store: &dyn FaceStore, _ctx: &Ctx) {
     assert_eq!(store.add_suppressions("p3", "req-4", &[]).unwrap(), 0);
     assert!(store.suppressions("p3").unwrap().is_empty());
     assert_eq!(store.suppression_generation().unwrap(), g, "nothing added");
+}
+
+/// An opt-out's window: faces stored after its first suppression entries (above their mark)
+/// and matched by its later ones are found by `late_matches`; faces at or below the mark,
+/// faces of other people and faces of another pack are not.
+fn suite_late_matches(store: &dyn FaceStore, _ctx: &Ctx) {
+    use visage_engine::optout::{late_matches, MatchRule, SuppressionList};
+    let coll = store.ensure_collection("late", PACK, DIM).unwrap();
+    let other_pack = store
+        .ensure_collection("late-other", "other@1", DIM)
+        .unwrap();
+    let src = source(store, &coll, "s", None);
+    let src2 = source(store, &other_pack, "s2", None);
+    let mut people = People::new(21, 3);
+    let add = |people: &mut People, tag: &str, who: &[usize]| -> Vec<i64> {
+        let faces = who
+            .iter()
+            .enumerate()
+            .map(|(k, w)| new_face(people.sample(*w), &format!("{tag}-{k}"), None))
+            .collect();
+        store
+            .add_images(&[new_image(&coll, &src, tag, faces)])
+            .unwrap()[0]
+            .face_ids
+            .clone()
+    };
+    let before = add(&mut people, "before", &[0, 1]);
+    let entry = |v: Vec<f32>, origin: &str| NewSuppression {
+        vector: v,
+        z_median: 0.0,
+        z_mad: 0.0,
+        origin: origin.into(),
+    };
+    let selfie = entry(people.sample(2), "selfie");
+    let (n, mark) = store
+        .add_suppressions_marked(PACK, "req-late", &[selfie])
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(
+        before.iter().all(|id| *id <= mark),
+        "faces stored before the entries are at or below the mark {mark}: {before:?}"
+    );
+    // Stored while the opt-out searched: person 0 and person 1, above the mark.
+    let during = add(&mut people, "during", &[0, 1]);
+    assert!(during.iter().all(|id| *id > mark), "{during:?} vs {mark}");
+    store
+        .add_images(&[new_image(
+            &other_pack,
+            &src2,
+            "other-pack",
+            vec![new_face(people.sample(0), "other-pack-0", None)],
+        )])
+        .unwrap();
+    // The opt-out's matched-face entries: person 0's stored face.
+    let v0 = store.face_vector(before[0]).unwrap().unwrap();
+    store
+        .add_suppressions(PACK, "req-late", &[entry(v0, "matched_face")])
+        .unwrap();
+    let rule = MatchRule {
+        min_score: 0.6,
+        min_z: 0.0,
+    };
+    let list = SuppressionList::from_store_with(store, PACK, rule).unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(
+        late_matches(store, &list, PACK, mark).unwrap(),
+        vec![during[0]],
+        "only person 0's face stored in the window"
+    );
+    // Paging and the pack: one at a time, this pack only.
+    let page = store.face_vectors_after(PACK, mark, 1).unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].0, during[0]);
+    let rest = store.face_vectors_after(PACK, page[0].0, 10).unwrap();
+    assert_eq!(
+        rest.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![during[1]]
+    );
+    assert_eq!(
+        store.face_vectors_after("other@1", mark, 10).unwrap().len(),
+        1
+    );
+    assert!(store
+        .face_vectors_after(PACK, i64::MAX - 1, 10)
+        .unwrap()
+        .is_empty());
 }
 
 /// What an opt-out reads besides search: an even sample of a collection's vectors and the

@@ -107,11 +107,20 @@ impl SuppressionList {
     /// The list as any `FaceStore` holds it. The generation is read first, so a list read
     /// while suppressions were being added is never taken for an older generation.
     pub fn from_store(store: &dyn FaceStore, p: &FacePipeline) -> Result<SuppressionList> {
+        Self::from_store_with(store, &p.pack_id(), rule(p, EXPAND_FMR, EXPAND_Z))
+    }
+
+    /// The list of `pack`, matched with `rule` (`from_store` takes the pack's rule).
+    pub fn from_store_with(
+        store: &dyn FaceStore,
+        pack: &str,
+        rule: MatchRule,
+    ) -> Result<SuppressionList> {
         let generation = store.suppression_generation()?;
         Ok(SuppressionList {
             generation,
-            entries: store.suppression_list(&p.pack_id())?,
-            rule: rule(p, EXPAND_FMR, EXPAND_Z),
+            entries: store.suppression_list(pack)?,
+            rule,
         })
     }
 
@@ -129,6 +138,31 @@ impl SuppressionList {
             let s = visage_core::dot(v, &e.vector);
             s >= self.rule.min_score && z_ok(s, e.z_median, e.z_mad, self.rule.min_z)
         })
+    }
+}
+
+/// Faces of `pack` stored above `mark` (`FaceStore::add_suppressions_marked`) that `list`
+/// matches: those stored between an opt-out's first suppression entries and its last.
+pub fn late_matches(
+    store: &dyn FaceStore,
+    list: &SuppressionList,
+    pack: &str,
+    mark: i64,
+) -> Result<Vec<i64>> {
+    const PAGE: usize = 1000;
+    let mut out = Vec::new();
+    let mut after = mark;
+    loop {
+        let page = store.face_vectors_after(pack, after, PAGE)?;
+        for (id, v) in &page {
+            if list.matches(v) {
+                out.push(*id);
+            }
+        }
+        match page.last() {
+            Some((id, _)) if page.len() == PAGE => after = *id,
+            _ => return Ok(out),
+        }
     }
 }
 
@@ -278,7 +312,7 @@ pub fn opt_out(
             }
         })
         .collect();
-    gallery.add_suppressions(&pack, request_id, &selfie_entries)?;
+    let (_, mark) = gallery.add_suppressions_marked(&pack, request_id, &selfie_entries)?;
     let mut suppress: Vec<NewSuppression> = Vec::new();
     let mut found: BTreeSet<i64> = BTreeSet::new();
     let mut frontier: Vec<i64> = Vec::new();
@@ -347,6 +381,11 @@ pub fn opt_out(
     }
     if !suppress.is_empty() {
         gallery.add_suppressions(&pack, request_id, &suppress)?;
+        // Faces stored while the gallery was searched were checked against the selfies only
+        // (a cluster's workers write meanwhile); now that every entry is in, check them
+        // against the whole list. Later writes are checked against it by the writers.
+        let list = SuppressionList::from_store(gallery, p)?;
+        found.extend(late_matches(gallery, &list, &pack, mark)?);
     }
     let ids: Vec<i64> = found.into_iter().collect();
     let mut images = BTreeSet::new();

@@ -65,7 +65,27 @@ pub trait FaceStore: Send + Sync {
         pack: &str,
         request_id: &str,
         entries: &[NewSuppression],
-    ) -> Result<usize>;
+    ) -> Result<usize> {
+        Ok(self.add_suppressions_marked(pack, request_id, entries)?.0)
+    }
+    /// `add_suppressions`, also answering a face id mark: a face stored at or below the mark
+    /// had committed before the entries did (a search that follows sees it); a face stored
+    /// above it was checked against a list holding them (though perhaps not entries added
+    /// after them). An opt-out re-checks the faces above the mark of its first entries once
+    /// all of its entries are in (`visage_engine::optout::late_matches`).
+    fn add_suppressions_marked(
+        &self,
+        pack: &str,
+        request_id: &str,
+        entries: &[NewSuppression],
+    ) -> Result<(usize, i64)>;
+    /// Faces of `pack` with an id above `after`, in id order, at most `limit`: (id, vector).
+    fn face_vectors_after(
+        &self,
+        pack: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<f32>)>>;
     /// A number that grows whenever suppressions are added (0 while there are none).
     fn suppression_generation(&self) -> Result<i64>;
     /// Up to `n` stored vectors of a collection, spread evenly over its face ids (the sample
@@ -144,13 +164,21 @@ impl FaceStore for Gallery {
     fn suppression_list(&self, pack: &str) -> Result<std::sync::Arc<Vec<Suppression>>> {
         Ok(Gallery::suppressions(self, pack)?.1)
     }
-    fn add_suppressions(
+    fn add_suppressions_marked(
         &self,
         pack: &str,
         request_id: &str,
         entries: &[NewSuppression],
-    ) -> Result<usize> {
-        Gallery::add_suppressions(self, pack, request_id, entries)
+    ) -> Result<(usize, i64)> {
+        Gallery::add_suppressions_marked(self, pack, request_id, entries)
+    }
+    fn face_vectors_after(
+        &self,
+        pack: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<f32>)>> {
+        Gallery::face_vectors_after(self, pack, after, limit)
     }
     fn suppression_generation(&self) -> Result<i64> {
         Gallery::suppression_generation(self)

@@ -44,6 +44,17 @@ impl Gallery {
         request_id: &str,
         entries: &[NewSuppression],
     ) -> Result<usize> {
+        Ok(self.add_suppressions_marked(pack, request_id, entries)?.0)
+    }
+
+    /// `add_suppressions`, with the highest face id handed out so far (`FaceStore::
+    /// add_suppressions_marked`; face ids are never reused).
+    pub fn add_suppressions_marked(
+        &self,
+        pack: &str,
+        request_id: &str,
+        entries: &[NewSuppression],
+    ) -> Result<(usize, i64)> {
         self.require_writable()?;
         let mut conn = lock(&self.conn);
         let tx = conn.transaction()?;
@@ -65,8 +76,38 @@ impl Gallery {
                 ])?;
             }
         }
+        let mark: i64 = tx.query_row(
+            "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'face'), 0)",
+            [],
+            |r| r.get(0),
+        )?;
         tx.commit()?;
-        Ok(entries.len())
+        Ok((entries.len(), mark))
+    }
+
+    /// Faces of `pack` with an id above `after`, in id order (at most `limit`).
+    pub fn face_vectors_after(
+        &self,
+        pack: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<f32>)>> {
+        let conn = lock(&self.conn);
+        let mut st = conn.prepare(
+            "SELECT id, vector FROM face WHERE pack = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = st.query_map(
+            params![pack, after, limit.min(i64::MAX as usize) as i64],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, b) = r?;
+            if let Some(v) = blob_to_vector(&b) {
+                out.push((id, v));
+            }
+        }
+        Ok(out)
     }
 
     /// A number that changes whenever suppressions are added (for cache invalidation).
