@@ -475,16 +475,5 @@ fn two_servers_two_workers_one_killed_match_embedded() {
         !text.contains(&probe_b64[..64]),
         "the probe image is not in the log"
     );
-    let out = visage()
-        .args(["audit", "verify", "--file"])
-        .arg(&export)
-        .args(["--public-key", &public])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "offline verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    verify_offline(&export, &public);
 }

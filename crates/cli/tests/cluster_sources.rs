@@ -344,6 +344,9 @@ fn tracks(r: &Value) -> Vec<Track> {
 /// `POST /v1/search/video` on the cluster API answers what `visage search CLIP` answers on
 /// the embedded gallery of the same inputs: the same tracks, each with the same hits.
 fn video_search_matches_embedded(config: &Path, data: &Path, clip: &Path) {
+    // The organisation that runs the deployment: its administrators manage the others.
+    let toml = std::fs::read_to_string(config).unwrap();
+    std::fs::write(config, format!("operator_org = \"agency\"\n{toml}")).unwrap();
     add_org(
         config,
         &[
@@ -474,4 +477,103 @@ fn video_search_matches_embedded(config: &Path, data: &Path, clip: &Path) {
         .filter(|r| r["action"] == "export_report" && r["case_id"].as_i64() == Some(case_id))
         .count();
     assert_eq!(exports, 2, "{page2}");
+
+    operator_actions(config, &a, &key, &auditor);
+}
+
+/// Organisation changes and the whole log's export over HTTP: administrators of the
+/// operator organisation only, every refusal audited.
+fn operator_actions(config: &Path, a: &str, investigator: &str, auditor: &str) {
+    let press = add_org(
+        config,
+        &[
+            "--name",
+            "press",
+            "--kind",
+            "private",
+            "--jurisdiction",
+            "US",
+        ],
+    );
+    let press_id = press["id"].as_i64().unwrap();
+    let admin = add_key(config, "adm", "admin", "agency");
+    let press_admin = add_key(config, "press-adm", "admin", "press");
+    let url = format!("{a}/v1/orgs/{press_id}");
+    let quota = serde_json::json!({"search_quota": 5});
+    let (st, e) = call("PATCH", &url, &press_admin, Some(&quota));
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (403, Some("policy_denied")),
+        "another organisation's administrator: {e}"
+    );
+    let (st, org) = call("PATCH", &url, &admin, Some(&quota));
+    assert_eq!((st, org["search_quota"].as_u64()), (200, Some(5)), "{org}");
+    let (st, e) = call(
+        "PATCH",
+        &url,
+        &admin,
+        Some(&serde_json::json!({"status": "trial"})),
+    );
+    assert_eq!(st, 400, "a trial needs an expiry: {e}");
+    let (_, orgs) = cluster_json(config, &["orgs"]);
+    let stored = orgs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["id"].as_i64() == Some(press_id))
+        .unwrap()
+        .clone();
+    assert_eq!(stored["search_quota"], 5, "{stored}");
+    assert_eq!(stored["status"], "active", "{stored}");
+
+    let export = format!("{a}/v1/audit/export");
+    for (who, code) in [(investigator, 403), (auditor, 403), (&press_admin, 403)] {
+        let (st, e) = call("GET", &export, who, None);
+        assert_eq!(st, code, "{e}");
+    }
+    let res = ureq::get(&export)
+        .header("Authorization", &format!("Bearer {admin}"))
+        .call()
+        .unwrap();
+    assert_eq!(
+        res.headers()["content-type"].to_str().unwrap(),
+        "application/x-ndjson"
+    );
+    let text = res.into_body().read_to_string().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.jsonl");
+    std::fs::write(&file, &text).unwrap();
+    let (_, v) = call("GET", &format!("{a}/v1/audit/verify"), auditor, None);
+    let public = v["public_key_hex"].as_str().unwrap();
+    verify_offline(&file, public);
+    // The log holds the change and every refusal (the export's own record follows it).
+    let actions: Vec<(String, bool, String)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["seq"].is_u64())
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap_or("").to_string(),
+                r["allowed"].as_bool().unwrap_or(false),
+                r["rule"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let count = |action: &str, allowed: bool, rule: &str| {
+        actions
+            .iter()
+            .filter(|(a, ok, r)| a == action && *ok == allowed && (rule.is_empty() || r == rule))
+            .count()
+    };
+    assert_eq!(count("update_org", true, ""), 1, "{actions:?}");
+    assert_eq!(
+        count("manage_accounts", false, "builtin:operator_only"),
+        1,
+        "{actions:?}"
+    );
+    assert_eq!(
+        count("read_audit", false, "builtin:operator_only"),
+        2,
+        "the auditor's and the press administrator's: {actions:?}"
+    );
 }

@@ -25,6 +25,12 @@ pub struct ClusterConfig {
     /// file; `/v1/health` shows its SHA-256 so a mismatch is visible.
     #[serde(default)]
     pub policy_file: Option<PathBuf>,
+    /// The organisation that runs the deployment (`visage cluster add-org`): its
+    /// administrators' keys may change other organisations (`PATCH /v1/orgs/{id}`) and
+    /// export the whole audit log (`GET /v1/audit/export`), as the embedded server's
+    /// operator organisation. Absent: nobody may, over HTTP.
+    #[serde(default)]
+    pub operator_org: Option<String>,
 }
 
 impl ClusterConfig {

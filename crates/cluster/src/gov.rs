@@ -5,12 +5,12 @@
 //! Organisation and case changes commit in one transaction with their audit record.
 //!
 //! Not here yet (docs/CLUSTER.md, "Known gaps"): user accounts with passwords (the cluster
-//! API authenticates keys only), organisation updates, case reports.
+//! API authenticates keys only).
 
 use postgres::Row;
 use visage_governance::{
     Actor, AuditEvent, AuthzFacts, Case, CaseStatus, GovError, NewCase, NewOrg, OrgKind, OrgStatus,
-    Organisation, Principal, Result,
+    OrgUpdate, Organisation, Principal, Result,
 };
 
 use crate::audit::PgAudit;
@@ -171,6 +171,66 @@ pub fn set_org_status(
         .map_err(internal)?;
     tx.commit().map_err(internal)?;
     Ok(org)
+}
+
+/// Changes an organisation's status, trial expiry or search quota (the embedded
+/// `Governance::update_org`: a trial needs an expiry), audited as `update_org` with the change
+/// in the same transaction.
+pub fn update_org(
+    pool: &Pool,
+    audit: &PgAudit,
+    by: &Actor,
+    id: i64,
+    update: &OrgUpdate,
+) -> Result<Organisation> {
+    let mut c = pool.get().map_err(internal)?;
+    let mut tx = c.transaction().map_err(internal)?;
+    let row = tx
+        .query_opt(
+            &format!("SELECT {ORG_COLS} FROM organisation WHERE id = $1 FOR UPDATE"),
+            &[&id],
+        )
+        .map_err(internal)?
+        .ok_or_else(|| GovError::NotFound(format!("no organisation {id}")))?;
+    let mut org = org_from_row(&row, 0)?;
+    update.apply(&mut org)?;
+    let quota = org
+        .search_quota
+        .map(|q| {
+            i64::try_from(q)
+                .map_err(|_| GovError::Invalid(format!("search_quota {q} is too large")))
+        })
+        .transpose()?;
+    tx.execute(
+        "UPDATE organisation SET status = $2, trial_expires_at = $3, search_quota = $4 \
+         WHERE id = $1",
+        &[&id, &org.status.as_str(), &org.trial_expires_at, &quota],
+    )
+    .map_err(internal)?;
+    audit
+        .append_in(
+            &mut tx,
+            AuditEvent::admin(by, Some(id), "update_org")
+                .objects([format!("org:{id}")])
+                .details(serde_json::to_value(update).map_err(internal)?),
+        )
+        .map_err(internal)?;
+    tx.commit().map_err(internal)?;
+    Ok(org)
+}
+
+/// The organisation with this id.
+pub fn get_org(pool: &Pool, id: i64) -> Result<Organisation> {
+    let row = pool
+        .get()
+        .map_err(internal)?
+        .query_opt(
+            &format!("SELECT {ORG_COLS} FROM organisation WHERE id = $1"),
+            &[&id],
+        )
+        .map_err(internal)?
+        .ok_or_else(|| GovError::NotFound(format!("no organisation {id}")))?;
+    Ok(org_from_row(&row, 0)?)
 }
 
 /// Opens a case in the principal's organisation (same rules as the embedded store:

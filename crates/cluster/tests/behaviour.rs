@@ -168,6 +168,7 @@ fn cluster_config(test: &str, qdrant: Option<String>) -> Option<ClusterConfig> {
         qdrant,
         audit_key_file: None,
         policy_file: None,
+        operator_org: None,
     })
 }
 

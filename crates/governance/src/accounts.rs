@@ -139,6 +139,27 @@ pub struct OrgUpdate {
     pub search_quota: Option<Option<u64>>,
 }
 
+impl OrgUpdate {
+    /// Applies the change to `org`; a trial organisation needs an expiry.
+    pub fn apply(&self, org: &mut Organisation) -> Result<()> {
+        if let Some(s) = self.status {
+            org.status = s;
+        }
+        if let Some(t) = self.trial_expires_at {
+            org.trial_expires_at = t;
+        }
+        if let Some(q) = self.search_quota {
+            org.search_quota = q;
+        }
+        if org.status == OrgStatus::Trial && org.trial_expires_at.is_none() {
+            return Err(GovError::Invalid(
+                "a trial organisation needs trial_expires_at".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A user account (never carries the password hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -475,20 +496,7 @@ impl Governance {
             )
             .optional()?
             .ok_or_else(|| GovError::NotFound(format!("no organisation {id}")))?;
-        if let Some(s) = update.status {
-            org.status = s;
-        }
-        if let Some(t) = update.trial_expires_at {
-            org.trial_expires_at = t;
-        }
-        if let Some(q) = update.search_quota {
-            org.search_quota = q;
-        }
-        if org.status == OrgStatus::Trial && org.trial_expires_at.is_none() {
-            return Err(GovError::Invalid(
-                "a trial organisation needs trial_expires_at".into(),
-            ));
-        }
+        update.apply(&mut org)?;
         tx.execute(
             "UPDATE org SET status = ?2, trial_expires_at = ?3, search_quota = ?4 WHERE id = ?1",
             params![

@@ -9,14 +9,15 @@
 //! governance format: `visage cluster audit-export` + `visage audit verify --file`).
 //!
 //! Served: health, stats, ingest jobs by server-side path (the embedded API's body), cases
-//! (open, list, show, close, report as JSON or HTML), photo and video search, search by stored face, 1:1 verification,
-//! faces (read, thumbnail, delete), the organisation's audit records and the log's
-//! verification, erasure by source, subject or jurisdiction with a signed receipt, and the
-//! public opt-out, access and request-status endpoints, all with the embedded API's bodies,
-//! answers and audit records (receipts and public requests: `visage_cluster::receipts`). Not
-//! yet (docs/CLUSTER.md, "Known gaps"): user accounts and sessions, the web app, the audit
-//! export over HTTP; those answer 404 here rather than
-//! running without the governance they need.
+//! (open, list, show, close, report as JSON or HTML), photo and video search, search by
+//! stored face, 1:1 verification, faces (read, thumbnail, delete), the organisation's audit
+//! records, the log's verification and (for the operator organisation's administrators,
+//! `operator_org` in the config) its export and organisation changes, erasure by source,
+//! subject or jurisdiction with a signed receipt, and the public opt-out, access and
+//! request-status endpoints, all with the embedded API's bodies, answers and audit records
+//! (receipts and public requests: `visage_cluster::receipts`). Not yet (docs/CLUSTER.md,
+//! "Known gaps"): user accounts and sessions, the web app, the catalogue endpoints; those
+//! answer 404 here rather than running without the governance they need.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,8 +43,9 @@ use visage_vision::FacePipeline;
 
 use crate::auth::{refusal_event, RateLimiter};
 use crate::gov_api::{
-    audit_page, delete_event, erasure_event, erasure_receipt_body, erasure_target, int_id,
-    report_event, report_html, AuditPage, AuditQuery,
+    audit_export_response, audit_page, delete_event, erasure_event, erasure_receipt_body,
+    erasure_target, int_id, operator_only_refusal, report_event, report_html, AuditPage,
+    AuditQuery,
 };
 use crate::jobs::{resolve_under_roots, PathJobJson};
 use crate::public::{
@@ -74,6 +76,9 @@ pub struct ClusterInner {
     pipeline: Mutex<FacePipeline>,
     /// The public endpoints' limit per client IP (per process).
     public_limit: RateLimiter,
+    /// The config's `operator_org`: its administrators may change other organisations and
+    /// export the whole audit log.
+    operator_org: Option<String>,
 }
 
 impl std::ops::Deref for ClusterState {
@@ -116,7 +121,21 @@ impl ClusterState {
             pack: pipeline.pack_id(),
             pipeline: Mutex::new(pipeline),
             public_limit: RateLimiter::per_minute(crate::ServeOptions::default().public_per_minute),
+            operator_org: cfg.operator_org.clone(),
         })))
+    }
+
+    /// Lets `p` go on only when it is an administrator of the operator organisation (the
+    /// config's `operator_org`); otherwise the refusal is recorded and answered 403.
+    fn operator_only(&self, p: &Principal, action: Action, what: &str) -> ApiResult<()> {
+        let operator = p.role == visage_governance::Role::Admin
+            && self.operator_org.as_deref() == Some(p.org.name.as_str());
+        if operator {
+            return Ok(());
+        }
+        let d = operator_only_refusal(what);
+        self.append(AuditEvent::decision(p, action, &d))?;
+        Err(ApiError::denied(&d))
     }
 
     fn audit(&self) -> PgAudit<'_> {
@@ -265,6 +284,8 @@ pub fn router(st: ClusterState) -> Router {
         .route("/v1/faces/{id}/thumbnail", get(get_thumbnail))
         .route("/v1/audit", get(audit_records))
         .route("/v1/audit/verify", get(audit_verify))
+        .route("/v1/audit/export", get(audit_export))
+        .route("/v1/orgs/{id}", axum::routing::patch(update_org))
         .route_layer(middleware::from_fn_with_state(st.clone(), authenticate));
     // Probe videos: uploads up to VIDEO_BODY_LIMIT and the long timeout, as embedded.
     let video = Router::new()
@@ -734,8 +755,8 @@ async fn delete_face(
 }
 
 /// `GET /v1/audit`: the caller's organisation's audit records in seq order (action
-/// `read_audit`), paged like the embedded API. The whole log, every organisation's records,
-/// is for `visage cluster audit-export` on the command line.
+/// `read_audit`), paged like the embedded API. The whole log, every organisation's records:
+/// `GET /v1/audit/export` (operator) or `visage cluster audit-export`.
 async fn audit_records(
     State(st): State<ClusterState>,
     Extension(who): Extension<KeyIdentity>,
@@ -750,6 +771,58 @@ async fn audit_records(
             &|from| audit.records(from.., 1000).map_err(storage),
             &|| Ok(audit.head().map_err(storage)?.map(|(h, _)| h)),
             &|r| r.org_id == Some(org),
+        )?))
+    })
+    .await
+}
+
+/// `GET /v1/audit/export`: the whole log as JSON lines with its signed checkpoints (the
+/// `visage cluster audit-export` format, verifiable offline with `visage audit verify
+/// --file`), for administrators of the operator organisation (action `read_audit`); the
+/// export is audited after it is taken.
+async fn audit_export(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+) -> ApiResult<Response> {
+    let bytes = on_pool(&st, move |st| {
+        let (p, d) = st.authorize(&who, Action::ReadAudit, &AuthzContext::default(), |ev| ev)?;
+        st.operator_only(&p, Action::ReadAudit, "export the whole audit log")?;
+        let mut buf = Vec::new();
+        let summary = st.audit().export_jsonl(&mut buf, ..).map_err(storage)?;
+        st.append(
+            AuditEvent::decision(&p, Action::ReadAudit, &d).details(json!({"export": summary})),
+        )?;
+        Ok(buf)
+    })
+    .await?;
+    Ok(audit_export_response(bytes))
+}
+
+/// `PATCH /v1/orgs/{id}`: an organisation's status, trial expiry or search quota (the
+/// embedded body, `OrgUpdate`), for administrators of the operator organisation (action
+/// `manage_accounts`); audited as `update_org` with the change.
+async fn update_org(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    UrlPath(raw): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<visage_governance::Organisation>> {
+    let id = int_id(&raw, "organisation")?;
+    let update: visage_governance::OrgUpdate = crate::input::json(&body)?;
+    on_pool(&st, move |st| {
+        let (p, _) = st.authorize(
+            &who,
+            Action::ManageAccounts,
+            &AuthzContext::default(),
+            |ev| ev,
+        )?;
+        st.operator_only(&p, Action::ManageAccounts, "change organisations")?;
+        Ok(Json(gov::update_org(
+            st.store.pool(),
+            &st.audit(),
+            &Actor::from(&p),
+            id,
+            &update,
         )?))
     })
     .await

@@ -31,13 +31,33 @@ fn operator_only(st: &AppState, p: &Principal, action: Action, what: &str) -> Ap
     if is_operator(st, p) {
         return Ok(());
     }
-    let d = Decision {
+    let d = operator_only_refusal(what);
+    st.gov.append(AuditEvent::decision(p, action, &d))?;
+    Err(ApiError::denied(&d))
+}
+
+/// The refusal of an action reserved to the operator organisation's administrators.
+pub(crate) fn operator_only_refusal(what: &str) -> Decision {
+    Decision {
         allowed: false,
         rule: "builtin:operator_only".into(),
         reason: format!("only administrators of the operator organisation may {what}"),
-    };
-    st.gov.append(AuditEvent::decision(p, action, &d))?;
-    Err(ApiError::denied(&d))
+    }
+}
+
+/// The audit log export as a download (`visage-audit.jsonl`).
+pub(crate) fn audit_export_response(bytes: Vec<u8>) -> Response {
+    let mut res = bytes.into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"visage-audit.jsonl\""),
+    );
+    res
 }
 
 // ---- faces -----------------------------------------------------------------------------------
@@ -387,17 +407,7 @@ pub(crate) async fn audit_export(State(st): State<AppState>, Auth(p): Auth) -> A
         Ok(buf)
     })
     .await?;
-    let mut res = bytes.into_response();
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    h.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"visage-audit.jsonl\""),
-    );
-    Ok(res)
+    Ok(audit_export_response(bytes))
 }
 
 // ---- organisations ---------------------------------------------------------------------------

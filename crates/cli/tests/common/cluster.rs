@@ -112,6 +112,11 @@ pub fn call(method: &str, url: &str, key: &str, body: Option<&Value>) -> (u16, V
     let mut resp = match (method, body) {
         ("GET", _) => agent.get(url).header("Authorization", &auth).call(),
         ("DELETE", _) => agent.delete(url).header("Authorization", &auth).call(),
+        ("PATCH", Some(b)) => agent
+            .patch(url)
+            .header("Authorization", &auth)
+            .content_type("application/json")
+            .send(b.to_string()),
         (_, Some(b)) => agent
             .post(url)
             .header("Authorization", &auth)
@@ -260,4 +265,20 @@ pub fn audit_export(config: &Path, out: &Path) -> String {
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(o.status.success(), "{err}");
     err.rsplit("public key ").next().unwrap().trim().to_string()
+}
+
+/// `visage audit verify --file FILE --public-key KEY` must succeed (an export checked offline).
+pub fn verify_offline(file: &Path, public_key: &str) {
+    let out = visage()
+        .args(["audit", "verify", "--file"])
+        .arg(file)
+        .args(["--public-key", public_key])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "offline verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
