@@ -526,6 +526,37 @@ fn operator_actions(config: &Path, a: &str, investigator: &str, auditor: &str) {
     assert_eq!(stored["search_quota"], 5, "{stored}");
     assert_eq!(stored["status"], "active", "{stored}");
 
+    // Organisations over HTTP: the operator's administrators create and see them all,
+    // another organisation's administrator sees only its own.
+    let orgs_url = format!("{a}/v1/orgs");
+    let archive = serde_json::json!({"name": "archive", "kind": "research",
+        "jurisdiction": "de", "status": "active"});
+    let (st, e) = call("POST", &orgs_url, &press_admin, Some(&archive));
+    assert_eq!(st, 403, "{e}");
+    let (st, org) = call("POST", &orgs_url, &admin, Some(&archive));
+    assert_eq!(
+        (st, org["jurisdiction"].as_str()),
+        (201, Some("DE")),
+        "{org}"
+    );
+    let (st, e) = call("POST", &orgs_url, &admin, Some(&archive));
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{e}"
+    );
+    let names = |key: &str| -> Vec<String> {
+        let (st, v) = call("GET", &orgs_url, key, None);
+        assert_eq!(st, 200, "{v}");
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&admin), ["agency", "press", "archive"]);
+    assert_eq!(names(&press_admin), ["press"]);
+
     let export = format!("{a}/v1/audit/export");
     for (who, code) in [(investigator, 403), (auditor, 403), (&press_admin, 403)] {
         let (st, e) = call("GET", &export, who, None);
@@ -568,8 +599,13 @@ fn operator_actions(config: &Path, a: &str, investigator: &str, auditor: &str) {
     assert_eq!(count("update_org", true, ""), 1, "{actions:?}");
     assert_eq!(
         count("manage_accounts", false, "builtin:operator_only"),
-        1,
-        "{actions:?}"
+        2,
+        "the press administrator's change and creation: {actions:?}"
+    );
+    assert_eq!(
+        count("create_org", true, ""),
+        3,
+        "two on the command line, one over HTTP"
     );
     assert_eq!(
         count("read_audit", false, "builtin:operator_only"),

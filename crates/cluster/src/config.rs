@@ -26,7 +26,7 @@ pub struct ClusterConfig {
     #[serde(default)]
     pub policy_file: Option<PathBuf>,
     /// The organisation that runs the deployment (`visage cluster add-org`): its
-    /// administrators' keys may change other organisations (`PATCH /v1/orgs/{id}`) and
+    /// administrators' keys may create, list and change organisations (`/v1/orgs`) and
     /// export the whole audit log (`GET /v1/audit/export`), as the embedded server's
     /// operator organisation. Absent: nobody may, over HTTP.
     #[serde(default)]

@@ -41,6 +41,14 @@ fn bad(what: &str, v: &str) -> GovError {
     internal(anyhow::anyhow!("unknown {what} {v:?} in the database"))
 }
 
+/// A search quota as PostgreSQL's BIGINT (one past its range is refused, not wrapped).
+fn quota_sql(q: Option<u64>) -> Result<Option<i64>> {
+    q.map(|q| {
+        i64::try_from(q).map_err(|_| GovError::Invalid(format!("search_quota {q} is too large")))
+    })
+    .transpose()
+}
+
 /// The organisation whose columns start at `at` ([`ORG_COLS`] order).
 pub fn org_from_row(r: &Row, at: usize) -> anyhow::Result<Organisation> {
     let kind: String = r.get(at + 2);
@@ -78,7 +86,7 @@ fn case_from_row(r: &Row) -> Result<Case> {
 /// as `create_org` in the same transaction.
 pub fn create_org(pool: &Pool, audit: &PgAudit, by: &Actor, new: &NewOrg) -> Result<Organisation> {
     let new = new.validated()?;
-    let quota = new.search_quota.map(|q| q as i64);
+    let quota = quota_sql(new.search_quota)?;
     let mut c = pool.get().map_err(internal)?;
     let mut tx = c.transaction().map_err(internal)?;
     let row = tx
@@ -194,13 +202,7 @@ pub fn update_org(
         .ok_or_else(|| GovError::NotFound(format!("no organisation {id}")))?;
     let mut org = org_from_row(&row, 0)?;
     update.apply(&mut org)?;
-    let quota = org
-        .search_quota
-        .map(|q| {
-            i64::try_from(q)
-                .map_err(|_| GovError::Invalid(format!("search_quota {q} is too large")))
-        })
-        .transpose()?;
+    let quota = quota_sql(org.search_quota)?;
     tx.execute(
         "UPDATE organisation SET status = $2, trial_expires_at = $3, search_quota = $4 \
          WHERE id = $1",

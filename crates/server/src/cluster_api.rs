@@ -12,7 +12,8 @@
 //! (open, list, show, close, report as JSON or HTML), photo and video search, search by
 //! stored face, 1:1 verification, faces (read, thumbnail, delete), the organisation's audit
 //! records, the log's verification and (for the operator organisation's administrators,
-//! `operator_org` in the config) its export and organisation changes, erasure by source,
+//! `operator_org` in the config) its export and organisations (list, create, change; others
+//! see their own), erasure by source,
 //! subject or jurisdiction with a signed receipt, and the public opt-out, access and
 //! request-status endpoints, all with the embedded API's bodies, answers and audit records
 //! (receipts and public requests: `visage_cluster::receipts`). Not yet (docs/CLUSTER.md,
@@ -125,12 +126,29 @@ impl ClusterState {
         })))
     }
 
+    /// `authorize`, then `operator_only`: an action reserved to the operator organisation's
+    /// administrators (`what` says which, in the refusal).
+    fn authorize_operator(
+        &self,
+        who: &KeyIdentity,
+        action: Action,
+        what: &str,
+    ) -> ApiResult<(Principal, Decision)> {
+        let (p, d) = self.authorize(who, action, &AuthzContext::default(), |ev| ev)?;
+        self.operator_only(&p, action, what)?;
+        Ok((p, d))
+    }
+
+    /// Whether `p` is an administrator of the operator organisation (`operator_org`).
+    fn is_operator(&self, p: &Principal) -> bool {
+        p.role == visage_governance::Role::Admin
+            && self.operator_org.as_deref() == Some(p.org.name.as_str())
+    }
+
     /// Lets `p` go on only when it is an administrator of the operator organisation (the
     /// config's `operator_org`); otherwise the refusal is recorded and answered 403.
     fn operator_only(&self, p: &Principal, action: Action, what: &str) -> ApiResult<()> {
-        let operator = p.role == visage_governance::Role::Admin
-            && self.operator_org.as_deref() == Some(p.org.name.as_str());
-        if operator {
+        if self.is_operator(p) {
             return Ok(());
         }
         let d = operator_only_refusal(what);
@@ -285,6 +303,7 @@ pub fn router(st: ClusterState) -> Router {
         .route("/v1/audit", get(audit_records))
         .route("/v1/audit/verify", get(audit_verify))
         .route("/v1/audit/export", get(audit_export))
+        .route("/v1/orgs", get(list_orgs).post(create_org))
         .route("/v1/orgs/{id}", axum::routing::patch(update_org))
         .route_layer(middleware::from_fn_with_state(st.clone(), authenticate));
     // Probe videos: uploads up to VIDEO_BODY_LIMIT and the long timeout, as embedded.
@@ -785,8 +804,8 @@ async fn audit_export(
     Extension(who): Extension<KeyIdentity>,
 ) -> ApiResult<Response> {
     let bytes = on_pool(&st, move |st| {
-        let (p, d) = st.authorize(&who, Action::ReadAudit, &AuthzContext::default(), |ev| ev)?;
-        st.operator_only(&p, Action::ReadAudit, "export the whole audit log")?;
+        let (p, d) =
+            st.authorize_operator(&who, Action::ReadAudit, "export the whole audit log")?;
         let mut buf = Vec::new();
         let summary = st.audit().export_jsonl(&mut buf, ..).map_err(storage)?;
         st.append(
@@ -796,6 +815,43 @@ async fn audit_export(
     })
     .await?;
     Ok(audit_export_response(bytes))
+}
+
+/// `GET /v1/orgs` (action `manage_accounts`): every organisation for the operator
+/// organisation's administrators, the caller's own for anyone else.
+async fn list_orgs(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+) -> ApiResult<Json<Vec<visage_governance::Organisation>>> {
+    on_pool(&st, move |st| {
+        let (p, _) = st.authorize(
+            &who,
+            Action::ManageAccounts,
+            &AuthzContext::default(),
+            |ev| ev,
+        )?;
+        if st.is_operator(&p) {
+            return Ok(Json(gov::orgs(st.store.pool())?));
+        }
+        Ok(Json(vec![gov::get_org(st.store.pool(), p.org.id)?]))
+    })
+    .await
+}
+
+/// `POST /v1/orgs`: a new organisation (the embedded body, `NewOrg`), for administrators of
+/// the operator organisation; audited as `create_org` in the same transaction.
+async fn create_org(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let new: visage_governance::NewOrg = crate::input::json(&body)?;
+    on_pool(&st, move |st| {
+        let (p, _) = st.authorize_operator(&who, Action::ManageAccounts, "create organisations")?;
+        let org = gov::create_org(st.store.pool(), &st.audit(), &Actor::from(&p), &new)?;
+        Ok((StatusCode::CREATED, Json(org)).into_response())
+    })
+    .await
 }
 
 /// `PATCH /v1/orgs/{id}`: an organisation's status, trial expiry or search quota (the
@@ -810,13 +866,7 @@ async fn update_org(
     let id = int_id(&raw, "organisation")?;
     let update: visage_governance::OrgUpdate = crate::input::json(&body)?;
     on_pool(&st, move |st| {
-        let (p, _) = st.authorize(
-            &who,
-            Action::ManageAccounts,
-            &AuthzContext::default(),
-            |ev| ev,
-        )?;
-        st.operator_only(&p, Action::ManageAccounts, "change organisations")?;
+        let (p, _) = st.authorize_operator(&who, Action::ManageAccounts, "change organisations")?;
         Ok(Json(gov::update_org(
             st.store.pool(),
             &st.audit(),
