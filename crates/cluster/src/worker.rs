@@ -243,7 +243,6 @@ fn process(
 ) -> Result<Option<ItemResult>> {
     let mut r = ItemResult::default();
     let mut stored_new = 0usize;
-    let mut units_failed = 0usize;
     let mut stopped = false;
     // Units are analysed against the job's opt-out list; one that grew since is loaded into
     // `fresh` and checked again at store time.
@@ -253,10 +252,7 @@ fn process(
         r.units += 1;
         match unit {
             ItemOutcome::Known => r.units_known += 1,
-            ItemOutcome::Failed(f) => {
-                units_failed += 1;
-                r.failures.push(f);
-            }
+            ItemOutcome::Failed(f) => r.failures.push(f),
             ItemOutcome::Image(img, _rejected) => {
                 match store_checked(store, p, analysed, &mut fresh, *img)? {
                     Some(faces) => {
@@ -328,8 +324,11 @@ fn process(
                 f.message.clone()
             } else {
                 format!(
-                    "{units_failed} of {} entries failed; first: {}: {}",
-                    r.units, f.location, f.message
+                    "{} of {} entries failed; first: {}: {}",
+                    r.failures.len(),
+                    r.units,
+                    f.location,
+                    f.message
                 )
             });
         }

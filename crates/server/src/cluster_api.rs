@@ -55,7 +55,8 @@ use crate::public::{
 };
 use crate::search::{
     add_audit_id, ctx, pipeline_calibration, read_face_search, read_photo_search, read_verify,
-    read_video_search, run_photo_search, run_verify, search_by_face_in, VIDEO_BODY_LIMIT,
+    read_video_search, run_photo_search, run_verify, search_by_face_in, CaseRequest,
+    VIDEO_BODY_LIMIT,
 };
 use crate::{ApiError, ApiResult, BODY_LIMIT};
 use visage_engine::optout;
@@ -167,21 +168,6 @@ impl ClusterState {
     /// The policy's decision for this key, with the cluster's facts; a refusal is recorded
     /// (shaped by `shape`) and answered 403 with its code. A key without an organisation is
     /// refused everything (403 `no_organisation`).
-    /// `authorize` for an action under a case (searches, verifications): the principal,
-    /// the decision and the case (an allowed decision always names one).
-    fn authorize_case(
-        &self,
-        who: &KeyIdentity,
-        action: Action,
-        case_id: Option<i64>,
-        purpose: Option<String>,
-        shape: impl FnOnce(AuditEvent) -> AuditEvent,
-    ) -> ApiResult<(Principal, Decision, i64)> {
-        let (p, d) = self.authorize(who, action, &ctx(case_id, purpose), shape)?;
-        let case_id = case_id.expect("authorised actions under a case carry one");
-        Ok((p, d, case_id))
-    }
-
     fn authorize(
         &self,
         who: &KeyIdentity,
@@ -599,6 +585,34 @@ async fn close_case(
 
 // ---- search ----------------------------------------------------------------------------------
 
+/// Decides, runs and records a request under a case on the cluster API (the embedded API's
+/// `search::under_case`, with the cluster's policy facts and audit log): the decision (a
+/// refusal recorded), the policy's excluded jurisdictions, `run`, then the record whether
+/// `run` answered or failed.
+async fn under_case<Q: CaseRequest>(
+    st: &ClusterState,
+    who: KeyIdentity,
+    mut q: Q,
+    run: impl FnOnce(&ClusterState, &Q) -> ApiResult<Q::Out> + Send + 'static,
+) -> ApiResult<Response> {
+    on_pool(st, move |st| {
+        let (p, d) = st.authorize(
+            &who,
+            Q::ACTION,
+            &ctx(q.case_id(), q.purpose()),
+            q.refusal_shape(),
+        )?;
+        let case_id = q
+            .case_id()
+            .expect("authorised actions under a case carry one");
+        q.exclude_jurisdictions(st.policy.data.excluded_codes());
+        let res = run(st, &q);
+        let audit_id = st.append(q.record(&p, &d, case_id, &res))?;
+        add_audit_id(Q::answer(res?), case_id, audit_id)
+    })
+    .await
+}
+
 /// `POST /v1/search`: the embedded API's photo search (same body, same answer, same audit
 /// record) over the cluster's store.
 async fn search(
@@ -606,25 +620,10 @@ async fn search(
     Extension(who): Extension<KeyIdentity>,
     req: Request,
 ) -> ApiResult<Response> {
-    let mut q = read_photo_search(req).await?;
-    on_pool(&st, move |st| {
-        let (p, d, case_id) = st.authorize_case(
-            &who,
-            Action::Search,
-            q.case_id,
-            q.purpose.clone(),
-            q.refusal_shape(),
-        )?;
-        q.opts
-            .filter
-            .exclude_jurisdictions
-            .extend(st.policy.data.excluded_codes());
-        let res = {
-            let pipeline = st.lock_pipeline()?;
-            run_photo_search(&st.store, &pipeline, &q.image, &q.opts)
-        };
-        let audit_id = st.append(q.record(&p, &d, case_id, &res))?;
-        add_audit_id(res?, case_id, audit_id)
+    let q = read_photo_search(req).await?;
+    under_case(&st, who, q, |st, q| {
+        let pipeline = st.lock_pipeline()?;
+        run_photo_search(&st.store, &pipeline, &q.image, &q.opts)
     })
     .await
 }
@@ -637,28 +636,8 @@ async fn search_video(
     Extension(who): Extension<KeyIdentity>,
     req: Request,
 ) -> ApiResult<Response> {
-    let mut q = read_video_search(req, &std::env::temp_dir().join("visage-probes")).await?;
-    on_pool(&st, move |st| {
-        let (p, d, case_id) = st.authorize_case(
-            &who,
-            Action::Search,
-            q.case_id,
-            q.purpose.clone(),
-            q.refusal_shape(),
-        )?;
-        q.opts
-            .search
-            .filter
-            .exclude_jurisdictions
-            .extend(st.policy.data.excluded_codes());
-        let res = {
-            let pipeline = st.lock_pipeline()?;
-            q.run(&st.store, &pipeline)
-        };
-        let audit_id = st.append(q.record(&p, &d, case_id, &res))?;
-        add_audit_id(res?.1, case_id, audit_id)
-    })
-    .await
+    let q = read_video_search(req, &std::env::temp_dir().join("visage-probes")).await?;
+    under_case(&st, who, q, |st, q| q.run(&st.store, &*st.lock_pipeline()?)).await
 }
 
 /// `POST /v1/verify`: the embedded API's 1:1 verification, audited in the cluster's log.
@@ -668,17 +647,8 @@ async fn verify(
     req: Request,
 ) -> ApiResult<Response> {
     let q = read_verify(req).await?;
-    on_pool(&st, move |st| {
-        let (p, d, case_id) = st.authorize_case(
-            &who,
-            Action::Verify,
-            q.case_id,
-            q.purpose.clone(),
-            q.refusal_shape(),
-        )?;
-        let res = run_verify(&*st.lock_pipeline()?, &q.a, &q.b);
-        let audit_id = st.append(q.record(&p, &d, case_id, &res))?;
-        add_audit_id(res?, case_id, audit_id)
+    under_case(&st, who, q, |st, q| {
+        run_verify(&*st.lock_pipeline()?, &q.a, &q.b)
     })
     .await
 }
@@ -692,22 +662,13 @@ async fn search_face(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let q = read_face_search(&raw, &body)?;
-    on_pool(&st, move |st| {
-        let (p, d, case_id) = st.authorize_case(
-            &who,
-            Action::Search,
-            q.j.case_id,
-            q.j.purpose.clone(),
-            q.refusal_shape(),
-        )?;
-        let res = search_by_face_in(
+    under_case(&st, who, q, |st, q| {
+        search_by_face_in(
             &st.store,
             &st.policy,
             &|pack| pipeline_calibration(&st.pipeline, pack),
             q.args(),
-        );
-        let audit_id = st.append(q.record(&p, &d, case_id, &res))?;
-        add_audit_id(res?, case_id, audit_id)
+        )
     })
     .await
 }

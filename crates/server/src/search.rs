@@ -328,6 +328,63 @@ fn no_face(which: &str) -> ApiError {
     )
 }
 
+/// A request made under a case, on either API (photo, video and stored-face search,
+/// 1:1 verification): what the policy decides on, and how its refusal, its record and its
+/// answer are made. [`under_case`] (and the cluster API's own) runs one.
+pub(crate) trait CaseRequest: Send + 'static {
+    /// What running the request gives.
+    type Out;
+    /// The action the policy decides.
+    const ACTION: Action;
+    /// The request's label in the metrics.
+    const KIND: &'static str;
+    fn case_id(&self) -> Option<i64>;
+    fn purpose(&self) -> Option<String>;
+    /// Adds the policy's excluded jurisdictions to a search's filters (others ignore them).
+    fn exclude_jurisdictions(&mut self, _codes: Vec<String>) {}
+    /// Shapes the record of a refusal with the request's details.
+    fn refusal_shape(&self) -> impl FnOnce(AuditEvent) -> AuditEvent + Send + 'static;
+    /// The record of the authorised request, answered or failed.
+    fn record(
+        &self,
+        p: &Principal,
+        d: &visage_governance::Decision,
+        case_id: i64,
+        res: &ApiResult<Self::Out>,
+    ) -> AuditEvent;
+    /// The answer's body (the record's seq and the case are added to it).
+    fn answer(out: Self::Out) -> impl Serialize;
+}
+
+/// Decides, runs and records a request under a case on the embedded API: the policy's
+/// decision (a refusal recorded), the policy's excluded jurisdictions, `run` on the blocking
+/// pool, then the record (whether `run` answered or failed) and the metrics.
+async fn under_case<Q: CaseRequest>(
+    st: AppState,
+    p: Principal,
+    mut q: Q,
+    run: impl FnOnce(&AppState, &Q) -> ApiResult<Q::Out> + Send + 'static,
+) -> ApiResult<Response> {
+    let d = authorize_with(
+        &st,
+        &p,
+        Q::ACTION,
+        &ctx(q.case_id(), q.purpose()),
+        q.refusal_shape(),
+    )?;
+    let case_id = q
+        .case_id()
+        .expect("authorised actions under a case carry one");
+    q.exclude_jurisdictions(st.excluded_jurisdictions());
+    blocking(&st, move |st| {
+        let res = run(st, &q);
+        let audit_id = st.gov.append(q.record(&p, &d, case_id, &res))?.seq;
+        st.metrics.search(Q::KIND, res.is_ok());
+        add_audit_id(Q::answer(res?), case_id, audit_id)
+    })
+    .await
+}
+
 pub(crate) fn add_audit_id(v: impl Serialize, case_id: i64, audit_id: u64) -> ApiResult<Response> {
     let mut v = serde_json::to_value(v).map_err(|e| ApiError::internal(e.into()))?;
     if let serde_json::Value::Object(m) = &mut v {
@@ -368,28 +425,10 @@ pub(crate) async fn search(
     Auth(p): Auth,
     req: Request,
 ) -> ApiResult<Response> {
-    let mut q = read_photo_search(req).await?;
-    let d = authorize_with(
-        &st,
-        &p,
-        Action::Search,
-        &ctx(q.case_id, q.purpose.clone()),
-        q.refusal_shape(),
-    )?;
-    let case_id = q.case_id.expect("authorised searches carry a case");
-    q.opts
-        .filter
-        .exclude_jurisdictions
-        .extend(st.excluded_jurisdictions());
-    blocking(&st, move |st| {
-        let res = {
-            let pipeline = lock_pipeline(st)?;
-            run_photo_search(&st.gallery, &pipeline, &q.image, &q.opts)
-        };
-        let ev = q.record(&p, &d, case_id, &res);
-        let audit_id = st.gov.append(ev)?.seq;
-        st.metrics.search("photo", res.is_ok());
-        add_audit_id(res?, case_id, audit_id)
+    let q = read_photo_search(req).await?;
+    under_case(st, p, q, |st, q| {
+        let pipeline = lock_pipeline(st)?;
+        run_photo_search(&st.gallery, &pipeline, &q.image, &q.opts)
     })
     .await
 }
@@ -450,20 +489,36 @@ pub(crate) async fn read_photo_search(req: Request) -> ApiResult<PhotoSearch> {
     })
 }
 
-impl PhotoSearch {
+impl CaseRequest for PhotoSearch {
+    type Out = visage_engine::SearchResult;
+    const ACTION: Action = Action::Search;
+    const KIND: &'static str = "photo";
+
+    fn case_id(&self) -> Option<i64> {
+        self.case_id
+    }
+
+    fn purpose(&self) -> Option<String> {
+        self.purpose.clone()
+    }
+
+    fn exclude_jurisdictions(&mut self, codes: Vec<String>) {
+        self.opts.filter.exclude_jurisdictions.extend(codes);
+    }
+
     /// Shapes the record of a refused search: the probe's hash and the request's details.
-    pub(crate) fn refusal_shape(&self) -> impl FnOnce(AuditEvent) -> AuditEvent {
+    fn refusal_shape(&self) -> impl FnOnce(AuditEvent) -> AuditEvent + Send + 'static {
         shape_refusal(Some(self.probe_sha.clone()), self.details.clone())
     }
 
     /// The record of an authorised search, made or failed: the returned face ids, the pack
     /// or the error's code.
-    pub(crate) fn record(
+    fn record(
         &self,
         p: &Principal,
         d: &visage_governance::Decision,
         case_id: i64,
-        res: &ApiResult<visage_engine::SearchResult>,
+        res: &ApiResult<Self::Out>,
     ) -> AuditEvent {
         let mut details = self.details.clone();
         let faces: Vec<i64> = match res {
@@ -488,6 +543,10 @@ impl PhotoSearch {
             details,
             Some(&self.probe_sha),
         )
+    }
+
+    fn answer(out: Self::Out) -> impl Serialize {
+        out
     }
 }
 
@@ -703,24 +762,13 @@ pub(crate) async fn search_face(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let q = read_face_search(&raw, &body)?;
-    let d = authorize_with(
-        &st,
-        &p,
-        Action::Search,
-        &ctx(q.j.case_id, q.j.purpose.clone()),
-        q.refusal_shape(),
-    )?;
-    let case_id = q.j.case_id.expect("authorised searches carry a case");
-    blocking(&st, move |st| {
-        let res = search_by_face_in(
+    under_case(st, p, q, |st, q| {
+        search_by_face_in(
             &st.gallery,
             &st.gov.policy(),
             &|pack| pipeline_calibration(&st.pipeline, pack),
             q.args(),
-        );
-        let audit_id = st.gov.append(q.record(&p, &d, case_id, &res))?.seq;
-        st.metrics.search("face", res.is_ok());
-        add_audit_id(res?, case_id, audit_id)
+        )
     })
     .await
 }
@@ -748,11 +796,6 @@ pub(crate) fn read_face_search(raw_id: &str, body: &[u8]) -> ApiResult<FaceSearc
 }
 
 impl FaceSearch {
-    /// Adds the request's details to a refusal's record.
-    pub(crate) fn refusal_shape(&self) -> impl FnOnce(AuditEvent) -> AuditEvent {
-        shape_refusal(None, self.details.clone())
-    }
-
     pub(crate) fn args(&self) -> FaceSearchArgs<'_> {
         FaceSearchArgs {
             id: self.id,
@@ -762,14 +805,33 @@ impl FaceSearch {
             collection: self.j.collection.as_deref(),
         }
     }
+}
+
+impl CaseRequest for FaceSearch {
+    type Out = FaceSearchResult;
+    const ACTION: Action = Action::Search;
+    const KIND: &'static str = "face";
+
+    fn case_id(&self) -> Option<i64> {
+        self.j.case_id
+    }
+
+    fn purpose(&self) -> Option<String> {
+        self.j.purpose.clone()
+    }
+
+    /// Adds the request's details to a refusal's record.
+    fn refusal_shape(&self) -> impl FnOnce(AuditEvent) -> AuditEvent + Send + 'static {
+        shape_refusal(None, self.details.clone())
+    }
 
     /// The audit record of the authorised search: returned face ids, or the error's code.
-    pub(crate) fn record(
+    fn record(
         &self,
         p: &Principal,
         d: &visage_governance::Decision,
         case_id: i64,
-        res: &ApiResult<FaceSearchResult>,
+        res: &ApiResult<Self::Out>,
     ) -> AuditEvent {
         let mut details = self.details.clone();
         let faces: Vec<i64> = match res {
@@ -780,6 +842,10 @@ impl FaceSearch {
             }
         };
         search_event(p, Action::Search, d, case_id, &faces, details, None)
+    }
+
+    fn answer(out: Self::Out) -> impl Serialize {
+        out
     }
 }
 
@@ -882,19 +948,8 @@ pub(crate) async fn verify(
     req: Request,
 ) -> ApiResult<Response> {
     let q = read_verify(req).await?;
-    let d = authorize_with(
-        &st,
-        &p,
-        Action::Verify,
-        &ctx(q.case_id, q.purpose.clone()),
-        q.refusal_shape(),
-    )?;
-    let case_id = q.case_id.expect("authorised verifications carry a case");
-    blocking(&st, move |st| {
-        let res = run_verify(&*lock_pipeline(st)?, &q.a, &q.b);
-        let audit_id = st.gov.append(q.record(&p, &d, case_id, &res))?.seq;
-        st.metrics.search("verify", res.is_ok());
-        add_audit_id(res?, case_id, audit_id)
+    under_case(st, p, q, |st, q| {
+        run_verify(&*lock_pipeline(st)?, &q.a, &q.b)
     })
     .await
 }
@@ -932,19 +987,31 @@ pub(crate) async fn read_verify(req: Request) -> ApiResult<VerifyRequest> {
     })
 }
 
-impl VerifyRequest {
+impl CaseRequest for VerifyRequest {
+    type Out = VerifyResult;
+    const ACTION: Action = Action::Verify;
+    const KIND: &'static str = "verify";
+
+    fn case_id(&self) -> Option<i64> {
+        self.case_id
+    }
+
+    fn purpose(&self) -> Option<String> {
+        self.purpose.clone()
+    }
+
     /// Shapes the record of a refused verification: `a`'s hash, `b`'s in the details.
-    pub(crate) fn refusal_shape(&self) -> impl FnOnce(AuditEvent) -> AuditEvent {
+    fn refusal_shape(&self) -> impl FnOnce(AuditEvent) -> AuditEvent + Send + 'static {
         shape_refusal(Some(self.sha_a.clone()), self.details.clone())
     }
 
     /// The record of an authorised verification: similarity and decision, or the error.
-    pub(crate) fn record(
+    fn record(
         &self,
         p: &Principal,
         d: &visage_governance::Decision,
         case_id: i64,
-        res: &ApiResult<VerifyResult>,
+        res: &ApiResult<Self::Out>,
     ) -> AuditEvent {
         let mut details = self.details.clone();
         match res {
@@ -963,6 +1030,10 @@ impl VerifyRequest {
             details,
             Some(&self.sha_a),
         )
+    }
+
+    fn answer(out: Self::Out) -> impl Serialize {
+        out
     }
 }
 
@@ -1223,30 +1294,7 @@ pub(crate) async fn search_video(
     req: Request,
 ) -> ApiResult<Response> {
     let q = read_video_search(req, &st.gallery.dir().join("tmp")).await?;
-    let d = authorize_with(
-        &st,
-        &p,
-        Action::Search,
-        &ctx(q.case_id, q.purpose.clone()),
-        q.refusal_shape(),
-    )?;
-    let mut q = q;
-    q.opts
-        .search
-        .filter
-        .exclude_jurisdictions
-        .extend(st.excluded_jurisdictions());
-    blocking(&st, move |st| {
-        let case_id = q.case_id.expect("authorised searches carry a case");
-        let res = {
-            let pipeline = lock_pipeline(st)?;
-            q.run(&st.gallery, &pipeline)
-        };
-        let audit_id = st.gov.append(q.record(&p, &d, case_id, &res))?.seq;
-        st.metrics.search("video", res.is_ok());
-        add_audit_id(res?.1, case_id, audit_id)
-    })
-    .await
+    under_case(st, p, q, |st, q| q.run(&st.gallery, &*lock_pipeline(st)?)).await
 }
 
 /// A probe video upload, read and checked (`POST /v1/search/video` on either API). The clip
@@ -1337,11 +1385,6 @@ pub(crate) async fn read_video_search(req: Request, tmp_dir: &Path) -> ApiResult
 }
 
 impl VideoSearch {
-    /// Shapes the record of a refused search: the video's SHA-256 and the request's details.
-    pub(crate) fn refusal_shape(&self) -> impl FnOnce(AuditEvent) -> AuditEvent {
-        shape_refusal(Some(self.video_sha.clone()), self.details.clone())
-    }
-
     /// Runs the search in `store`: the answer (tracks with their hits), or the error.
     pub(crate) fn run(
         &self,
@@ -1352,15 +1395,38 @@ impl VideoSearch {
         let v = video_response(&r, &self.tmp.0)?;
         Ok((r, v))
     }
+}
+
+impl CaseRequest for VideoSearch {
+    type Out = (VideoSearchResult, serde_json::Value);
+    const ACTION: Action = Action::Search;
+    const KIND: &'static str = "video";
+
+    fn case_id(&self) -> Option<i64> {
+        self.case_id
+    }
+
+    fn purpose(&self) -> Option<String> {
+        self.purpose.clone()
+    }
+
+    fn exclude_jurisdictions(&mut self, codes: Vec<String>) {
+        self.opts.search.filter.exclude_jurisdictions.extend(codes);
+    }
+
+    /// Shapes the record of a refused search: the video's SHA-256 and the request's details.
+    fn refusal_shape(&self) -> impl FnOnce(AuditEvent) -> AuditEvent + Send + 'static {
+        shape_refusal(Some(self.video_sha.clone()), self.details.clone())
+    }
 
     /// The record of an authorised search, made or failed: the returned face ids, tracks and
     /// frames, or the error's code.
-    pub(crate) fn record(
+    fn record(
         &self,
         p: &Principal,
         d: &visage_governance::Decision,
         case_id: i64,
-        res: &ApiResult<(VideoSearchResult, serde_json::Value)>,
+        res: &ApiResult<Self::Out>,
     ) -> AuditEvent {
         let mut details = self.details.clone();
         let mut faces: Vec<i64> = Vec::new();
@@ -1392,6 +1458,10 @@ impl VideoSearch {
             details,
             Some(&self.video_sha),
         )
+    }
+
+    fn answer(out: Self::Out) -> impl Serialize {
+        out.1
     }
 }
 
