@@ -82,17 +82,7 @@ fn two_servers_two_workers_one_killed_match_embedded() {
     let config = write_config(tmp.path(), &url, &s3cfg, "lfwkill");
     // Every record the audit log must hold at the end, counted as they are made.
     let mut audited = 0u64;
-    let agency = add_org(
-        &config,
-        &[
-            "--name",
-            "agency",
-            "--kind",
-            "law_enforcement",
-            "--jurisdiction",
-            "FR",
-        ],
-    );
+    let agency = add_agency(&config);
     assert_eq!(agency["jurisdiction"], "FR");
     add_org(
         &config,

@@ -140,17 +140,7 @@ fn opt_out_access_and_erasure_over_the_cluster_api() {
     let url = pg.create_database("requests").unwrap();
     let s3cfg = s3.create_bucket("requests").unwrap();
     let config = write_config(&root, &url, &s3cfg, "requests");
-    add_org(
-        &config,
-        &[
-            "--name",
-            "agency",
-            "--kind",
-            "law_enforcement",
-            "--jurisdiction",
-            "FR",
-        ],
-    );
+    add_agency(&config);
     let admin = add_key(&config, "admin", "admin", "agency");
     let investigator = add_key(&config, "inv", "investigator", "agency");
     let dpo = add_key(&config, "dpo", "compliance", "agency");

@@ -7,13 +7,15 @@
 //! - `blobs`: crops, thumbnails and originals in an S3-compatible bucket (`object_store`).
 //! - `qdrant`: the vector index in Qdrant over gRPC, when configured; otherwise `exact`, an
 //!   exact scan over vectors cached from PostgreSQL (small galleries and tests).
-//! - `store`: `ClusterStore`, the `FaceStore` over those three.
+//! - `store`: `ClusterStore`, the `FaceStore` over those three; `catalog`: its `Catalog`
+//!   (collections and subjects for the catalogue endpoints).
 //! - `gov` / `keys` / `audit`: organisations, cases, API keys and the audit log (governance).
 //! - `queue` / `worker`: ingest items claimed with `FOR UPDATE SKIP LOCKED` and a lease.
 //! - `testkit`: starts PostgreSQL and an S3-compatible server on loopback for the tests.
 
 pub mod audit;
 pub mod blobs;
+pub mod catalog;
 pub mod config;
 pub mod gov;
 pub mod keys;

@@ -17,10 +17,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, include_str!("migrations/0004_governance.sql")),
     (5, include_str!("migrations/0005_receipts.sql")),
     (6, include_str!("migrations/0006_ingest_containers.sql")),
+    (7, include_str!("migrations/0007_catalogue.sql")),
 ];
 
 /// Newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// Key of the advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK: i64 = 0x7669_7361_6765_0001;

@@ -22,10 +22,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use qdrant_client::qdrant::{
     point_id::PointIdOptions, vectors_config, Condition, CreateCollectionBuilder,
-    CreateFieldIndexCollectionBuilder, DeleteCollectionBuilder, DeletePointsBuilder, Distance,
-    FieldType, Filter as QFilter, PointId, PointStruct, PointsIdsList, Query, QueryPointsBuilder,
-    Range, ScrollPointsBuilder, SearchParamsBuilder, UpsertPointsBuilder, Value,
-    VectorParamsBuilder,
+    CreateFieldIndexCollectionBuilder, DeleteCollectionBuilder, DeletePayloadPointsBuilder,
+    DeletePointsBuilder, Distance, FieldType, Filter as QFilter, PointId, PointStruct,
+    PointsIdsList, Query, QueryPointsBuilder, Range, ScrollPointsBuilder, SearchParamsBuilder,
+    SetPayloadPointsBuilder, UpsertPointsBuilder, Value, VectorParamsBuilder,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde::{Deserialize, Serialize};
@@ -392,15 +392,58 @@ impl QdrantVectors {
         Ok(())
     }
 
+    /// Point ids of these face ids (`what` and `name` say where, in the error).
+    fn point_ids(&self, face_ids: &[i64], what: &str, name: &str) -> Result<Vec<PointId>> {
+        face_ids
+            .iter()
+            .map(|&id| point_id(id))
+            .collect::<Result<Vec<_>>>()
+            .with_context(|| self.ctx(what, name))
+    }
+
+    /// Sets the `subject_id` payload of these points to `subject` (removes it for `None`),
+    /// waiting until searches see it; ids that are absent are skipped by Qdrant.
+    pub fn set_subject(
+        &self,
+        collection_id: i64,
+        face_ids: &[i64],
+        subject: Option<i64>,
+    ) -> Result<()> {
+        let name = self.collection_name(collection_id);
+        for chunk in face_ids.chunks(DELETE_CHUNK) {
+            let ids = self.point_ids(chunk, "set subject", &name)?;
+            let n = ids.len();
+            let what = format!("setting the subject of {n} points");
+            match subject {
+                Some(s) => {
+                    let mut payload = Payload::new();
+                    payload.insert("subject_id", s);
+                    let req = SetPayloadPointsBuilder::new(name.clone(), payload)
+                        .points_selector(PointsIdsList { ids })
+                        .wait(true)
+                        .build();
+                    self.run(|c| async move { c.set_payload(req).await })
+                        .with_context(|| self.ctx(&what, &name))?;
+                }
+                None => {
+                    let req =
+                        DeletePayloadPointsBuilder::new(name.clone(), vec!["subject_id".into()])
+                            .points_selector(PointsIdsList { ids })
+                            .wait(true)
+                            .build();
+                    self.run(|c| async move { c.delete_payload(req).await })
+                        .with_context(|| self.ctx(&what, &name))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Ok for ids that are absent.
     pub fn delete(&self, collection_id: i64, face_ids: &[i64]) -> Result<()> {
         let name = self.collection_name(collection_id);
         for chunk in face_ids.chunks(DELETE_CHUNK) {
-            let ids = chunk
-                .iter()
-                .map(|&id| point_id(id))
-                .collect::<Result<Vec<_>>>()
-                .with_context(|| self.ctx("delete", &name))?;
+            let ids = self.point_ids(chunk, "delete", &name)?;
             let n = ids.len();
             let req = DeletePointsBuilder::new(name.clone())
                 .points(PointsIdsList { ids })

@@ -31,14 +31,16 @@ use crate::config::ClusterConfig;
 use crate::pg::Pool;
 use crate::qdrant::{QdrantVectors, VectorPoint};
 
-enum Vectors {
+pub(crate) enum Vectors {
     Qdrant(QdrantVectors),
     Exact(RwLock<HashMap<i64, ExactCollection>>),
 }
 
 /// One collection's vectors and filter attributes, mirrored from PostgreSQL.
 #[derive(Default)]
-struct ExactCollection {
+pub(crate) struct ExactCollection {
+    /// The collection's `subjects_gen` the attributes' subjects were read at.
+    subjects_gen: i64,
     ids: Vec<i64>,
     attrs: Vec<Attr>,
     vectors: Vec<f32>,
@@ -69,9 +71,9 @@ fn accepts(f: &Filter, a: &Attr) -> bool {
 }
 
 pub struct ClusterStore {
-    pg: Pool,
+    pub(crate) pg: Pool,
     blobs: S3Blobs,
-    vectors: Vectors,
+    pub(crate) vectors: Vectors,
     /// Qdrant collections known to exist.
     ensured: Mutex<HashSet<i64>>,
 }
@@ -280,8 +282,26 @@ impl ClusterStore {
             .map(|r| r.get(0))
             .collect();
         let live_set: HashSet<i64> = live.iter().copied().collect();
+        let gen: i64 = c
+            .query_one(
+                "SELECT subjects_gen FROM collection WHERE id = $1",
+                &[&collection_id],
+            )?
+            .get(0);
         let mut map = cache.write().unwrap_or_else(|e| e.into_inner());
         let e = map.entry(collection_id).or_default();
+        if e.subjects_gen != gen {
+            // A subject changed on stored faces (catalogue endpoints): re-read them all.
+            for r in c.query(
+                "SELECT id, subject_id FROM face WHERE collection_id = $1",
+                &[&collection_id],
+            )? {
+                if let Some(&p) = e.pos.get(&r.get::<_, i64>(0)) {
+                    e.attrs[p].subject_id = r.get(1);
+                }
+            }
+            e.subjects_gen = gen;
+        }
         // Drop what is gone (swap-remove keeps it O(removed)).
         let gone: Vec<i64> = e
             .ids
@@ -443,6 +463,21 @@ impl ClusterStore {
                 drop(c);
                 self.finish_pending_deletes()?;
                 c = self.pg.get()?;
+                f.repaired = true;
+            }
+            report.inconsistencies.push(f);
+        }
+        let payloads = self.pending_payloads()?;
+        if payloads > 0 {
+            let mut f = Finding {
+                kind: "pending_payload",
+                detail: format!(
+                    "{payloads} subject changes not yet applied to the vector index's payloads"
+                ),
+                repaired: false,
+            };
+            if repair {
+                self.finish_pending_payloads()?;
                 f.repaired = true;
             }
             report.inconsistencies.push(f);
@@ -998,6 +1033,15 @@ impl FaceStore for ClusterStore {
                 continue;
             };
             if face.collection_id != coll.id {
+                continue;
+            }
+            // The index's copy of the subject may lag a change not yet applied to it.
+            if !q.filter.subjects.is_empty()
+                && !face
+                    .subject
+                    .as_ref()
+                    .is_some_and(|s| q.filter.subjects.contains(&s.id))
+            {
                 continue;
             }
             hits.push(Hit {

@@ -27,9 +27,10 @@ use visage_cluster::blobs::S3Config;
 use visage_cluster::qdrant::{QdrantConfig, QdrantVectors};
 use visage_cluster::testkit::{Postgres, S3Server};
 use visage_cluster::{ClusterConfig, ClusterStore};
+use visage_gallery::gallery::subjects::CatalogError;
 use visage_gallery::{
-    Access, AddOutcome, Collection, DeleteTarget, FaceStore, Filter, Gallery, Hit, NewFace,
-    NewImage, NewSource, NewSuppression, SearchQuery, Source,
+    Access, AddOutcome, Catalog, Collection, DeleteTarget, FaceStore, Filter, Gallery, Hit,
+    NewFace, NewImage, NewSource, NewSuppression, SearchQuery, Source,
 };
 
 const DIM: usize = 128;
@@ -81,7 +82,7 @@ impl Ctx {
 
 struct Fixture {
     // Dropped in this order: the store before its directory.
-    store: Box<dyn FaceStore>,
+    store: Box<dyn Catalog>,
     ctx: Ctx,
     _dir: Option<TempDir>,
 }
@@ -215,7 +216,7 @@ fn fixture(kind: Kind, test: &str) -> Option<Fixture> {
     }
 }
 
-fn run(backend: &str, test: &str, scenario: fn(&dyn FaceStore, &Ctx)) {
+fn run(backend: &str, test: &str, scenario: fn(&dyn Catalog, &Ctx)) {
     let kind = Kind::from_name(backend);
     let Some(fx) = fixture(kind, test) else {
         return;
@@ -239,7 +240,7 @@ macro_rules! on {
             super::run(
                 stringify!($backend),
                 concat!(stringify!($scenario), "::", stringify!($backend)),
-                super::$f,
+                |store: &dyn visage_gallery::Catalog, ctx: &super::Ctx| super::$f(store, ctx),
             );
         }
     };
@@ -267,6 +268,7 @@ behaviour! {
     suppressions => suite_suppressions,
     pinning => suite_pinning,
     subjects => suite_subjects,
+    catalogue => suite_catalogue,
 }
 
 // Jurisdiction codes are normalised and validated on write, and non-finite vector components
@@ -2071,6 +2073,252 @@ fn suite_subjects(store: &dyn FaceStore, _ctx: &Ctx) {
         of(alice)[1..].to_vec()
     );
     assert_eq!(store.ensure_subject(c.id, "alice").unwrap(), alice);
+}
+
+/// The catalogue (`Catalog`: the catalogue endpoints' store): collections created and
+/// described, subjects created, listed, renamed and deleted, faces assigned and unassigned,
+/// faces in hidden jurisdictions neither counted nor assignable. Subject filters follow every
+/// change at once, in this store and (cluster backends) in a second one on the same cluster
+/// whose vector mirror was loaded before the change.
+fn suite_catalogue(store: &dyn Catalog, ctx: &Ctx) {
+    let c = store.create_collection("cat", PACK, DIM).unwrap();
+    assert!(matches!(
+        store.create_collection("cat", PACK, DIM),
+        Err(CatalogError::Conflict(_))
+    ));
+    for bad in ["", "../x", "a b", "-x"] {
+        assert!(
+            matches!(
+                store.create_collection(bad, PACK, DIM),
+                Err(CatalogError::Invalid(_))
+            ),
+            "collection name {bad:?} accepted"
+        );
+    }
+    let other = store.create_collection("cat-other", PACK, DIM).unwrap();
+    let de = source(store, &c, "de-photos", None);
+    let fr = source(store, &c, "fr-photos", None);
+    let src_o = source(store, &other, "o", None);
+    let mut people = People::new(21, 4);
+    let mut plans = vec![
+        plan("p1", &de, vec![fp(0, None)]),
+        plan("p2", &de, vec![fp(0, None), fp(1, None)]),
+        plan("p3", &fr, vec![fp(0, None)]),
+        plan("p4", &fr, vec![fp(2, None)]),
+    ];
+    plans[0].jurisdiction = Some("DE".into());
+    plans[1].jurisdiction = Some("DE-BY".into());
+    plans[2].jurisdiction = Some("FR".into());
+    plans[3].jurisdiction = Some("FR".into());
+    let faces = store_images(store, &c, &mut people, &plans);
+    let faces_o = store_images(
+        store,
+        &other,
+        &mut people,
+        &[plan("o1", &src_o, vec![fp(0, None)])],
+    );
+    let known = by_id(&faces);
+    let id_of = |tag: &str| {
+        faces
+            .iter()
+            .find(|s| s.face_tag == format!("cat/{tag}"))
+            .unwrap_or_else(|| panic!("no face {tag}"))
+            .face_id
+    };
+    let (p1, p2a, p3, p4) = (id_of("p1/0"), id_of("p2/0"), id_of("p3/0"), id_of("p4/0"));
+    // A second store on the same cluster ("another API process"), its mirror loaded now.
+    let second = ctx
+        .cluster
+        .as_ref()
+        .map(|cfg| ClusterStore::open(cfg).expect("a second store on the cluster"));
+    let probe = people.sample(0);
+    let by_subject = |st: &dyn FaceStore, subject: i64| -> Vec<i64> {
+        let f = Filter {
+            subjects: vec![subject],
+            ..filter()
+        };
+        let mut v = ids(&search(st, &c, &probe, 50, None, &f, &known));
+        v.sort();
+        v
+    };
+    let everyone =
+        |st: &dyn FaceStore| ids(&search(st, &c, &probe, 50, None, &filter(), &known)).len();
+    assert_eq!(everyone(store), 5);
+    if let Some(s2) = &second {
+        assert_eq!(everyone(s2), 5);
+    }
+
+    // Subjects: rules, then assignment.
+    let alice = store
+        .create_subject(c.id, "  alice ", &serde_json::json!({"case": "2026-7"}))
+        .unwrap();
+    assert_eq!(alice.label, "alice", "labels are trimmed");
+    assert_eq!(alice.attributes["case"], "2026-7");
+    assert_eq!((alice.faces, alice.collection.as_str()), (0, "cat"));
+    assert!(matches!(
+        store.create_subject(c.id, "alice", &serde_json::json!({})),
+        Err(CatalogError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.create_subject(c.id, " ", &serde_json::json!({})),
+        Err(CatalogError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.create_subject(c.id, "x", &serde_json::json!([1])),
+        Err(CatalogError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.create_subject(c.id + 1000, "x", &serde_json::json!({})),
+        Err(CatalogError::NotFound(_))
+    ));
+    let r = store.assign_faces(alice.id, &[p2a, p1, p1], &[]).unwrap();
+    assert_eq!(
+        (r.assigned, r.moved, r.unchanged, r.face_ids.clone()),
+        (2, 0, 0, {
+            let mut v = vec![p1, p2a];
+            v.sort();
+            v
+        })
+    );
+    let mut want_alice = vec![p1, p2a];
+    want_alice.sort();
+    assert_eq!(by_subject(store, alice.id), want_alice);
+    if let Some(s2) = &second {
+        assert_eq!(by_subject(s2, alice.id), want_alice, "second process");
+    }
+    // All or none: a face of another collection, or a missing one, changes nothing.
+    assert!(matches!(
+        store.assign_faces(alice.id, &[p3, faces_o[0].face_id], &[]),
+        Err(CatalogError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.assign_faces(alice.id, &[p3, p4 + 100_000], &[]),
+        Err(CatalogError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.assign_faces(alice.id, &[], &[]),
+        Err(CatalogError::Invalid(_))
+    ));
+    assert_eq!(by_subject(store, alice.id), want_alice);
+    // Hidden jurisdictions (DE and its subdivisions): not counted, listed nor assignable.
+    let hide = vec!["DE".to_string()];
+    assert_eq!(store.subject(alice.id, &[]).unwrap().faces, 2);
+    assert_eq!(store.subject(alice.id, &hide).unwrap().faces, 0);
+    assert!(store.subject_face_ids(alice.id, &hide).unwrap().is_empty());
+    assert_eq!(store.subject_face_ids(alice.id, &[]).unwrap(), want_alice);
+    let bob = store
+        .create_subject(c.id, "bob", &serde_json::json!({}))
+        .unwrap();
+    assert!(matches!(
+        store.assign_faces(bob.id, &[p2a], &hide),
+        Err(CatalogError::NotFound(_))
+    ));
+    // Moving a face from alice to bob.
+    let r = store.assign_faces(bob.id, &[p2a, p3, p4], &[]).unwrap();
+    assert_eq!((r.assigned, r.moved, r.unchanged), (3, 1, 0));
+    let r = store.assign_faces(bob.id, &[p3], &[]).unwrap();
+    assert_eq!((r.assigned, r.moved, r.unchanged), (0, 0, 1));
+    let mut want_bob = vec![p2a, p3, p4];
+    want_bob.sort();
+    assert_eq!(by_subject(store, alice.id), vec![p1]);
+    assert_eq!(by_subject(store, bob.id), want_bob);
+    if let Some(s2) = &second {
+        assert_eq!(by_subject(s2, alice.id), vec![p1], "second process");
+        assert_eq!(by_subject(s2, bob.id), want_bob, "second process");
+    }
+    let rec = store.face(p2a).unwrap().unwrap().subject.unwrap();
+    assert_eq!((rec.id, rec.label.as_str()), (bob.id, "bob"));
+    // Listing, a page at a time.
+    let page = store.list_subjects(c.id, 0, 1, &[]).unwrap();
+    assert_eq!(
+        page.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![alice.id]
+    );
+    let page = store.list_subjects(c.id, alice.id, 10, &hide).unwrap();
+    assert_eq!(
+        page.iter().map(|s| (s.id, s.faces)).collect::<Vec<_>>(),
+        vec![(bob.id, 2)]
+    );
+    assert!(store
+        .list_subjects(other.id, 0, 10, &[])
+        .unwrap()
+        .is_empty());
+    // Renaming: a taken label is a conflict; attributes are replaced.
+    assert!(matches!(
+        store.update_subject(bob.id, Some("alice"), None, &[]),
+        Err(CatalogError::Conflict(_))
+    ));
+    let robert = store
+        .update_subject(
+            bob.id,
+            Some("robert"),
+            Some(&serde_json::json!({"n": 2})),
+            &[],
+        )
+        .unwrap();
+    assert_eq!((robert.label.as_str(), robert.faces), ("robert", 3));
+    assert_eq!(robert.attributes, serde_json::json!({"n": 2}));
+    assert!(matches!(
+        store.update_subject(bob.id + 1000, Some("x"), None, &[]),
+        Err(CatalogError::NotFound(_))
+    ));
+    // Unassigning: only the subject's own faces.
+    assert!(matches!(
+        store.unassign_face(bob.id, p1, &[]),
+        Err(CatalogError::NotFound(_))
+    ));
+    store.unassign_face(bob.id, p4, &[]).unwrap();
+    let mut want_bob = vec![p2a, p3];
+    want_bob.sort();
+    assert_eq!(by_subject(store, bob.id), want_bob);
+    assert!(store.face(p4).unwrap().unwrap().subject.is_none());
+    // Deleting a subject keeps its faces, unassigned.
+    let gone = store.delete_subject(alice.id).unwrap();
+    assert_eq!(
+        (gone.faces_unassigned, gone.face_ids.clone()),
+        (1, vec![p1])
+    );
+    assert!(matches!(
+        store.subject(alice.id, &[]),
+        Err(CatalogError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.delete_subject(alice.id),
+        Err(CatalogError::NotFound(_))
+    ));
+    assert!(store.face(p1).unwrap().unwrap().subject.is_none());
+    assert!(by_subject(store, alice.id).is_empty());
+    if let Some(s2) = &second {
+        assert!(by_subject(s2, alice.id).is_empty(), "second process");
+        assert_eq!(by_subject(s2, bob.id), want_bob, "second process");
+    }
+    assert_eq!(everyone(store), 5, "no face lost by subject changes");
+    // The description: counts per collection and source.
+    let d = store.describe_collection("cat").unwrap();
+    assert_eq!((d.faces, d.images, d.subjects), (5, 4, 1));
+    let per: Vec<(String, u64, u64)> = d
+        .sources
+        .iter()
+        .map(|s| (s.source.name.clone(), s.images, s.faces))
+        .collect();
+    assert_eq!(
+        per,
+        vec![("de-photos".into(), 2, 3), ("fr-photos".into(), 2, 2)]
+    );
+    assert!(matches!(
+        store.describe_collection("nope"),
+        Err(CatalogError::NotFound(_))
+    ));
+    // The vector index has no change left to apply.
+    if let Some(s2) = &second {
+        let check = s2.check(false).expect("cluster check");
+        assert_eq!(
+            check.inconsistencies.len(),
+            0,
+            "{:?}",
+            check.inconsistencies
+        );
+    }
 }
 
 /// Image jurisdiction codes are normalised on write as in filters and deletions: a lower-case

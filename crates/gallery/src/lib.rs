@@ -11,6 +11,7 @@ pub mod store;
 
 pub use check::{CheckOptions, CheckReport, Inconsistency};
 pub use filter::{normalize_jurisdiction, Filter};
+pub use gallery::subjects::Catalog;
 pub use gallery::suppression::{NewSuppression, Suppression};
 pub use gallery::{
     Access, AddOutcome, Collection, DeleteReport, DeleteTarget, FaceRecord, Gallery, Hit,

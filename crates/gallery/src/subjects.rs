@@ -110,6 +110,147 @@ pub struct SubjectRemoval {
     pub face_ids: Vec<i64>,
 }
 
+/// Collections and subjects as the catalogue endpoints see them, on either backend (the
+/// embedded [`Gallery`] and the cluster's store). Every change is one transaction; functions
+/// that show faces take `exclude_jurisdictions` (faces there are neither counted, listed nor
+/// assignable). The rules (names, labels, attributes, all-or-none assignment) are the
+/// `validate_*` functions of this module, shared by both.
+pub trait Catalog: crate::FaceStore {
+    /// Creates an empty collection pinned to `pack` with `dim`-dimensional embeddings;
+    /// `Conflict` when the name is taken.
+    fn create_collection(&self, name: &str, pack: &str, dim: usize) -> CatalogResult<Collection>;
+    /// The named collection with its face, image and subject counts and its sources.
+    fn describe_collection(&self, name: &str) -> CatalogResult<CollectionSummary>;
+    /// Creates a subject; `Conflict` when the label is taken in the collection.
+    fn create_subject(
+        &self,
+        collection_id: i64,
+        label: &str,
+        attributes: &Value,
+    ) -> CatalogResult<Subject>;
+    /// One subject with its visible face count.
+    fn subject(&self, id: i64, exclude_jurisdictions: &[String]) -> CatalogResult<Subject>;
+    /// The visible faces of a subject, by id.
+    fn subject_face_ids(
+        &self,
+        id: i64,
+        exclude_jurisdictions: &[String],
+    ) -> CatalogResult<Vec<i64>>;
+    /// A collection's subjects with ids above `after`, by id, at most `limit` (1 to 1000).
+    fn list_subjects(
+        &self,
+        collection_id: i64,
+        after: i64,
+        limit: usize,
+        exclude_jurisdictions: &[String],
+    ) -> CatalogResult<Vec<Subject>>;
+    /// Changes a subject's label and/or replaces its attributes.
+    fn update_subject(
+        &self,
+        id: i64,
+        label: Option<&str>,
+        attributes: Option<&Value>,
+        exclude_jurisdictions: &[String],
+    ) -> CatalogResult<Subject>;
+    /// Deletes a subject; its faces stay, unassigned.
+    fn delete_subject(&self, id: i64) -> CatalogResult<SubjectRemoval>;
+    /// Assigns faces to a subject, all or none (faces of another subject move).
+    fn assign_faces(
+        &self,
+        subject_id: i64,
+        face_ids: &[i64],
+        exclude_jurisdictions: &[String],
+    ) -> CatalogResult<AssignReport>;
+    /// Takes one face out of a subject.
+    fn unassign_face(
+        &self,
+        subject_id: i64,
+        face_id: i64,
+        exclude_jurisdictions: &[String],
+    ) -> CatalogResult<()>;
+}
+
+/// The assignment's face ids, sorted and without repeats; `Invalid` when none or too many.
+pub fn assignment_ids(face_ids: &[i64]) -> CatalogResult<Vec<i64>> {
+    if face_ids.is_empty() {
+        return Err(CatalogError::Invalid("name at least one face id".into()));
+    }
+    if face_ids.len() > MAX_ASSIGN {
+        return Err(CatalogError::Invalid(format!(
+            "at most {MAX_ASSIGN} faces per assignment"
+        )));
+    }
+    Ok(face_ids
+        .iter()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect())
+}
+
+/// Checks the faces found for an assignment (`found`: id -> (collection, subject), visible
+/// faces only) and counts what it changes: `NotFound` for a missing face, `Invalid` for one
+/// of another collection. Returns the report and the ids to change.
+pub fn plan_assignment(
+    subject_id: i64,
+    collection_id: i64,
+    ids: Vec<i64>,
+    found: &HashMap<i64, (i64, Option<i64>)>,
+) -> CatalogResult<(AssignReport, Vec<i64>)> {
+    let missing: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|i| !found.contains_key(i))
+        .collect();
+    if !missing.is_empty() {
+        return Err(CatalogError::NotFound(format!(
+            "no face with id {}",
+            some_ids(&missing)
+        )));
+    }
+    let foreign: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|i| found[i].0 != collection_id)
+        .collect();
+    if !foreign.is_empty() {
+        return Err(CatalogError::Invalid(format!(
+            "faces {} are not in the subject's collection; a subject groups faces of one \
+             collection",
+            some_ids(&foreign)
+        )));
+    }
+    let changed: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|i| found[i].1 != Some(subject_id))
+        .collect();
+    let report = AssignReport {
+        subject_id,
+        unchanged: ids.len() - changed.len(),
+        moved: changed.iter().filter(|i| found[i].1.is_some()).count(),
+        assigned: changed.len(),
+        face_ids: ids,
+    };
+    Ok((report, changed))
+}
+
+/// Why a face cannot be taken out of a subject (`face`: its subject, if it is visible), or
+/// nothing when it can.
+pub fn check_unassign(
+    subject_id: i64,
+    face_id: i64,
+    face: Option<Option<i64>>,
+) -> CatalogResult<()> {
+    match face {
+        None => Err(CatalogError::NotFound(format!("no face with id {face_id}"))),
+        Some(s) if s != Some(subject_id) => Err(CatalogError::NotFound(format!(
+            "face {face_id} is not assigned to subject {subject_id}"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
 /// A collection name: 1 to 64 ASCII letters, digits, `.`, `_` or `-`, starting with a letter
 /// or digit (it appears in URLs, file listings and command lines).
 pub fn validate_collection_name(name: &str) -> CatalogResult<()> {
@@ -240,15 +381,10 @@ fn some_ids(ids: &[i64]) -> String {
     s
 }
 
-impl Gallery {
+impl Catalog for Gallery {
     /// Creates an empty collection pinned to `pack` (`name@version`) with `dim`-dimensional
     /// embeddings; `Conflict` when the name is taken, whatever its pack.
-    pub fn create_collection(
-        &self,
-        name: &str,
-        pack: &str,
-        dim: usize,
-    ) -> CatalogResult<Collection> {
+    fn create_collection(&self, name: &str, pack: &str, dim: usize) -> CatalogResult<Collection> {
         self.require_writable()?;
         validate_collection_name(name)?;
         if dim == 0 || pack.trim().is_empty() {
@@ -278,7 +414,7 @@ impl Gallery {
     }
 
     /// The named collection with its face, image and subject counts and its sources.
-    pub fn describe_collection(&self, name: &str) -> CatalogResult<CollectionSummary> {
+    fn describe_collection(&self, name: &str) -> CatalogResult<CollectionSummary> {
         let conn = lock(&self.conn);
         let collection = conn
             .query_row(
@@ -321,7 +457,7 @@ impl Gallery {
     }
 
     /// Creates a subject in a collection; `Conflict` when the label is taken there.
-    pub fn create_subject(
+    fn create_subject(
         &self,
         collection_id: i64,
         label: &str,
@@ -356,7 +492,7 @@ impl Gallery {
     }
 
     /// One subject with its visible face count.
-    pub fn subject(&self, id: i64, exclude_jurisdictions: &[String]) -> CatalogResult<Subject> {
+    fn subject(&self, id: i64, exclude_jurisdictions: &[String]) -> CatalogResult<Subject> {
         let conn = lock(&self.conn);
         query_subjects(
             &conn,
@@ -369,7 +505,7 @@ impl Gallery {
     }
 
     /// The visible faces of a subject, by id.
-    pub fn subject_face_ids(
+    fn subject_face_ids(
         &self,
         id: i64,
         exclude_jurisdictions: &[String],
@@ -388,7 +524,7 @@ impl Gallery {
     }
 
     /// A collection's subjects with ids above `after`, by id, at most `limit` (1 to 1000).
-    pub fn list_subjects(
+    fn list_subjects(
         &self,
         collection_id: i64,
         after: i64,
@@ -410,7 +546,7 @@ impl Gallery {
 
     /// Changes a subject's label and/or replaces its attributes; `Conflict` when the new label
     /// is another subject's in the collection.
-    pub fn update_subject(
+    fn update_subject(
         &self,
         id: i64,
         label: Option<&str>,
@@ -456,7 +592,7 @@ impl Gallery {
 
     /// Deletes a subject; its faces stay, unassigned. (To delete the faces too, use
     /// [`Gallery::delete`] with `DeleteTarget::Subject`.)
-    pub fn delete_subject(&self, id: i64) -> CatalogResult<SubjectRemoval> {
+    fn delete_subject(&self, id: i64) -> CatalogResult<SubjectRemoval> {
         self.require_writable()?;
         let _w = lock(&self.write);
         let removal = {
@@ -486,35 +622,17 @@ impl Gallery {
 
     /// Assigns faces to a subject, all or none: every face must exist, be visible and be in
     /// the subject's collection. Faces of another subject move to this one.
-    pub fn assign_faces(
+    fn assign_faces(
         &self,
         subject_id: i64,
         face_ids: &[i64],
         exclude_jurisdictions: &[String],
     ) -> CatalogResult<AssignReport> {
         self.require_writable()?;
-        if face_ids.is_empty() {
-            return Err(CatalogError::Invalid("name at least one face id".into()));
-        }
-        if face_ids.len() > MAX_ASSIGN {
-            return Err(CatalogError::Invalid(format!(
-                "at most {MAX_ASSIGN} faces per assignment"
-            )));
-        }
-        let ids: Vec<i64> = face_ids
-            .iter()
-            .copied()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let ids = assignment_ids(face_ids)?;
         let (filter, _, _) = hiding(exclude_jurisdictions)?;
         let _w = lock(&self.write);
-        let mut report = AssignReport {
-            subject_id,
-            face_ids: ids.clone(),
-            ..Default::default()
-        };
-        let (collection_id, changed) = {
+        let (report, collection_id, changed) = {
             let mut conn = lock(&self.conn);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let collection_id = subject_collection(&tx, subject_id)?;
@@ -534,37 +652,7 @@ impl Gallery {
                     }
                 }
             }
-            let missing: Vec<i64> = ids
-                .iter()
-                .copied()
-                .filter(|i| !found.contains_key(i))
-                .collect();
-            if !missing.is_empty() {
-                return Err(CatalogError::NotFound(format!(
-                    "no face with id {}",
-                    some_ids(&missing)
-                )));
-            }
-            let foreign: Vec<i64> = ids
-                .iter()
-                .copied()
-                .filter(|i| found[i].0 != collection_id)
-                .collect();
-            if !foreign.is_empty() {
-                return Err(CatalogError::Invalid(format!(
-                    "faces {} are not in the subject's collection; a subject groups faces of \
-                     one collection",
-                    some_ids(&foreign)
-                )));
-            }
-            let changed: Vec<i64> = ids
-                .iter()
-                .copied()
-                .filter(|i| found[i].1 != Some(subject_id))
-                .collect();
-            report.unchanged = ids.len() - changed.len();
-            report.moved = changed.iter().filter(|i| found[i].1.is_some()).count();
-            report.assigned = changed.len();
+            let (report, changed) = plan_assignment(subject_id, collection_id, ids, &found)?;
             for chunk in changed.chunks(500) {
                 tx.execute(
                     &format!(
@@ -575,7 +663,7 @@ impl Gallery {
                 )?;
             }
             tx.commit()?;
-            (collection_id, changed)
+            (report, collection_id, changed)
         };
         self.set_loaded_subjects(collection_id, &changed, Some(subject_id));
         Ok(report)
@@ -583,7 +671,7 @@ impl Gallery {
 
     /// Takes one face out of a subject; `NotFound` when the subject or face is absent or the
     /// face is not the subject's.
-    pub fn unassign_face(
+    fn unassign_face(
         &self,
         subject_id: i64,
         face_id: i64,
@@ -604,16 +692,10 @@ impl Gallery {
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
-            match face {
-                Some((s, j)) if filter.accepts_jurisdiction(j.as_deref()) => {
-                    if s != Some(subject_id) {
-                        return Err(CatalogError::NotFound(format!(
-                            "face {face_id} is not assigned to subject {subject_id}"
-                        )));
-                    }
-                }
-                _ => return Err(CatalogError::NotFound(format!("no face with id {face_id}"))),
-            }
+            let visible = face
+                .filter(|(_, j)| filter.accepts_jurisdiction(j.as_deref()))
+                .map(|(s, _)| s);
+            check_unassign(subject_id, face_id, visible)?;
             tx.execute("UPDATE face SET subject_id = NULL WHERE id = ?1", [face_id])?;
             tx.commit()?;
             collection_id
@@ -621,7 +703,9 @@ impl Gallery {
         self.set_loaded_subjects(collection_id, &[face_id], None);
         Ok(())
     }
+}
 
+impl Gallery {
     /// Keeps a loaded index's attribute table (subject filters) in step with committed
     /// assignments. Call with the write lock held.
     fn set_loaded_subjects(&self, collection_id: i64, face_ids: &[i64], subject: Option<i64>) {

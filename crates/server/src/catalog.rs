@@ -1,4 +1,7 @@
-//! Collections (create, describe) and subjects (create, update, delete, assign faces).
+//! Collections (create, describe) and subjects (create, update, delete, assign faces), on
+//! either backend: the handlers are written once over [`CatalogHost`], which the embedded
+//! server's `AppState` and the cluster API's `ClusterState` implement (how the caller is
+//! authenticated and authorised, where records go, which `Catalog` store).
 //!
 //! Reads are `read_face`; creating collections and subjects, changing, deleting subjects and
 //! (un)assigning faces are `ingest`; deleting a subject together with its faces is `delete`.
@@ -6,7 +9,7 @@
 //! name a person, and the audit log outlives any erasure.
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{FromRequestParts, Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -16,17 +19,83 @@ use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use visage_gallery::gallery::subjects::{CatalogError, CollectionSummary, Subject, MAX_PAGE};
-use visage_gallery::DeleteTarget;
+use visage_gallery::{Catalog, DeleteTarget};
 use visage_governance::{Action, AuditEvent, AuthzContext, Decision, Principal};
 
 use crate::auth::Auth;
-use crate::{
-    authorize, blocking, face_id, input, ApiError, ApiResult, AppState, ErrorBody, REQUEST_TIMEOUT,
-};
+use crate::{authorize, face_id, input, ApiError, ApiResult, AppState, ErrorBody, REQUEST_TIMEOUT};
+
+/// What the catalogue endpoints need from a server: who calls, the policy's decision, where
+/// records go, and the store. Implemented by the embedded `AppState` (below) and the
+/// cluster API's `ClusterState`.
+pub(crate) trait CatalogHost: Clone + Send + Sync + 'static {
+    /// The authenticated caller, as the request carries it.
+    type Caller: FromRequestParts<Self> + Send + 'static;
+    /// The policy's decision for `action` (no case); a refusal is recorded and is the error.
+    /// Runs on the blocking pool.
+    fn authorize(&self, who: &Self::Caller, action: Action) -> ApiResult<(Principal, Decision)>;
+    /// 409 `read_only` when the store may not be changed.
+    fn writable(&self) -> ApiResult<()>;
+    fn catalog(&self) -> &dyn Catalog;
+    /// The policy's excluded jurisdictions: faces there are hidden.
+    fn hidden(&self) -> Vec<String>;
+    /// The model pack this server embeds with: (`name@version`, name, dimension).
+    fn pack(&self) -> ApiResult<(String, String, usize)>;
+    fn append(&self, ev: AuditEvent) -> ApiResult<()>;
+}
+
+impl CatalogHost for AppState {
+    type Caller = Auth;
+    fn authorize(&self, who: &Auth, action: Action) -> ApiResult<(Principal, Decision)> {
+        let d = authorize(self, &who.0, action, &none())?;
+        Ok((who.0.clone(), d))
+    }
+    fn writable(&self) -> ApiResult<()> {
+        AppState::writable(self)
+    }
+    fn catalog(&self) -> &dyn Catalog {
+        &self.gallery
+    }
+    fn hidden(&self) -> Vec<String> {
+        self.excluded_jurisdictions()
+    }
+    fn pack(&self) -> ApiResult<(String, String, usize)> {
+        let pl = self
+            .pipeline
+            .lock()
+            .map_err(|_| ApiError::internal(anyhow::anyhow!("pipeline lock poisoned")))?;
+        Ok((
+            pl.pack_id(),
+            pl.pack.name().to_string(),
+            pl.pack.recogniser.embedding_dim,
+        ))
+    }
+    fn append(&self, ev: AuditEvent) -> ApiResult<()> {
+        self.gov.append(ev)?;
+        Ok(())
+    }
+}
+
+/// Runs a handler's work on the blocking pool: the caller's authorisation for `action`,
+/// then `f` with the state, the principal and the decision.
+async fn as_caller<H: CatalogHost, T: Send + 'static>(
+    st: H,
+    who: H::Caller,
+    action: Action,
+    f: impl FnOnce(&H, Principal, Decision) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(move || {
+        let (p, d) = st.authorize(&who, action)?;
+        f(&st, p, d)
+    })
+    .await
+    .map_err(|e| ApiError::internal(anyhow::anyhow!("task failed: {e}")))?
+}
 
 #[derive(OpenApi)]
 #[openapi(
     paths(
+        list_collections,
         create_collection,
         describe_collection,
         list_subjects,
@@ -53,23 +122,29 @@ use crate::{
 )]
 pub(crate) struct Doc;
 
-/// Routes of this module (merged into the server's router; they carry their own timeout).
-pub(crate) fn routes() -> Router<AppState> {
+/// Routes of this module (merged into either server's router; they carry their own timeout).
+pub(crate) fn routes<H: CatalogHost>() -> Router<H> {
     Router::new()
-        .route("/v1/collections", post(create_collection))
-        .route("/v1/collections/{name}", get(describe_collection))
+        .route(
+            "/v1/collections",
+            get(list_collections::<H>).post(create_collection::<H>),
+        )
+        .route("/v1/collections/{name}", get(describe_collection::<H>))
         .route(
             "/v1/collections/{name}/subjects",
-            get(list_subjects).post(create_subject),
+            get(list_subjects::<H>).post(create_subject::<H>),
         )
         .route(
             "/v1/subjects/{id}",
-            get(get_subject)
-                .patch(update_subject)
-                .delete(delete_subject),
+            get(get_subject::<H>)
+                .patch(update_subject::<H>)
+                .delete(delete_subject::<H>),
         )
-        .route("/v1/subjects/{id}/faces", post(assign_faces))
-        .route("/v1/subjects/{id}/faces/{face_id}", delete(unassign_face))
+        .route("/v1/subjects/{id}/faces", post(assign_faces::<H>))
+        .route(
+            "/v1/subjects/{id}/faces/{face_id}",
+            delete(unassign_face::<H>),
+        )
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -96,27 +171,34 @@ fn subject_id(raw: &str) -> ApiResult<i64> {
         .map_err(|_| ApiError::bad_request(format!("subject id {raw:?} is not an integer")))
 }
 
+/// The collection `name` (404 when there is none).
+fn named_collection<H: CatalogHost>(st: &H, name: &str) -> ApiResult<visage_gallery::Collection> {
+    st.catalog()
+        .collection(name)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no collection named {name:?}")))
+}
+
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
     q.map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
 }
 
 /// Appends the record of one allowed change: ids only, never labels or attributes.
-fn record(
-    st: &AppState,
+fn record<H: CatalogHost>(
+    st: &H,
     p: &Principal,
     action: Action,
     d: &Decision,
     objects: &[i64],
     details: serde_json::Value,
 ) -> ApiResult<()> {
-    st.gov.append(
+    st.append(
         AuditEvent::decision(p, action, d)
             .objects(objects.iter().map(|i| i.to_string()))
             .result_count(objects.len() as u64)
             .details(details),
-    )?;
-    Ok(())
+    )
 }
 
 // ---- collections -----------------------------------------------------------------------------
@@ -206,6 +288,42 @@ impl From<CollectionSummary> for CollectionDescription {
     }
 }
 
+/// Collections with their pack and face, image and subject counts.
+#[utoipa::path(get, path = "/v1/collections", tag = "collections",
+    responses(
+        (status = 200, description = "Collections", body = Vec<crate::CollectionInfo>),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action read_face)", body = ErrorBody),
+    ))]
+pub(crate) async fn list_collections<H: CatalogHost>(
+    State(st): State<H>,
+    who: H::Caller,
+) -> ApiResult<Json<Vec<crate::CollectionInfo>>> {
+    let out = as_caller(st, who, Action::ReadFace, move |st, _, _| {
+        let mut out = Vec::new();
+        for c in st.catalog().collections().map_err(ApiError::internal)? {
+            // A collection created and removed meanwhile is simply not listed.
+            let s = match st.catalog().describe_collection(&c.name) {
+                Ok(s) => s,
+                Err(CatalogError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            out.push(crate::CollectionInfo {
+                id: s.collection.id,
+                name: s.collection.name,
+                pack: s.collection.pack,
+                dim: s.collection.dim,
+                faces: s.faces,
+                images: s.images,
+                subjects: s.subjects,
+            });
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(Json(out))
+}
+
 /// Creates an empty collection pinned to the model pack this server runs.
 #[utoipa::path(post, path = "/v1/collections", tag = "collections",
     request_body = NewCollectionJson,
@@ -217,26 +335,15 @@ impl From<CollectionSummary> for CollectionDescription {
         (status = 409, description = "`conflict`: the name is taken; `pack_mismatch`: `pack` is \
             not the server's pack; `read_only`", body = ErrorBody),
     ))]
-pub(crate) async fn create_collection(
-    State(st): State<AppState>,
-    Auth(p): Auth,
+pub(crate) async fn create_collection<H: CatalogHost>(
+    State(st): State<H>,
+    who: H::Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let d = authorize(&st, &p, Action::Ingest, &none())?;
-    let j: NewCollectionJson = input::json(&body)?;
-    st.writable()?;
-    let out = blocking(&st, move |st| {
-        let (pack, pack_name, dim) = {
-            let pl = st
-                .pipeline
-                .lock()
-                .map_err(|_| ApiError::internal(anyhow::anyhow!("pipeline lock poisoned")))?;
-            (
-                pl.pack_id(),
-                pl.pack.name().to_string(),
-                pl.pack.recogniser.embedding_dim,
-            )
-        };
+    let out = as_caller(st, who, Action::Ingest, move |st, p, d| {
+        let j: NewCollectionJson = input::json(&body)?;
+        st.writable()?;
+        let (pack, pack_name, dim) = st.pack()?;
         if let Some(want) = j.pack.as_deref() {
             if want != pack && want != pack_name {
                 return Err(ApiError::new(
@@ -249,7 +356,7 @@ pub(crate) async fn create_collection(
                 ));
             }
         }
-        let c = st.gallery.create_collection(&j.name, &pack, dim)?;
+        let c = st.catalog().create_collection(&j.name, &pack, dim)?;
         record(
             st,
             &p,
@@ -259,7 +366,7 @@ pub(crate) async fn create_collection(
             json!({"op": "create_collection", "collection": c.name, "pack": c.pack}),
         )?;
         Ok(CollectionDescription::from(
-            st.gallery.describe_collection(&c.name)?,
+            st.catalog().describe_collection(&c.name)?,
         ))
     })
     .await?;
@@ -276,15 +383,14 @@ pub(crate) async fn create_collection(
         (status = 403, description = "`policy_denied` (action read_face)", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
     ))]
-pub(crate) async fn describe_collection(
-    State(st): State<AppState>,
-    Auth(p): Auth,
+pub(crate) async fn describe_collection<H: CatalogHost>(
+    State(st): State<H>,
+    who: H::Caller,
     UrlPath(name): UrlPath<String>,
 ) -> ApiResult<Json<CollectionDescription>> {
-    authorize(&st, &p, Action::ReadFace, &none())?;
-    let out = blocking(&st, move |st| {
+    let out = as_caller(st, who, Action::ReadFace, move |st, _, _| {
         Ok(CollectionDescription::from(
-            st.gallery.describe_collection(&name)?,
+            st.catalog().describe_collection(&name)?,
         ))
     })
     .await?;
@@ -328,10 +434,10 @@ impl SubjectInfo {
 }
 
 /// The subject with its face ids.
-fn subject_detail(st: &AppState, id: i64) -> ApiResult<SubjectInfo> {
-    let hide = st.excluded_jurisdictions();
-    let s = st.gallery.subject(id, &hide)?;
-    let ids = st.gallery.subject_face_ids(id, &hide)?;
+fn subject_detail<H: CatalogHost>(st: &H, id: i64) -> ApiResult<SubjectInfo> {
+    let hide = st.hidden();
+    let s = st.catalog().subject(id, &hide)?;
+    let ids = st.catalog().subject_face_ids(id, &hide)?;
     Ok(SubjectInfo::from(s, Some(ids)))
 }
 
@@ -362,25 +468,20 @@ pub struct SubjectPage {
         (status = 403, description = "`policy_denied` (action read_face)", body = ErrorBody),
         (status = 404, description = "`not_found`: no such collection", body = ErrorBody),
     ))]
-pub(crate) async fn list_subjects(
-    State(st): State<AppState>,
-    Auth(p): Auth,
+pub(crate) async fn list_subjects<H: CatalogHost>(
+    State(st): State<H>,
+    who: H::Caller,
     UrlPath(name): UrlPath<String>,
     q: Result<Query<SubjectsQuery>, QueryRejection>,
 ) -> ApiResult<Json<SubjectPage>> {
     let q = query(q)?;
-    authorize(&st, &p, Action::ReadFace, &none())?;
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let after = q.after.unwrap_or(0);
-    let page = blocking(&st, move |st| {
-        let c = st
-            .gallery
-            .collection(&name)
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::not_found(format!("no collection named {name:?}")))?;
-        let hide = st.excluded_jurisdictions();
+    let page = as_caller(st, who, Action::ReadFace, move |st, _, _| {
+        let c = named_collection(st, &name)?;
+        let hide = st.hidden();
         // One more than asked tells whether another page follows.
-        let mut v = st.gallery.list_subjects(c.id, after, limit + 1, &hide)?;
+        let mut v = st.catalog().list_subjects(c.id, after, limit + 1, &hide)?;
         let more = v.len() > limit;
         v.truncate(limit);
         Ok(SubjectPage {
@@ -417,23 +518,18 @@ pub struct NewSubjectJson {
         (status = 409, description = "`conflict`: the label is taken in the collection; \
             `read_only`", body = ErrorBody),
     ))]
-pub(crate) async fn create_subject(
-    State(st): State<AppState>,
-    Auth(p): Auth,
+pub(crate) async fn create_subject<H: CatalogHost>(
+    State(st): State<H>,
+    who: H::Caller,
     UrlPath(name): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let d = authorize(&st, &p, Action::Ingest, &none())?;
-    let j: NewSubjectJson = input::json(&body)?;
-    st.writable()?;
-    let out = blocking(&st, move |st| {
-        let c = st
-            .gallery
-            .collection(&name)
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::not_found(format!("no collection named {name:?}")))?;
+    let out = as_caller(st, who, Action::Ingest, move |st, p, d| {
+        let j: NewSubjectJson = input::json(&body)?;
+        st.writable()?;
+        let c = named_collection(st, &name)?;
         let attrs = j.attributes.unwrap_or_else(|| json!({}));
-        let s = st.gallery.create_subject(c.id, &j.label, &attrs)?;
+        let s = st.catalog().create_subject(c.id, &j.label, &attrs)?;
         record(
             st,
             &p,
@@ -458,14 +554,17 @@ pub(crate) async fn create_subject(
         (status = 403, description = "`policy_denied` (action read_face)", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
     ))]
-pub(crate) async fn get_subject(
-    State(st): State<AppState>,
-    Auth(p): Auth,
+pub(crate) async fn get_subject<H: CatalogHost>(
+    State(st): State<H>,
+    who: H::Caller,
     UrlPath(raw): UrlPath<String>,
 ) -> ApiResult<Json<SubjectInfo>> {
     let id = subject_id(&raw)?;
-    authorize(&st, &p, Action::ReadFace, &none())?;
-    Ok(Json(blocking(&st, move |st| subject_detail(st, id)).await?))
+    let out = as_caller(st, who, Action::ReadFace, move |st, _, _| {
+        subject_detail(st, id)
+    })
+    .await?;
+    Ok(Json(out))
 }
 
 /// Changes to a subject; at least one field.
@@ -492,24 +591,23 @@ pub struct SubjectUpdateJson {
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 409, description = "`conflict`: the label is taken; `read_only`", body = ErrorBody),
     ))]
-pub(crate) async fn update_subject(
-    State(st): State<AppState>,
-    Auth(p): Auth,
+pub(crate) async fn update_subject<H: CatalogHost>(
+    State(st): State<H>,
+    who: H::Caller,
     UrlPath(raw): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<SubjectInfo>> {
     let id = subject_id(&raw)?;
-    let d = authorize(&st, &p, Action::Ingest, &none())?;
-    let j: SubjectUpdateJson = input::json(&body)?;
-    if j.label.is_none() && j.attributes.is_none() {
-        return Err(ApiError::bad_request(
-            "give `label` and/or `attributes` to change",
-        ));
-    }
-    st.writable()?;
-    let out = blocking(&st, move |st| {
-        let hide = st.excluded_jurisdictions();
-        st.gallery
+    let out = as_caller(st, who, Action::Ingest, move |st, p, d| {
+        let j: SubjectUpdateJson = input::json(&body)?;
+        if j.label.is_none() && j.attributes.is_none() {
+            return Err(ApiError::bad_request(
+                "give `label` and/or `attributes` to change",
+            ));
+        }
+        st.writable()?;
+        let hide = st.hidden();
+        st.catalog()
             .update_subject(id, j.label.as_deref(), j.attributes.as_ref(), &hide)?;
         let mut fields = Vec::new();
         if j.label.is_some() {
@@ -567,9 +665,9 @@ pub struct SubjectDeleted {
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 409, description = "`read_only`", body = ErrorBody),
     ))]
-pub(crate) async fn delete_subject(
-    State(st): State<AppState>,
-    Auth(p): Auth,
+pub(crate) async fn delete_subject<H: CatalogHost>(
+    State(st): State<H>,
+    who: H::Caller,
     UrlPath(raw): UrlPath<String>,
     q: Result<Query<DeleteSubjectQuery>, QueryRejection>,
 ) -> ApiResult<Json<SubjectDeleted>> {
@@ -580,11 +678,10 @@ pub(crate) async fn delete_subject(
     } else {
         Action::Ingest
     };
-    let d = authorize(&st, &p, action, &none())?;
-    st.writable()?;
-    let out = blocking(&st, move |st| {
+    let out = as_caller(st, who, action, move |st, p, d| {
+        st.writable()?;
         if !with_faces {
-            let r = st.gallery.delete_subject(id)?;
+            let r = st.catalog().delete_subject(id)?;
             record(
                 st,
                 &p,
@@ -601,9 +698,9 @@ pub(crate) async fn delete_subject(
                 report: None,
             });
         }
-        st.gallery.subject(id, &[])?;
+        st.catalog().subject(id, &[])?;
         let report = st
-            .gallery
+            .catalog()
             .delete(&DeleteTarget::Subject(id))
             .map_err(ApiError::internal)?;
         if report.subjects == 0 {
@@ -666,19 +763,18 @@ pub struct AssignResult {
         (status = 404, description = "`not_found`: no such subject or face", body = ErrorBody),
         (status = 409, description = "`read_only`", body = ErrorBody),
     ))]
-pub(crate) async fn assign_faces(
-    State(st): State<AppState>,
-    Auth(p): Auth,
+pub(crate) async fn assign_faces<H: CatalogHost>(
+    State(st): State<H>,
+    who: H::Caller,
     UrlPath(raw): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<AssignResult>> {
     let id = subject_id(&raw)?;
-    let d = authorize(&st, &p, Action::Ingest, &none())?;
-    let j: AssignJson = input::json(&body)?;
-    st.writable()?;
-    let out = blocking(&st, move |st| {
-        let hide = st.excluded_jurisdictions();
-        let r = st.gallery.assign_faces(id, &j.face_ids, &hide)?;
+    let out = as_caller(st, who, Action::Ingest, move |st, p, d| {
+        let j: AssignJson = input::json(&body)?;
+        st.writable()?;
+        let hide = st.hidden();
+        let r = st.catalog().assign_faces(id, &j.face_ids, &hide)?;
         record(
             st,
             &p,
@@ -722,18 +818,17 @@ pub struct UnassignResult {
             the subject's", body = ErrorBody),
         (status = 409, description = "`read_only`", body = ErrorBody),
     ))]
-pub(crate) async fn unassign_face(
-    State(st): State<AppState>,
-    Auth(p): Auth,
+pub(crate) async fn unassign_face<H: CatalogHost>(
+    State(st): State<H>,
+    who: H::Caller,
     UrlPath((raw_subject, raw_face)): UrlPath<(String, String)>,
 ) -> ApiResult<Json<UnassignResult>> {
     let id = subject_id(&raw_subject)?;
     let fid = face_id(&raw_face)?;
-    let d = authorize(&st, &p, Action::Ingest, &none())?;
-    st.writable()?;
-    blocking(&st, move |st| {
-        let hide = st.excluded_jurisdictions();
-        st.gallery.unassign_face(id, fid, &hide)?;
+    as_caller(st, who, Action::Ingest, move |st, p, d| {
+        st.writable()?;
+        let hide = st.hidden();
+        st.catalog().unassign_face(id, fid, &hide)?;
         record(
             st,
             &p,

@@ -10,15 +10,16 @@
 //!
 //! Served: health, stats, ingest jobs by server-side path (the embedded API's body), cases
 //! (open, list, show, close, report as JSON or HTML), photo and video search, search by
-//! stored face, 1:1 verification, faces (read, thumbnail, delete), the organisation's audit
+//! stored face, 1:1 verification, faces (read, thumbnail, delete), collections and subjects
+//! (the embedded handlers of `crate::catalog`, through `CatalogHost`), the organisation's audit
 //! records, the log's verification and (for the operator organisation's administrators,
 //! `operator_org` in the config) its export and organisations (list, create, change; others
 //! see their own), erasure by source,
 //! subject or jurisdiction with a signed receipt, and the public opt-out, access and
 //! request-status endpoints, all with the embedded API's bodies, answers and audit records
 //! (receipts and public requests: `visage_cluster::receipts`). Not yet (docs/CLUSTER.md,
-//! "Known gaps"): user accounts and sessions, the web app, the catalogue endpoints; those
-//! answer 404 here rather than running without the governance they need.
+//! "Known gaps"): user accounts and sessions and the web app; those answer 404 here rather
+//! than running without the governance they need.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -207,6 +208,39 @@ impl ClusterState {
     }
 }
 
+/// The catalogue endpoints (`crate::catalog`) over the cluster: keys from PostgreSQL, the
+/// cluster's policy facts and audit log, `ClusterStore` as the `Catalog`.
+impl crate::catalog::CatalogHost for ClusterState {
+    type Caller = Extension<KeyIdentity>;
+    fn authorize(
+        &self,
+        who: &Extension<KeyIdentity>,
+        action: Action,
+    ) -> ApiResult<(Principal, Decision)> {
+        ClusterState::authorize(self, &who.0, action, &AuthzContext::default(), |ev| ev)
+    }
+    fn writable(&self) -> ApiResult<()> {
+        Ok(())
+    }
+    fn catalog(&self) -> &dyn visage_gallery::Catalog {
+        &self.store
+    }
+    fn hidden(&self) -> Vec<String> {
+        self.policy.data.excluded_codes()
+    }
+    fn pack(&self) -> ApiResult<(String, String, usize)> {
+        let pl = self.lock_pipeline()?;
+        Ok((
+            pl.pack_id(),
+            pl.pack.name().to_string(),
+            pl.pack.recogniser.embedding_dim,
+        ))
+    }
+    fn append(&self, ev: AuditEvent) -> ApiResult<()> {
+        ClusterState::append(self, ev).map(|_| ())
+    }
+}
+
 fn key_actor(who: &KeyIdentity) -> Actor {
     Actor {
         user_id: Some(who.key_id),
@@ -291,6 +325,7 @@ pub fn router(st: ClusterState) -> Router {
         .route("/v1/audit/export", get(audit_export))
         .route("/v1/orgs", get(list_orgs).post(create_org))
         .route("/v1/orgs/{id}", axum::routing::patch(update_org))
+        .merge(crate::catalog::routes::<ClusterState>())
         .route_layer(middleware::from_fn_with_state(st.clone(), authenticate));
     // Probe videos: uploads up to VIDEO_BODY_LIMIT and the long timeout, as embedded.
     let video = Router::new()

@@ -554,35 +554,6 @@ pub struct CollectionInfo {
     pub subjects: u64,
 }
 
-/// Collections with their pack and face, image and subject counts.
-#[utoipa::path(get, path = "/v1/collections", tag = "faces",
-    responses(
-        (status = 200, description = "Collections", body = Vec<CollectionInfo>),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`policy_denied` (action read_face)", body = ErrorBody),
-    ))]
-async fn collections(
-    State(st): State<AppState>,
-    auth::Auth(p): auth::Auth,
-) -> ApiResult<Json<Vec<CollectionInfo>>> {
-    authorize(&st, &p, Action::ReadFace, &AuthzContext::default())?;
-    let s = blocking(&st, |st| st.gallery.stats().map_err(ApiError::internal)).await?;
-    Ok(Json(
-        s.collections
-            .into_iter()
-            .map(|c| CollectionInfo {
-                id: c.id,
-                name: c.name,
-                pack: c.pack,
-                dim: c.dim,
-                faces: c.faces,
-                images: c.images,
-                subjects: c.subjects,
-            })
-            .collect(),
-    ))
-}
-
 async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
 }
@@ -620,7 +591,7 @@ impl Modify for SecurityAddon {
     modifiers(&SecurityAddon),
     security(("api_key" = []), ("session" = [])),
     paths(
-        healthz, openapi, get_face, get_thumbnail, stats, collections,
+        healthz, openapi, get_face, get_thumbnail, stats,
         auth::login, auth::logout, auth::me,
         search::search, search::search_face, search::verify,
         gov_api::delete_face, gov_api::create_case, gov_api::list_cases, gov_api::get_case,
@@ -665,7 +636,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/verify", post(search::verify))
         .route("/v1/faces/{id}", get(get_face).delete(gov_api::delete_face))
         .route("/v1/faces/{id}/thumbnail", get(get_thumbnail))
-        .route("/v1/collections", get(collections))
         .route("/v1/stats", get(stats))
         .route(
             "/v1/cases",

@@ -102,6 +102,21 @@ pub fn add_org(config: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&cluster_ok(config, &args)).unwrap()
 }
 
+/// The organisation most cluster tests work in: `agency`, law enforcement, FR.
+pub fn add_agency(config: &Path) -> Value {
+    add_org(
+        config,
+        &[
+            "--name",
+            "agency",
+            "--kind",
+            "law_enforcement",
+            "--jurisdiction",
+            "FR",
+        ],
+    )
+}
+
 /// A request whose error statuses are answers, not failures: (status, JSON body).
 pub fn call(method: &str, url: &str, key: &str, body: Option<&Value>) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
