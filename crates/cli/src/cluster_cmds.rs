@@ -65,6 +65,28 @@ pub(crate) enum ClusterCmd {
         #[arg(long)]
         org: String,
     },
+    /// Create a user account of the cluster API (sign-in with a password for the web app and
+    /// `POST /v1/auth/login`); prints a generated password once, or reads one from stdin.
+    AddUser {
+        #[command(flatten)]
+        config: ConfigArg,
+        username: String,
+        /// The user's organisation (`visage cluster add-org`).
+        #[arg(long)]
+        org: String,
+        /// admin, investigator, auditor or compliance.
+        #[arg(long)]
+        role: String,
+        /// Read the password from the first line of stdin instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a cluster user's password (from the first line of stdin); ends their sessions.
+    SetPassword {
+        #[command(flatten)]
+        config: ConfigArg,
+        username: String,
+    },
     /// Create an organisation (tenant): keys belong to one, the policy decides by its kind,
     /// jurisdiction and status, searches count against its monthly quota.
     AddOrg {
@@ -242,6 +264,58 @@ pub(crate) fn cluster(cmd: ClusterCmd) -> Result<ExitCode> {
             )?;
             eprintln!("API key {name:?} ({role} of {:?}); shown once:", org.name);
             println!("{key}");
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::AddUser {
+            config,
+            username,
+            org,
+            role,
+            password_stdin,
+        } => {
+            let (store, audit_key) = config.open_with_audit_key()?;
+            let role = visage_governance::Role::parse(&role).with_context(|| {
+                format!("unknown role {role:?}: admin, investigator, auditor or compliance")
+            })?;
+            let org = visage_cluster::gov::org_by_name(store.pool(), &org)?;
+            let (password, generated) = if password_stdin {
+                (crate::gov_cmds::read_password_stdin()?, false)
+            } else {
+                (crate::gov_cmds::random_password(20)?, true)
+            };
+            let audit = visage_cluster::audit::PgAudit::new(store.pool(), audit_key);
+            let u = visage_cluster::accounts::create_user(
+                store.pool(),
+                &audit,
+                &cli_actor(),
+                org.id,
+                &username,
+                role,
+                Some(&password),
+            )?;
+            eprintln!(
+                "created user '{}' (id {}, {}) in organisation '{}'",
+                u.username, u.id, u.role, org.name
+            );
+            if generated {
+                println!("{password}");
+                eprintln!("This password is shown only once: store it now.");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::SetPassword { config, username } => {
+            let (store, audit_key) = config.open_with_audit_key()?;
+            let password = crate::gov_cmds::read_password_stdin()?;
+            let u = visage_cluster::accounts::user_by_name(store.pool(), &username)?;
+            let audit = visage_cluster::audit::PgAudit::new(store.pool(), audit_key);
+            visage_cluster::accounts::set_password(
+                store.pool(),
+                &audit,
+                &cli_actor(),
+                u.id,
+                &password,
+            )?;
+            eprintln!("password of '{username}' set; their sessions ended");
             Ok(ExitCode::SUCCESS)
         }
         ClusterCmd::AddOrg {

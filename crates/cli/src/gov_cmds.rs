@@ -248,7 +248,7 @@ fn org_names(gov: &Governance) -> Result<std::collections::HashMap<i64, String>>
 
 /// A random password of `len` characters from an alphabet without look-alikes, from the OS
 /// random source.
-fn random_password(len: usize) -> Result<String> {
+pub(crate) fn random_password(len: usize) -> Result<String> {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
     let limit = 256 - 256 % ALPHABET.len();
     let mut urandom = std::fs::File::open("/dev/urandom")
@@ -269,7 +269,7 @@ fn random_password(len: usize) -> Result<String> {
     Ok(out)
 }
 
-fn read_password_stdin() -> Result<String> {
+pub(crate) fn read_password_stdin() -> Result<String> {
     let mut line = String::new();
     std::io::stdin()
         .lock()

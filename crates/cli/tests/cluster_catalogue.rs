@@ -45,6 +45,9 @@ fn ids(v: &Value) -> Vec<i64> {
 fn catalogue_over_the_cluster_api() {
     let Some(lfw) = lfw() else { return };
     let Some((pg, s3)) = servers() else { return };
+    if !common::installed("open") {
+        return;
+    }
     let all = people_dirs(&lfw);
     // Three people, four photos each.
     let tmp = tempfile::tempdir().unwrap();

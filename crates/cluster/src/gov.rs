@@ -1,11 +1,9 @@
 //! Governance of a cluster deployment in PostgreSQL (migration 4): organisations, cases and
 //! the facts the policy decision needs (`visage_governance::AuthzFacts`), so every API
 //! process decides with the same code as the embedded server (`visage_governance::decide`)
-//! over the same rows. Keys and their organisation: `keys.rs`; the audit log: `audit.rs`.
-//! Organisation and case changes commit in one transaction with their audit record.
-//!
-//! Not here yet (docs/CLUSTER.md, "Known gaps"): user accounts with passwords (the cluster
-//! API authenticates keys only).
+//! over the same rows. Keys and their organisation: `keys.rs`; user accounts and sessions:
+//! `accounts.rs`; the audit log: `audit.rs`. Organisation and case changes commit in one
+//! transaction with their audit record.
 
 use postgres::Row;
 use visage_governance::{

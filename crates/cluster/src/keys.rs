@@ -1,41 +1,59 @@
 //! API keys of the cluster HTTP API, in PostgreSQL so every API process sees the same ones.
 //! Only the sha256 of a key is stored; the key is shown once when created. A key has a
 //! governance role (admin, investigator, auditor, compliance) and belongs to an organisation
-//! (`gov.rs`); what it may do is the policy's decision.
+//! (`gov.rs`); what it may do is the policy's decision. A key may instead be owned by a user
+//! (`accounts.rs`): it then acts as that user, with the key's role.
 
 use anyhow::{bail, Result};
 use sha2::{Digest, Sha256};
 use visage_gallery::gallery::now;
 use visage_governance::{Organisation, Principal, Role};
 
-use crate::gov::{org_from_row, ORG_COLS_O};
+use crate::gov::ORG_COLS_O;
 use crate::pg::Pool;
 
 fn digest(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-/// A live key as looked up: its id, name, role and organisation (none for keys made before
-/// organisations existed, until given one).
+/// Who calls the cluster API: a live key (its id, name, role and organisation: none for keys
+/// made before organisations existed, until given one), or a user (signed in, or through a
+/// key the user owns: the user's id and name, the role in force, the user's organisation).
 #[derive(Debug, Clone)]
 pub struct KeyIdentity {
+    /// The principal id: the key's id, or the user's (one sequence, so they never collide).
     pub key_id: i64,
     pub name: String,
     pub role: Role,
     pub org: Option<Organisation>,
+    /// A user account rather than a key of its own.
+    pub user: bool,
 }
 
 impl KeyIdentity {
     /// The governance principal of a key with an organisation: `user_id` is the key's id,
-    /// `username` `key:NAME` (what the audit log records as the actor).
+    /// `username` `key:NAME` (what the audit log records as the actor); of a user, the user.
     pub fn principal(&self) -> Option<Principal> {
         Some(Principal {
             user_id: self.key_id,
-            username: format!("key:{}", self.name),
+            username: if self.user {
+                self.name.clone()
+            } else {
+                format!("key:{}", self.name)
+            },
             org: self.org.clone()?,
             role: self.role,
         })
     }
+}
+
+/// A new key (`vsk_` and 64 hex digits of 32 random bytes) and the SHA-256 stored for it.
+pub fn new_secret() -> Result<(String, String)> {
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("OS randomness: {e}"))?;
+    let key = format!("vsk_{}", hex::encode(raw));
+    let sha = digest(&key);
+    Ok((key, sha))
 }
 
 /// Creates a key in an organisation; returns it (shown once).
@@ -43,13 +61,11 @@ pub fn create(pool: &Pool, name: &str, role: Role, org_id: i64) -> Result<String
     if name.trim().is_empty() {
         bail!("a key needs a name");
     }
-    let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("OS randomness: {e}"))?;
-    let key = format!("vsk_{}", hex::encode(raw));
+    let (key, sha) = new_secret()?;
     let n = pool.get()?.execute(
         "INSERT INTO api_key (name, key_sha256, role, org_id, created_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
-        &[&name, &digest(&key), &role.as_str(), &org_id, &now()],
+        &[&name, &sha, &role.as_str(), &org_id, &now()],
     )?;
     if n == 0 {
         bail!("a key named {name:?} exists already");
@@ -57,12 +73,12 @@ pub fn create(pool: &Pool, name: &str, role: Role, org_id: i64) -> Result<String
     Ok(key)
 }
 
-/// The identity of a live key, with its organisation as it is now.
+/// The identity of a live key, with its organisation as it is now; a key owned by a user
+/// acts as the user (none while the user is disabled).
 pub fn lookup(pool: &Pool, key: &str) -> Result<Option<KeyIdentity>> {
     let row = pool.get()?.query_opt(
         &format!(
-            "SELECT k.id, k.name, k.role, k.org_id, {ORG_COLS_O} FROM api_key k \
-             LEFT JOIN organisation o ON o.id = k.org_id \
+            "SELECT k.id, k.name, k.role, k.org_id, k.user_id FROM api_key k \
              WHERE k.key_sha256 = $1 AND k.revoked_at IS NULL"
         ),
         &[&digest(key)],
@@ -75,8 +91,18 @@ pub fn lookup(pool: &Pool, key: &str) -> Result<Option<KeyIdentity>> {
             r.get::<_, String>(1)
         );
     };
+    if let Some(user_id) = r.get::<_, Option<i64>>(4) {
+        let u = pool.get()?.query_one(
+            &format!(
+                "SELECT u.id, u.username, u.role, u.disabled, {ORG_COLS_O} FROM app_user u \
+                 JOIN organisation o ON o.id = u.org_id WHERE u.id = $1"
+            ),
+            &[&user_id],
+        )?;
+        return crate::accounts::owned_key_identity(&u, role);
+    }
     let org = match r.get::<_, Option<i64>>(3) {
-        Some(_) => Some(org_from_row(&r, 4)?),
+        Some(org_id) => Some(crate::gov::get_org(pool, org_id)?),
         None => None,
     };
     Ok(Some(KeyIdentity {
@@ -84,15 +110,21 @@ pub fn lookup(pool: &Pool, key: &str) -> Result<Option<KeyIdentity>> {
         name: r.get(1),
         role,
         org,
+        user: false,
     }))
 }
 
-/// The actor name (`key:NAME`) of key `id`, revoked or not (reports name who opened a case).
+/// The actor name of principal `id`: `key:NAME` for a key of its own, revoked or not, or
+/// the username (reports name who opened a case).
 pub fn actor_name(pool: &Pool, id: i64) -> Result<Option<String>> {
     Ok(pool
         .get()?
-        .query_opt("SELECT name FROM api_key WHERE id = $1", &[&id])?
-        .map(|r| format!("key:{}", r.get::<_, String>(0))))
+        .query_opt(
+            "SELECT 'key:' || name FROM api_key WHERE id = $1 AND user_id IS NULL \
+             UNION ALL SELECT username FROM app_user WHERE id = $1",
+            &[&id],
+        )?
+        .map(|r| r.get::<_, String>(0)))
 }
 
 pub fn revoke(pool: &Pool, name: &str) -> Result<bool> {

@@ -9,10 +9,12 @@
 //!   exact scan over vectors cached from PostgreSQL (small galleries and tests).
 //! - `store`: `ClusterStore`, the `FaceStore` over those three; `catalog`: its `Catalog`
 //!   (collections and subjects for the catalogue endpoints).
-//! - `gov` / `keys` / `audit`: organisations, cases, API keys and the audit log (governance).
+//! - `gov` / `keys` / `accounts` / `audit`: organisations, cases, API keys, user accounts and
+//!   sessions, and the audit log (governance).
 //! - `queue` / `worker`: ingest items claimed with `FOR UPDATE SKIP LOCKED` and a lease.
 //! - `testkit`: starts PostgreSQL and an S3-compatible server on loopback for the tests.
 
+pub mod accounts;
 pub mod audit;
 pub mod blobs;
 pub mod catalog;

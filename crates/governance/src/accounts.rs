@@ -270,7 +270,8 @@ fn key_from_row(r: &Row) -> rusqlite::Result<ApiKeyInfo> {
     })
 }
 
-fn validate_name(what: &str, s: &str, max: usize) -> Result<String> {
+/// A display name (key names, labels): trimmed, 1 to `max` characters, no control characters.
+pub fn validate_name(what: &str, s: &str, max: usize) -> Result<String> {
     let t = s.trim();
     if t.is_empty() || t.chars().count() > max || t.chars().any(char::is_control) {
         return Err(GovError::Invalid(format!(
@@ -280,7 +281,8 @@ fn validate_name(what: &str, s: &str, max: usize) -> Result<String> {
     Ok(t.to_string())
 }
 
-fn validate_username(s: &str) -> Result<String> {
+/// A username: 1 to 64 letters, digits and `. _ - @`.
+pub fn validate_username(s: &str) -> Result<String> {
     let ok = (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
@@ -292,7 +294,8 @@ fn validate_username(s: &str) -> Result<String> {
     Ok(s.to_string())
 }
 
-pub(crate) fn hash_password(password: &str) -> Result<String> {
+/// An argon2id PHC string of a password of at least [`MIN_PASSWORD_CHARS`] characters.
+pub fn hash_password(password: &str) -> Result<String> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(GovError::Invalid(format!(
             "password must have at least {MIN_PASSWORD_CHARS} characters"
@@ -314,6 +317,18 @@ fn verify_password(password: &str, phc: &str) -> bool {
             .verify_password(password.as_bytes(), &h)
             .is_ok(),
         Err(_) => false,
+    }
+}
+
+/// Whether `password` matches the stored PHC string; with none (unknown user, or no password
+/// set) a fixed hash is verified anyway, so every answer takes as long, and it is false.
+pub fn check_password(password: &str, phc: Option<&str>) -> bool {
+    match phc {
+        Some(phc) => verify_password(password, phc),
+        None => {
+            let _ = verify_password(password, dummy_hash());
+            false
+        }
     }
 }
 

@@ -16,8 +16,9 @@ mod schema;
 mod util;
 
 pub use accounts::{
-    ApiKeyInfo, InitialAdmin, NewApiKey, NewOrg, OrgKind, OrgStatus, OrgUpdate, Organisation,
-    Principal, Role, User, MIN_PASSWORD_CHARS,
+    check_password, hash_password, validate_name, validate_username, ApiKeyInfo, InitialAdmin,
+    NewApiKey, NewOrg, OrgKind, OrgStatus, OrgUpdate, Organisation, Principal, Role, User,
+    MIN_PASSWORD_CHARS,
 };
 /// A seq range as inclusive SQL bounds, for other audit stores (the cluster's PostgreSQL log).
 pub use audit::range_to_sql as audit_range_to_sql;

@@ -122,7 +122,7 @@ pub struct Auth(pub Principal);
 /// As [`Auth`], also saying how.
 pub struct AuthVia(pub Principal, pub Via);
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -235,6 +235,14 @@ pub(crate) fn refusal_event(
 /// For endpoints that are no single action (`/v1/auth/me`, `/metrics`): the organisation must
 /// be active (or in a running trial) and the policy must allow its role something.
 pub(crate) fn general_access(st: &AppState, p: &Principal) -> ApiResult<()> {
+    general_access_under(&st.gov.policy(), p)
+}
+
+/// [`general_access`] under a given policy (either API).
+pub(crate) fn general_access_under(
+    policy: &visage_governance::Policy,
+    p: &Principal,
+) -> ApiResult<()> {
     let deny = |rule: &str, reason: String| {
         let d = Decision {
             allowed: false,
@@ -259,7 +267,6 @@ pub(crate) fn general_access(st: &AppState, p: &Principal) -> ApiResult<()> {
             format!("the trial of organisation '{}' has expired", p.org.name),
         );
     }
-    let policy = st.gov.policy();
     let mut first_denial = None;
     for a in Action::ALL {
         let d = policy.evaluate(p.role, &p.org, *a);
@@ -304,15 +311,35 @@ pub struct Me {
 }
 
 fn me_of(st: &AppState, p: Principal, via: Via) -> Me {
-    Me {
-        operator: is_operator(st, &p),
-        user_id: p.user_id,
-        username: p.username,
-        role: p.role.as_str().to_string(),
-        org: p.org,
-        via,
+    let operator = is_operator(st, &p);
+    Me::new(p, via, operator)
+}
+
+impl Me {
+    pub(crate) fn new(p: Principal, via: Via, operator: bool) -> Me {
+        Me {
+            operator,
+            user_id: p.user_id,
+            username: p.username,
+            role: p.role.as_str().to_string(),
+            org: p.org,
+            via,
+        }
     }
 }
+
+/// The `Set-Cookie` value of a new session (HttpOnly, SameSite=Strict, 12 h).
+pub(crate) fn session_cookie(token: &str) -> ApiResult<HeaderValue> {
+    let c = format!(
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        SESSION_TTL.as_secs()
+    );
+    HeaderValue::from_str(&c).map_err(|e| ApiError::internal(e.into()))
+}
+
+/// The `Set-Cookie` value that clears the session cookie.
+pub(crate) const CLEARED_COOKIE: &str =
+    "visage_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0";
 
 /// Logs in with a username and password: sets the `visage_session` cookie (HttpOnly,
 /// SameSite=Strict, 12 h). Rate-limited per client IP.
@@ -362,14 +389,8 @@ pub(crate) async fn login(
     .await?;
     let me = me_of(&st, p, Via::Session);
     let mut res = Json(me).into_response();
-    let c = format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_TTL.as_secs()
-    );
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&c).map_err(|e| ApiError::internal(e.into()))?,
-    );
+    res.headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&token)?);
     Ok(res)
 }
 
@@ -388,10 +409,8 @@ pub(crate) async fn logout(
         st.sessions.remove(token);
     }
     let mut res = StatusCode::NO_CONTENT.into_response();
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("visage_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
-    );
+    res.headers_mut()
+        .insert(header::SET_COOKIE, HeaderValue::from_static(CLEARED_COOKIE));
     Ok(res)
 }
 

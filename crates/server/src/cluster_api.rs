@@ -17,9 +17,10 @@
 //! see their own), erasure by source,
 //! subject or jurisdiction with a signed receipt, and the public opt-out, access and
 //! request-status endpoints, all with the embedded API's bodies, answers and audit records
-//! (receipts and public requests: `visage_cluster::receipts`). Not yet (docs/CLUSTER.md,
-//! "Known gaps"): user accounts and sessions and the web app; those answer 404 here rather
-//! than running without the governance they need.
+//! (receipts and public requests: `visage_cluster::receipts`), and user accounts: password
+//! login with sessions shared by every process, users and their keys, the policy in force
+//! (`cluster_accounts.rs`). Not yet (docs/CLUSTER.md, "Known gaps"): the web app; it answers
+//! 404 here.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,9 @@ use crate::search::{
 use crate::{ApiError, ApiResult, BODY_LIMIT};
 use visage_engine::optout;
 
+#[path = "cluster_accounts.rs"]
+mod accounts;
+
 #[derive(Clone)]
 pub struct ClusterState(Arc<ClusterInner>);
 
@@ -73,6 +77,11 @@ pub struct ClusterInner {
     /// Signs the audit log's checkpoints (shared by every API process of the cluster).
     audit_key: SigningKey,
     policy: Policy,
+    /// The policy's text and where it came from (`GET /v1/policy`).
+    policy_text: String,
+    policy_origin: String,
+    /// Password logins per client IP (per process).
+    login_limit: RateLimiter,
     /// The pipeline's pack id (health answers it without waiting for the pipeline).
     pack: String,
     /// One pipeline per API process; searches take turns on it (as the embedded server).
@@ -112,18 +121,32 @@ impl ClusterState {
              signs its audit log (the same file for every API process; created if missing)",
         )?;
         let audit_key = visage_cluster::audit::load_or_create_key(key_file)?;
-        let policy = match policy_file.or(cfg.policy_file.as_deref()) {
-            Some(f) => Policy::load(f)?,
-            None => Policy::default_policy(),
+        let (policy, policy_text, policy_origin) = match policy_file.or(cfg.policy_file.as_deref())
+        {
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read the policy {}", f.display()))?;
+                let policy = Policy::parse(&text, &f.display().to_string())?;
+                (policy, text, f.display().to_string())
+            }
+            None => (
+                Policy::default_policy(),
+                visage_governance::DEFAULT_POLICY_TOML.to_string(),
+                "built-in default policy".to_string(),
+            ),
         };
+        let defaults = crate::ServeOptions::default();
         Ok(ClusterState(Arc::new(ClusterInner {
             store: ClusterStore::open(cfg)?,
             roots,
             audit_key,
             policy,
+            policy_text,
+            policy_origin,
+            login_limit: RateLimiter::per_minute(defaults.login_per_minute),
             pack: pipeline.pack_id(),
             pipeline: Mutex::new(pipeline),
-            public_limit: RateLimiter::per_minute(crate::ServeOptions::default().public_per_minute),
+            public_limit: RateLimiter::per_minute(defaults.public_per_minute),
             operator_org: cfg.operator_org.clone(),
         })))
     }
@@ -283,20 +306,14 @@ async fn on_pool<T: Send + 'static>(
         .map_err(joined)?
 }
 
+/// Who calls (an API key, else the session cookie), as `KeyIdentity` and `Via` extensions;
+/// 401 `unauthorized` otherwise, whatever the cause.
 async fn authenticate(State(st): State<ClusterState>, mut req: Request, next: Next) -> Response {
-    let key = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|k| k.trim().to_string());
-    let Some(key) = key else {
-        return ApiError::unauthorized().into_response();
-    };
-    let st2 = st.clone();
-    match blocking(move || visage_cluster::keys::lookup(st2.store.pool(), &key)).await {
-        Ok(Some(who)) => {
+    let headers = req.headers().clone();
+    match on_pool(&st, move |st| accounts::identify(st, &headers)).await {
+        Ok(Some((who, via))) => {
             req.extensions_mut().insert(who);
+            req.extensions_mut().insert(via);
             next.run(req).await
         }
         Ok(None) => ApiError::unauthorized().into_response(),
@@ -325,6 +342,18 @@ pub fn router(st: ClusterState) -> Router {
         .route("/v1/audit/export", get(audit_export))
         .route("/v1/orgs", get(list_orgs).post(create_org))
         .route("/v1/orgs/{id}", axum::routing::patch(update_org))
+        .route("/v1/auth/logout", post(accounts::logout))
+        .route("/v1/auth/me", get(accounts::me))
+        .route(
+            "/v1/users",
+            get(accounts::list_users).post(accounts::create_user),
+        )
+        .route("/v1/users/{id}/disable", post(accounts::disable_user))
+        .route("/v1/users/{id}/enable", post(accounts::enable_user))
+        .route("/v1/users/{id}/keys", post(accounts::create_key))
+        .route("/v1/keys", get(accounts::list_keys))
+        .route("/v1/keys/{id}", axum::routing::delete(accounts::revoke_key))
+        .route("/v1/policy", get(accounts::get_policy))
         .merge(crate::catalog::routes::<ClusterState>())
         .route_layer(middleware::from_fn_with_state(st.clone(), authenticate));
     // Probe videos: uploads up to VIDEO_BODY_LIMIT and the long timeout, as embedded.
@@ -338,6 +367,7 @@ pub fn router(st: ClusterState) -> Router {
         ));
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/auth/login", post(accounts::login))
         .route("/v1/public/opt-out", post(public_opt_out))
         .route("/v1/public/access", post(public_access))
         .route("/v1/public/requests/{id}", get(public_request_status))

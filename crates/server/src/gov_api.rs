@@ -502,7 +502,7 @@ fn managed_user(st: &AppState, p: &Principal, user_id: i64) -> ApiResult<visage_
 #[derive(Debug, Deserialize, IntoParams)]
 pub(crate) struct UsersQuery {
     /// Only this organisation's users (operator administrators; others always see their own).
-    org_id: Option<i64>,
+    pub(crate) org_id: Option<i64>,
 }
 
 /// Users: operator administrators see every organisation's (or `org_id`'s), other
@@ -663,7 +663,7 @@ pub(crate) async fn create_key(
 #[derive(Debug, Deserialize, IntoParams)]
 pub(crate) struct KeysQuery {
     /// Only this user's keys.
-    user_id: Option<i64>,
+    pub(crate) user_id: Option<i64>,
 }
 
 /// API keys (never secrets): of one user, or of every user the caller manages.
