@@ -77,10 +77,8 @@ pub fn create(pool: &Pool, name: &str, role: Role, org_id: i64) -> Result<String
 /// acts as the user (none while the user is disabled).
 pub fn lookup(pool: &Pool, key: &str) -> Result<Option<KeyIdentity>> {
     let row = pool.get()?.query_opt(
-        &format!(
-            "SELECT k.id, k.name, k.role, k.org_id, k.user_id FROM api_key k \
-             WHERE k.key_sha256 = $1 AND k.revoked_at IS NULL"
-        ),
+        "SELECT k.id, k.name, k.role, k.org_id, k.user_id FROM api_key k \
+         WHERE k.key_sha256 = $1 AND k.revoked_at IS NULL",
         &[&digest(key)],
     )?;
     let Some(r) = row else { return Ok(None) };

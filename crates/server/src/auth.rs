@@ -1,25 +1,23 @@
 //! Authentication (API keys, session cookies), authorisation helpers that audit refusals,
-//! per-IP rate limiting, and the login/logout/me endpoints.
+//! per-IP rate limiting (the login, logout and me endpoints: `accounts_api.rs`).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::{header, HeaderMap};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use visage_governance::{
-    Action, Actor, AuditEvent, AuthError, AuthzContext, Decision, OrgStatus, Principal,
+    Action, AuditEvent, AuthError, AuthzContext, Decision, OrgStatus, Principal,
 };
 
-use crate::{blocking, ApiError, ApiResult, AppState, ErrorBody};
+use crate::{ApiError, ApiResult, AppState};
 
 /// Name of the session cookie set by `POST /v1/auth/login`.
 pub const SESSION_COOKIE: &str = "visage_session";
@@ -41,7 +39,7 @@ fn token_key(token: &str) -> String {
 }
 
 impl Sessions {
-    fn create(&self, user_id: i64) -> ApiResult<String> {
+    pub(crate) fn create(&self, user_id: i64) -> ApiResult<String> {
         let mut raw = [0u8; 32];
         getrandom::fill(&mut raw)
             .map_err(|e| ApiError::internal(anyhow::anyhow!("no OS randomness: {e}")))?;
@@ -60,7 +58,7 @@ impl Sessions {
             .map(|(u, _)| *u)
     }
 
-    fn remove(&self, token: &str) {
+    pub(crate) fn remove(&self, token: &str) {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
         m.remove(&token_key(token));
     }
@@ -285,147 +283,4 @@ pub(crate) fn general_access_under(
 /// organisation); other admins manage only their own.
 pub(crate) fn is_operator(st: &AppState, p: &Principal) -> bool {
     p.role == visage_governance::Role::Admin && st.operator_org == Some(p.org.id)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Endpoints
-
-/// Username and password.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct LoginJson {
-    pub username: String,
-    pub password: String,
-}
-
-/// Who the caller is.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Me {
-    pub user_id: i64,
-    pub username: String,
-    pub role: String,
-    #[schema(value_type = Object)]
-    pub org: visage_governance::Organisation,
-    pub via: Via,
-    /// Admin of the operator organisation (manages every organisation).
-    pub operator: bool,
-}
-
-fn me_of(st: &AppState, p: Principal, via: Via) -> Me {
-    let operator = is_operator(st, &p);
-    Me::new(p, via, operator)
-}
-
-impl Me {
-    pub(crate) fn new(p: Principal, via: Via, operator: bool) -> Me {
-        Me {
-            operator,
-            user_id: p.user_id,
-            username: p.username,
-            role: p.role.as_str().to_string(),
-            org: p.org,
-            via,
-        }
-    }
-}
-
-/// The `Set-Cookie` value of a new session (HttpOnly, SameSite=Strict, 12 h).
-pub(crate) fn session_cookie(token: &str) -> ApiResult<HeaderValue> {
-    let c = format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_TTL.as_secs()
-    );
-    HeaderValue::from_str(&c).map_err(|e| ApiError::internal(e.into()))
-}
-
-/// The `Set-Cookie` value that clears the session cookie.
-pub(crate) const CLEARED_COOKIE: &str =
-    "visage_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0";
-
-/// Logs in with a username and password: sets the `visage_session` cookie (HttpOnly,
-/// SameSite=Strict, 12 h). Rate-limited per client IP.
-#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", security(()),
-    request_body = LoginJson,
-    responses(
-        (status = 200, description = "Logged in; the session cookie is set", body = Me),
-        (status = 400, description = "`bad_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "organisation suspended (`policy_denied`)", body = ErrorBody),
-        (status = 429, description = "`rate_limited`", body = ErrorBody),
-    ))]
-pub(crate) async fn login(
-    State(st): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    body: axum::body::Bytes,
-) -> ApiResult<Response> {
-    if !st.login_limit.allow(addr.ip()) {
-        return Err(ApiError::rate_limited());
-    }
-    let j: LoginJson = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_json(format!("invalid JSON body: {e}")))?;
-    let (p, token) = blocking(&st, move |st| {
-        let res = st.gov.authenticate_password(&j.username, &j.password);
-        match res {
-            Ok(p) => {
-                st.gov.append(
-                    AuditEvent::new(&Actor::from(&p), "login")
-                        .org(p.org.id)
-                        .decided(true, "auth:password", "password login"),
-                )?;
-                general_access(st, &p)?;
-                let token = st.sessions.create(p.user_id)?;
-                Ok((p, token))
-            }
-            Err(AuthError::Internal(m)) => Err(ApiError::internal(anyhow::anyhow!(m))),
-            Err(e) => {
-                st.gov.append(
-                    AuditEvent::new(&Actor::public(), "login")
-                        .decided(false, "auth:password", e.code())
-                        .details(serde_json::json!({"username": j.username})),
-                )?;
-                Err(ApiError::unauthorized())
-            }
-        }
-    })
-    .await?;
-    let me = me_of(&st, p, Via::Session);
-    let mut res = Json(me).into_response();
-    res.headers_mut()
-        .insert(header::SET_COOKIE, session_cookie(&token)?);
-    Ok(res)
-}
-
-/// Ends the session of the cookie (if any) and clears the cookie.
-#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth",
-    responses(
-        (status = 204, description = "Logged out"),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-    ))]
-pub(crate) async fn logout(
-    State(st): State<AppState>,
-    AuthVia(_, _): AuthVia,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
-        st.sessions.remove(token);
-    }
-    let mut res = StatusCode::NO_CONTENT.into_response();
-    res.headers_mut()
-        .insert(header::SET_COOKIE, HeaderValue::from_static(CLEARED_COOKIE));
-    Ok(res)
-}
-
-/// The authenticated caller: user, role, organisation, and how they authenticated.
-#[utoipa::path(get, path = "/v1/auth/me", tag = "auth",
-    responses(
-        (status = 200, description = "The caller", body = Me),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`policy_denied`: organisation suspended, or the policy \
-            allows its role nothing", body = ErrorBody),
-    ))]
-pub(crate) async fn me(
-    State(st): State<AppState>,
-    AuthVia(p, via): AuthVia,
-) -> ApiResult<Json<Me>> {
-    general_access(&st, &p)?;
-    Ok(Json(me_of(&st, p, via)))
 }

@@ -1,27 +1,25 @@
-//! User accounts and sessions on the cluster API (`visage_cluster::accounts`, PostgreSQL):
-//! password login for a session cookie shared by every API process, `me`, logout, and the
-//! administration of users and their keys, with the embedded API's bodies, answers, policy
-//! actions (`manage_accounts`, `manage_policy`) and audit records. An operator organisation's
-//! administrator manages every organisation's users; other administrators their own (other
-//! organisations' users and keys do not exist for them: 404).
+//! User accounts and sessions on the cluster API: the caller (an API key, else the session
+//! cookie) and the account endpoints of `crate::accounts_api` over PostgreSQL
+//! (`visage_cluster::accounts`: users, their keys and sessions shared by every API process).
+//! An operator organisation's administrator manages every organisation's users; other
+//! administrators their own.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
 use visage_cluster::accounts;
 use visage_cluster::keys::KeyIdentity;
-use visage_governance::{Action, Actor, AuditEvent, AuthError, Principal, Role, User};
-
-use super::{on_pool, storage, ClusterState};
-use crate::auth::{
-    cookie, general_access_under, session_cookie, LoginJson, Me, Via, CLEARED_COOKIE,
-    SESSION_COOKIE,
+use visage_governance::{
+    Action, Actor, ApiKeyInfo, AuditEvent, AuthError, AuthzContext, NewApiKey, Principal, Role,
+    User,
 };
-use crate::gov_api::{int_id, KeysQuery, NewKeyJson, NewUserJson, UsersQuery};
-use crate::{input, ApiError, ApiResult};
+
+use super::{storage, ClusterState};
+use crate::accounts_api::AccountsHost;
+use crate::auth::{cookie, general_access_under, Via, SESSION_COOKIE};
+use crate::{ApiError, ApiResult};
 
 /// Who calls, from the `Authorization: Bearer` key or else the session cookie, and how.
 pub(super) fn identify(
@@ -51,75 +49,20 @@ pub(super) fn identify(
     Ok(None)
 }
 
-/// `POST /v1/auth/login`: username and password for the session cookie; rate-limited per
-/// client IP (per process); every attempt is recorded.
-pub(super) async fn login(
-    State(st): State<ClusterState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    body: axum::body::Bytes,
-) -> ApiResult<Response> {
-    if !st.login_limit.allow(addr.ip()) {
-        return Err(ApiError::rate_limited());
-    }
-    let j: LoginJson = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_json(format!("invalid JSON body: {e}")))?;
-    let (me, token) = on_pool(&st, move |st| {
-        let pool = st.store.pool();
-        match accounts::authenticate_password(pool, &j.username, &j.password) {
-            Ok(who) => {
-                let p = principal(&who)?;
-                st.append(
-                    AuditEvent::new(&Actor::from(&p), "login")
-                        .org(p.org.id)
-                        .decided(true, "auth:password", "password login"),
-                )?;
-                general_access_under(&st.policy, &p)?;
-                let token = accounts::create_session(pool, p.user_id)?;
-                let operator = st.is_operator(&p);
-                Ok((Me::new(p, Via::Session, operator), token))
-            }
-            Err(AuthError::Internal(m)) => Err(storage(anyhow::anyhow!(m))),
-            Err(e) => {
-                st.append(
-                    AuditEvent::new(&Actor::public(), "login")
-                        .decided(false, "auth:password", e.code())
-                        .details(serde_json::json!({"username": j.username})),
-                )?;
-                Err(ApiError::unauthorized())
-            }
+/// The caller the authentication middleware found (401 `unauthorized` without one).
+pub(crate) struct ClusterCaller(pub KeyIdentity, pub Via);
+
+impl FromRequestParts<ClusterState> for ClusterCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &ClusterState) -> ApiResult<Self> {
+        let who = parts.extensions.get::<KeyIdentity>().cloned();
+        let via = parts.extensions.get::<Via>().copied();
+        match (who, via) {
+            (Some(w), Some(v)) => Ok(ClusterCaller(w, v)),
+            _ => Err(ApiError::unauthorized()),
         }
-    })
-    .await?;
-    let mut res = Json(me).into_response();
-    res.headers_mut()
-        .insert(header::SET_COOKIE, session_cookie(&token)?);
-    Ok(res)
-}
-
-/// `POST /v1/auth/logout`: ends the cookie's session (if any) and clears the cookie.
-pub(super) async fn logout(State(st): State<ClusterState>, req: Request) -> ApiResult<Response> {
-    if let Some(token) = cookie(req.headers(), SESSION_COOKIE).map(str::to_string) {
-        on_pool(&st, move |st| {
-            accounts::end_session(st.store.pool(), &token).map_err(storage)
-        })
-        .await?;
     }
-    let mut res = StatusCode::NO_CONTENT.into_response();
-    res.headers_mut()
-        .insert(header::SET_COOKIE, HeaderValue::from_static(CLEARED_COOKIE));
-    Ok(res)
-}
-
-/// `GET /v1/auth/me`: the caller, if its organisation may do anything at all.
-pub(super) async fn me(
-    State(st): State<ClusterState>,
-    Extension(who): Extension<KeyIdentity>,
-    Extension(via): Extension<Via>,
-) -> ApiResult<Json<Me>> {
-    let p = principal(&who)?;
-    general_access_under(&st.policy, &p)?;
-    let operator = st.is_operator(&p);
-    Ok(Json(Me::new(p, via, operator)))
 }
 
 /// The principal of a caller with an organisation (403 `no_organisation` otherwise).
@@ -133,203 +76,118 @@ fn principal(who: &KeyIdentity) -> ApiResult<Principal> {
     })
 }
 
-/// `manage_accounts` for the caller (a refusal is recorded).
-fn manager(st: &ClusterState, who: &KeyIdentity) -> ApiResult<Principal> {
-    let (p, _) = st.authorize(
-        who,
-        Action::ManageAccounts,
-        &visage_governance::AuthzContext::default(),
-        |ev| ev,
-    )?;
-    Ok(p)
+fn key_id(raw: &str) -> Option<i64> {
+    raw.parse().ok()
 }
 
-/// The user `id`, if the caller manages its organisation (404 otherwise).
-fn managed_user(st: &ClusterState, p: &Principal, id: i64) -> ApiResult<User> {
-    let u = accounts::get_user(st.store.pool(), id)?;
-    if !st.is_operator(p) && u.org_id != p.org.id {
-        return Err(ApiError::not_found(format!("no user {id}")));
+impl AccountsHost for ClusterState {
+    type Caller = ClusterCaller;
+    fn caller(&self, who: &ClusterCaller) -> ApiResult<(Principal, Via)> {
+        Ok((principal(&who.0)?, who.1))
     }
-    Ok(u)
-}
-
-/// `GET /v1/users`: the caller's organisation's users (an operator administrator: every
-/// organisation's, or `org_id`'s).
-pub(super) async fn list_users(
-    State(st): State<ClusterState>,
-    Extension(who): Extension<KeyIdentity>,
-    Query(q): Query<UsersQuery>,
-) -> ApiResult<Json<Vec<User>>> {
-    on_pool(&st, move |st| {
-        let p = manager(st, &who)?;
-        let org = if st.is_operator(&p) {
-            q.org_id
-        } else {
-            Some(p.org.id)
-        };
-        Ok(Json(accounts::list_users(st.store.pool(), org)?))
-    })
-    .await
-}
-
-/// `POST /v1/users`: a user in the caller's organisation (another one: operator only).
-pub(super) async fn create_user(
-    State(st): State<ClusterState>,
-    Extension(who): Extension<KeyIdentity>,
-    body: axum::body::Bytes,
-) -> ApiResult<Response> {
-    let user = on_pool(&st, move |st| {
-        let p = manager(st, &who)?;
-        let j: NewUserJson = input::json(&body)?;
-        let org_id = j.org_id.unwrap_or(p.org.id);
-        if !st.is_operator(&p) && org_id != p.org.id {
-            return Err(ApiError::not_found(format!("no organisation {org_id}")));
-        }
-        let role: Role = j.role.parse()?;
+    fn authorize(&self, who: &ClusterCaller, action: Action) -> ApiResult<Principal> {
+        let (p, _) =
+            ClusterState::authorize(self, &who.0, action, &AuthzContext::default(), |e| e)?;
+        Ok(p)
+    }
+    fn is_operator(&self, p: &Principal) -> bool {
+        ClusterState::is_operator(self, p)
+    }
+    fn general_access(&self, p: &Principal) -> ApiResult<()> {
+        general_access_under(&self.policy, p)
+    }
+    fn policy_doc(&self) -> serde_json::Value {
+        serde_json::json!({
+            "text": self.policy_text,
+            "sha256": self.policy.sha256,
+            "origin": self.policy_origin,
+        })
+    }
+    fn login_allowed(&self, ip: IpAddr) -> bool {
+        self.login_limit.allow(ip)
+    }
+    fn append(&self, ev: AuditEvent) -> ApiResult<()> {
+        ClusterState::append(self, ev).map(|_| ())
+    }
+    fn password_login(&self, username: &str, password: &str) -> Result<Principal, AuthError> {
+        let who = accounts::authenticate_password(self.store.pool(), username, password)?;
+        who.principal()
+            .ok_or_else(|| AuthError::Internal(format!("user {username:?} has no organisation")))
+    }
+    fn start_session(&self, user_id: i64) -> ApiResult<String> {
+        Ok(accounts::create_session(self.store.pool(), user_id)?)
+    }
+    fn end_session(&self, token: &str) -> ApiResult<()> {
+        accounts::end_session(self.store.pool(), token).map_err(storage)
+    }
+    fn create_user(
+        &self,
+        by: &Actor,
+        org_id: i64,
+        username: &str,
+        role: Role,
+        password: Option<&str>,
+    ) -> ApiResult<User> {
+        let pool = self.store.pool();
         Ok(accounts::create_user(
-            st.store.pool(),
-            &st.audit(),
-            &Actor::from(&p),
+            pool,
+            &self.audit(),
+            by,
             org_id,
-            &j.username,
+            username,
             role,
-            j.password.as_deref(),
+            password,
         )?)
-    })
-    .await?;
-    Ok((StatusCode::CREATED, Json(user)).into_response())
-}
-
-async fn set_disabled(
-    st: ClusterState,
-    who: KeyIdentity,
-    raw: String,
-    disabled: bool,
-) -> ApiResult<Json<User>> {
-    let id = int_id(&raw, "user")?;
-    on_pool(&st, move |st| {
-        let p = manager(st, &who)?;
-        managed_user(st, &p, id)?;
-        Ok(Json(accounts::set_user_disabled(
-            st.store.pool(),
-            &st.audit(),
-            &Actor::from(&p),
+    }
+    fn get_user(&self, id: i64) -> ApiResult<User> {
+        Ok(accounts::get_user(self.store.pool(), id)?)
+    }
+    fn list_users(&self, org_id: Option<i64>) -> ApiResult<Vec<User>> {
+        Ok(accounts::list_users(self.store.pool(), org_id)?)
+    }
+    fn set_user_disabled(&self, by: &Actor, id: i64, disabled: bool) -> ApiResult<User> {
+        let pool = self.store.pool();
+        Ok(accounts::set_user_disabled(
+            pool,
+            &self.audit(),
+            by,
             id,
             disabled,
-        )?))
-    })
-    .await
-}
-
-/// `POST /v1/users/{id}/disable`: the user's sessions end, keys and password stop working.
-pub(super) async fn disable_user(
-    State(st): State<ClusterState>,
-    Extension(who): Extension<KeyIdentity>,
-    UrlPath(raw): UrlPath<String>,
-) -> ApiResult<Json<User>> {
-    set_disabled(st, who, raw, true).await
-}
-
-/// `POST /v1/users/{id}/enable`.
-pub(super) async fn enable_user(
-    State(st): State<ClusterState>,
-    Extension(who): Extension<KeyIdentity>,
-    UrlPath(raw): UrlPath<String>,
-) -> ApiResult<Json<User>> {
-    set_disabled(st, who, raw, false).await
-}
-
-/// `POST /v1/users/{id}/keys`: a key for the user; the secret is in this answer only.
-pub(super) async fn create_key(
-    State(st): State<ClusterState>,
-    Extension(who): Extension<KeyIdentity>,
-    UrlPath(raw): UrlPath<String>,
-    body: axum::body::Bytes,
-) -> ApiResult<Response> {
-    let id = int_id(&raw, "user")?;
-    let key = on_pool(&st, move |st| {
-        let p = manager(st, &who)?;
-        let j: NewKeyJson = input::json(&body)?;
-        managed_user(st, &p, id)?;
-        let role = j.role.as_deref().map(str::parse::<Role>).transpose()?;
+        )?)
+    }
+    fn create_key(
+        &self,
+        by: &Actor,
+        user_id: i64,
+        name: &str,
+        role: Option<Role>,
+    ) -> ApiResult<NewApiKey> {
+        let pool = self.store.pool();
         Ok(accounts::create_user_key(
-            st.store.pool(),
-            &st.audit(),
-            &Actor::from(&p),
-            id,
-            &j.name,
+            pool,
+            &self.audit(),
+            by,
+            user_id,
+            name,
             role,
         )?)
-    })
-    .await?;
-    let mut res = (StatusCode::CREATED, Json(key)).into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
-}
-
-/// `GET /v1/keys`: keys (never secrets) of one user, or of every user and organisation key
-/// the caller manages.
-pub(super) async fn list_keys(
-    State(st): State<ClusterState>,
-    Extension(who): Extension<KeyIdentity>,
-    Query(q): Query<KeysQuery>,
-) -> ApiResult<Json<Vec<visage_governance::ApiKeyInfo>>> {
-    on_pool(&st, move |st| {
-        let p = manager(st, &who)?;
-        let pool = st.store.pool();
-        if let Some(u) = q.user_id {
-            managed_user(st, &p, u)?;
-            return Ok(Json(accounts::list_keys(pool, Some(u), None)?));
+    }
+    fn list_keys(&self, user_id: Option<i64>, org_id: Option<i64>) -> ApiResult<Vec<ApiKeyInfo>> {
+        Ok(accounts::list_keys(self.store.pool(), user_id, org_id)?)
+    }
+    fn key_org(&self, id: &str) -> ApiResult<Option<i64>> {
+        match key_id(id) {
+            Some(id) => Ok(accounts::key_org(self.store.pool(), id)?),
+            None => Ok(None),
         }
-        let org = (!st.is_operator(&p)).then_some(p.org.id);
-        Ok(Json(accounts::list_keys(pool, None, org)?))
-    })
-    .await
-}
-
-/// `DELETE /v1/keys/{id}`: revokes a key (takes effect on the next request).
-pub(super) async fn revoke_key(
-    State(st): State<ClusterState>,
-    Extension(who): Extension<KeyIdentity>,
-    UrlPath(raw): UrlPath<String>,
-) -> ApiResult<Json<visage_governance::ApiKeyInfo>> {
-    on_pool(&st, move |st| {
-        let p = manager(st, &who)?;
-        let missing = || ApiError::not_found(format!("no API key {raw}"));
-        let id: i64 = raw.parse().map_err(|_| missing())?;
-        let pool = st.store.pool();
-        match accounts::key_org(pool, id)? {
-            Some(org) if st.is_operator(&p) || org == p.org.id => {}
-            _ => return Err(missing()),
-        }
-        Ok(Json(accounts::revoke_key(
-            pool,
-            &st.audit(),
-            &Actor::from(&p),
+    }
+    fn revoke_key(&self, by: &Actor, id: &str) -> ApiResult<ApiKeyInfo> {
+        let id = key_id(id).ok_or_else(|| ApiError::not_found(format!("no API key {id}")))?;
+        Ok(accounts::revoke_key(
+            self.store.pool(),
+            &self.audit(),
+            by,
             id,
-        )?))
-    })
-    .await
-}
-
-/// `GET /v1/policy`: the policy in force, its SHA-256 and where it came from.
-pub(super) async fn get_policy(
-    State(st): State<ClusterState>,
-    Extension(who): Extension<KeyIdentity>,
-) -> ApiResult<Json<serde_json::Value>> {
-    on_pool(&st, move |st| {
-        st.authorize(
-            &who,
-            Action::ManagePolicy,
-            &visage_governance::AuthzContext::default(),
-            |ev| ev,
-        )?;
-        Ok(Json(serde_json::json!({
-            "text": st.policy_text,
-            "sha256": st.policy.sha256,
-            "origin": st.policy_origin,
-        })))
-    })
-    .await
+        )?)
+    }
 }

@@ -19,7 +19,7 @@
 //! request-status endpoints, all with the embedded API's bodies, answers and audit records
 //! (receipts and public requests: `visage_cluster::receipts`), and user accounts: password
 //! login with sessions shared by every process, users and their keys, the policy in force
-//! (`cluster_accounts.rs`). Not yet (docs/CLUSTER.md, "Known gaps"): the web app; it answers
+//! (`crate::accounts_api` through `cluster_accounts.rs`). Not yet (docs/CLUSTER.md, "Known gaps"): the web app; it answers
 //! 404 here.
 
 use std::net::SocketAddr;
@@ -342,18 +342,7 @@ pub fn router(st: ClusterState) -> Router {
         .route("/v1/audit/export", get(audit_export))
         .route("/v1/orgs", get(list_orgs).post(create_org))
         .route("/v1/orgs/{id}", axum::routing::patch(update_org))
-        .route("/v1/auth/logout", post(accounts::logout))
-        .route("/v1/auth/me", get(accounts::me))
-        .route(
-            "/v1/users",
-            get(accounts::list_users).post(accounts::create_user),
-        )
-        .route("/v1/users/{id}/disable", post(accounts::disable_user))
-        .route("/v1/users/{id}/enable", post(accounts::enable_user))
-        .route("/v1/users/{id}/keys", post(accounts::create_key))
-        .route("/v1/keys", get(accounts::list_keys))
-        .route("/v1/keys/{id}", axum::routing::delete(accounts::revoke_key))
-        .route("/v1/policy", get(accounts::get_policy))
+        .merge(crate::accounts_api::routes::<ClusterState>())
         .merge(crate::catalog::routes::<ClusterState>())
         .route_layer(middleware::from_fn_with_state(st.clone(), authenticate));
     // Probe videos: uploads up to VIDEO_BODY_LIMIT and the long timeout, as embedded.
@@ -367,7 +356,7 @@ pub fn router(st: ClusterState) -> Router {
         ));
     Router::new()
         .route("/v1/health", get(health))
-        .route("/v1/auth/login", post(accounts::login))
+        .merge(crate::accounts_api::login_route::<ClusterState>())
         .route("/v1/public/opt-out", post(public_opt_out))
         .route("/v1/public/access", post(public_access))
         .route("/v1/public/requests/{id}", get(public_request_status))

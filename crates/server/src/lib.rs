@@ -7,6 +7,7 @@
 //! and are written to the hash-chained audit log (allowed or refused) with the probe's
 //! SHA-256, never the image. See docs/API.md.
 
+mod accounts_api;
 mod auth;
 mod catalog;
 pub mod cluster_api;
@@ -592,14 +593,15 @@ impl Modify for SecurityAddon {
     security(("api_key" = []), ("session" = [])),
     paths(
         healthz, openapi, get_face, get_thumbnail, stats,
-        auth::login, auth::logout, auth::me,
+        accounts_api::login, accounts_api::logout, accounts_api::me,
         search::search, search::search_face, search::verify,
         gov_api::delete_face, gov_api::create_case, gov_api::list_cases, gov_api::get_case,
         gov_api::close_case, gov_api::case_report, gov_api::case_report_html,
         gov_api::audit_records, gov_api::audit_verify, gov_api::audit_export,
         gov_api::list_orgs, gov_api::create_org, gov_api::update_org,
-        gov_api::list_users, gov_api::create_user, gov_api::disable_user, gov_api::enable_user,
-        gov_api::create_key, gov_api::list_keys, gov_api::revoke_key, gov_api::get_policy,
+        accounts_api::list_users, accounts_api::create_user, accounts_api::disable_user,
+        accounts_api::enable_user, accounts_api::create_key, accounts_api::list_keys,
+        accounts_api::revoke_key, accounts_api::get_policy,
         gov_api::erase,
         public::opt_out, public::request_status, public::access,
         metrics::metrics,
@@ -607,7 +609,8 @@ impl Modify for SecurityAddon {
     components(schemas(
         ErrorBody, ErrorDetail, Health, CollectionInfo,
         search::SearchJson, search::SearchForm, search::SearchFaceJson, search::VerifyJson,
-        search::VerifyForm, auth::LoginJson, gov_api::NewUserJson, gov_api::NewKeyJson,
+        search::VerifyForm, accounts_api::LoginJson, accounts_api::NewUserJson,
+        accounts_api::NewKeyJson,
         gov_api::ErasureJson, public::OptOutForm,
     ))
 )]
@@ -615,7 +618,7 @@ pub struct ApiDoc;
 
 /// The routes with their limits, timeout, JSON errors, metrics and request log.
 pub fn router(state: AppState) -> Router {
-    use axum::routing::{delete, patch};
+    use axum::routing::patch;
     let long = Router::new()
         .route("/v1/erasures", post(gov_api::erase))
         .route("/v1/public/opt-out", post(public::opt_out))
@@ -628,9 +631,6 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics::metrics))
-        .route("/v1/auth/login", post(auth::login))
-        .route("/v1/auth/logout", post(auth::logout))
-        .route("/v1/auth/me", get(auth::me))
         .route("/v1/search", post(search::search))
         .route("/v1/search/face/{id}", post(search::search_face))
         .route("/v1/verify", post(search::verify))
@@ -653,17 +653,9 @@ pub fn router(state: AppState) -> Router {
             get(gov_api::list_orgs).post(gov_api::create_org),
         )
         .route("/v1/orgs/{id}", patch(gov_api::update_org))
-        .route(
-            "/v1/users",
-            get(gov_api::list_users).post(gov_api::create_user),
-        )
-        .route("/v1/users/{id}/disable", post(gov_api::disable_user))
-        .route("/v1/users/{id}/enable", post(gov_api::enable_user))
-        .route("/v1/users/{id}/keys", post(gov_api::create_key))
-        .route("/v1/keys", get(gov_api::list_keys))
-        .route("/v1/keys/{id}", delete(gov_api::revoke_key))
-        .route("/v1/policy", get(gov_api::get_policy))
         .route("/v1/public/requests/{id}", get(public::request_status))
+        .merge(accounts_api::login_route::<AppState>())
+        .merge(accounts_api::routes::<AppState>())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
