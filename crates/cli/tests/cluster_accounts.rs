@@ -124,7 +124,13 @@ fn accounts_and_sessions_over_the_cluster_api() {
     let s3cfg = s3.create_bucket("accounts").unwrap();
     let config = write_config(&root, &url, &s3cfg, "accounts");
     let toml = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("operator_org = \"agency\"\n{toml}")).unwrap();
+    // Many logins from one address in a few seconds: a limit far above them (the shared
+    // limit itself: `rate_limits_are_shared_by_the_api_processes`).
+    std::fs::write(
+        &config,
+        format!("operator_org = \"agency\"\nlogin_per_minute = 1000\n{toml}"),
+    )
+    .unwrap();
     add_agency(&config);
     add_org(
         &config,
@@ -436,4 +442,60 @@ fn accounts_and_sessions_over_the_cluster_api() {
     ] {
         assert!(!text.contains(secret), "the audit log holds a secret");
     }
+}
+
+/// The login and public-endpoint limits hold for all API processes together: attempts spread
+/// over two processes are refused once the client's allowance is spent, on both.
+#[test]
+fn rate_limits_are_shared_by_the_api_processes() {
+    let Some((pg, s3)) = servers() else { return };
+    if !installed("open") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let url = pg.create_database("limits").unwrap();
+    let s3cfg = s3.create_bucket("limits").unwrap();
+    let config = write_config(&root, &url, &s3cfg, "limits");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("login_per_minute = 4\npublic_per_minute = 3\n{toml}"),
+    )
+    .unwrap();
+    add_agency(&config);
+    add_user(&config, "ana", "agency", "investigator", ANA_PASSWORD);
+    let (_a1, a) = serve(&config, &root);
+    let (_b1, b) = serve(&config, &root);
+    let attempt = |server: &str, password: &str| {
+        with_cookie(
+            "POST",
+            &format!("{server}/v1/auth/login"),
+            None,
+            Some(&json!({"username": "ana", "password": password})),
+        )
+        .0
+    };
+    // Four attempts in all, two on each process: answered (one of them right).
+    assert_eq!(attempt(&a, "wrong password 1"), 401);
+    assert_eq!(attempt(&b, "wrong password 2"), 401);
+    assert_eq!(attempt(&a, "wrong password 3"), 401);
+    assert_eq!(attempt(&b, ANA_PASSWORD), 200);
+    // The fifth, on either process, even with the right password: 429.
+    assert_eq!(attempt(&a, ANA_PASSWORD), 429);
+    assert_eq!(attempt(&b, ANA_PASSWORD), 429);
+    // The public endpoints have their own allowance.
+    let status = |server: &str| {
+        call(
+            "GET",
+            &format!("{server}/v1/public/requests/{}", "0".repeat(32)),
+            "",
+            None,
+        )
+        .0
+    };
+    let answered: Vec<u16> = [&a, &b, &a].iter().map(|s| status(s)).collect();
+    assert!(answered.iter().all(|s| *s != 429), "{answered:?}");
+    assert_eq!(status(&b), 429);
+    assert_eq!(status(&a), 429);
 }

@@ -31,6 +31,14 @@ pub struct ClusterConfig {
     /// operator organisation. Absent: nobody may, over HTTP.
     #[serde(default)]
     pub operator_org: Option<String>,
+    /// Password logins per client address and minute, for all API processes together
+    /// (default 10).
+    #[serde(default)]
+    pub login_per_minute: Option<u32>,
+    /// Public endpoint requests (opt-out, access, request status) per client address and
+    /// minute, for all API processes together (default 20).
+    #[serde(default)]
+    pub public_per_minute: Option<u32>,
 }
 
 impl ClusterConfig {

@@ -25,6 +25,7 @@ pub mod migrate;
 pub mod pg;
 pub mod qdrant;
 pub mod queue;
+pub mod ratelimit;
 pub mod receipts;
 pub mod store;
 pub mod testkit;

@@ -19,10 +19,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (6, include_str!("migrations/0006_ingest_containers.sql")),
     (7, include_str!("migrations/0007_catalogue.sql")),
     (8, include_str!("migrations/0008_accounts.sql")),
+    (9, include_str!("migrations/0009_rate_limits.sql")),
 ];
 
 /// Newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 8;
+pub const SCHEMA_VERSION: i32 = 9;
 
 /// Key of the advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK: i64 = 0x7669_7361_6765_0001;

@@ -170,6 +170,8 @@ fn cluster_config(test: &str, qdrant: Option<String>) -> Option<ClusterConfig> {
         audit_key_file: None,
         policy_file: None,
         operator_org: None,
+        login_per_minute: None,
+        public_per_minute: None,
     })
 }
 

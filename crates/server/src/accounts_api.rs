@@ -42,8 +42,8 @@ pub(crate) trait AccountsHost: Clone + Send + Sync + 'static {
     fn general_access(&self, p: &Principal) -> ApiResult<()>;
     /// `text`, `sha256` and `origin` of the policy in force.
     fn policy_doc(&self) -> serde_json::Value;
-    /// Takes one login attempt from `ip`'s allowance.
-    fn login_allowed(&self, ip: IpAddr) -> bool;
+    /// Takes one login attempt from `ip`'s allowance (on the blocking pool).
+    fn login_allowed(&self, ip: IpAddr) -> ApiResult<bool>;
     fn append(&self, ev: AuditEvent) -> ApiResult<()>;
     fn password_login(&self, username: &str, password: &str) -> Result<Principal, AuthError>;
     /// A new session of the user: the cookie's token.
@@ -96,8 +96,8 @@ impl AccountsHost for AppState {
             "origin": self.policy_origin,
         })
     }
-    fn login_allowed(&self, ip: IpAddr) -> bool {
-        self.login_limit.allow(ip)
+    fn login_allowed(&self, ip: IpAddr) -> ApiResult<bool> {
+        Ok(self.login_limit.allow(ip))
     }
     fn append(&self, ev: AuditEvent) -> ApiResult<()> {
         self.gov.append(ev)?;
@@ -250,12 +250,12 @@ pub(crate) async fn login<H: AccountsHost>(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    if !st.login_allowed(addr.ip()) {
-        return Err(ApiError::rate_limited());
-    }
-    let j: LoginJson = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_json(format!("invalid JSON body: {e}")))?;
     let (me, token) = pooled(st, move |st| {
+        if !st.login_allowed(addr.ip())? {
+            return Err(ApiError::rate_limited());
+        }
+        let j: LoginJson = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_json(format!("invalid JSON body: {e}")))?;
         match st.password_login(&j.username, &j.password) {
             Ok(p) => {
                 st.append(

@@ -103,8 +103,14 @@ impl AccountsHost for ClusterState {
             "origin": self.policy_origin,
         })
     }
-    fn login_allowed(&self, ip: IpAddr) -> bool {
-        self.login_limit.allow(ip)
+    fn login_allowed(&self, ip: IpAddr) -> ApiResult<bool> {
+        visage_cluster::ratelimit::take(
+            self.store.pool(),
+            "login",
+            &ip.to_string(),
+            self.login_per_minute,
+        )
+        .map_err(storage)
     }
     fn append(&self, ev: AuditEvent) -> ApiResult<()> {
         ClusterState::append(self, ev).map(|_| ())

@@ -44,7 +44,7 @@ use visage_governance::{
 };
 use visage_vision::FacePipeline;
 
-use crate::auth::{refusal_event, RateLimiter};
+use crate::auth::refusal_event;
 use crate::gov_api::{
     audit_export_response, audit_page, delete_event, erasure_event, erasure_receipt_body,
     erasure_target, int_id, operator_only_refusal, report_event, report_html, AuditPage,
@@ -80,14 +80,14 @@ pub struct ClusterInner {
     /// The policy's text and where it came from (`GET /v1/policy`).
     policy_text: String,
     policy_origin: String,
-    /// Password logins per client IP (per process).
-    login_limit: RateLimiter,
+    /// Password logins per client address and minute, all API processes together.
+    login_per_minute: u32,
     /// The pipeline's pack id (health answers it without waiting for the pipeline).
     pack: String,
     /// One pipeline per API process; searches take turns on it (as the embedded server).
     pipeline: Mutex<FacePipeline>,
-    /// The public endpoints' limit per client IP (per process).
-    public_limit: RateLimiter,
+    /// Public endpoint requests per client address and minute, all API processes together.
+    public_per_minute: u32,
     /// The config's `operator_org`: its administrators may change other organisations and
     /// export the whole audit log.
     operator_org: Option<String>,
@@ -143,10 +143,10 @@ impl ClusterState {
             policy,
             policy_text,
             policy_origin,
-            login_limit: RateLimiter::per_minute(defaults.login_per_minute),
+            login_per_minute: cfg.login_per_minute.unwrap_or(defaults.login_per_minute),
             pack: pipeline.pack_id(),
             pipeline: Mutex::new(pipeline),
-            public_limit: RateLimiter::per_minute(defaults.public_per_minute),
+            public_per_minute: cfg.public_per_minute.unwrap_or(defaults.public_per_minute),
             operator_org: cfg.operator_org.clone(),
         })))
     }
@@ -944,8 +944,20 @@ async fn erase(
     .await
 }
 
-fn limited(st: &ClusterState, addr: SocketAddr) -> ApiResult<()> {
-    if st.public_limit.allow(addr.ip()) {
+/// Takes one public request from the client's allowance, shared by every API process
+/// (`visage_cluster::ratelimit`); 429 `rate_limited` when none is left.
+async fn limited(st: &ClusterState, addr: SocketAddr) -> ApiResult<()> {
+    let allowed = on_pool(st, move |st| {
+        visage_cluster::ratelimit::take(
+            st.store.pool(),
+            "public",
+            &addr.ip().to_string(),
+            st.public_per_minute,
+        )
+        .map_err(storage)
+    })
+    .await?;
+    if allowed {
         Ok(())
     } else {
         Err(ApiError::rate_limited())
@@ -960,7 +972,7 @@ async fn public_opt_out(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> ApiResult<Response> {
-    limited(&st, addr)?;
+    limited(&st, addr).await?;
     let (selfies, contact) = read_request(req).await?;
     let request_id = new_request_id()?;
     on_pool(&st, move |st| {
@@ -1010,7 +1022,7 @@ async fn public_access(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> ApiResult<Response> {
-    limited(&st, addr)?;
+    limited(&st, addr).await?;
     let (selfies, contact) = read_request(req).await?;
     let request_id = new_request_id()?;
     on_pool(&st, move |st| {
@@ -1049,7 +1061,7 @@ async fn public_request_status(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<RequestStatus>> {
-    limited(&st, addr)?;
+    limited(&st, addr).await?;
     if !valid_request_id(&id) {
         return Err(ApiError::not_found("no such request"));
     }
