@@ -1,6 +1,7 @@
 //! Sign-in and account administration, on either backend: password login for a session
 //! cookie, logout, `me`; users (list, create, disable, enable), their API keys (create, list,
-//! revoke) and the policy in force. The handlers are written once over [`AccountsHost`],
+//! revoke), organisations (list; create and change: operator administrators only) and the
+//! policy in force. The handlers are written once over [`AccountsHost`],
 //! which the embedded `AppState` (SQLite governance, in-memory sessions) and the cluster
 //! API's `ClusterState` (PostgreSQL, sessions shared by every process) implement.
 //!
@@ -15,16 +16,17 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use visage_governance::{
-    Action, Actor, ApiKeyInfo, AuditEvent, AuthError, NewApiKey, Principal, Role, User,
+    Action, Actor, ApiKeyInfo, AuditEvent, AuthError, NewApiKey, NewOrg, OrgUpdate, Organisation,
+    Principal, Role, User,
 };
 
 use crate::auth::{cookie, AuthVia, Via, SESSION_COOKIE, SESSION_TTL};
-use crate::gov_api::int_id;
+use crate::gov_api::{int_id, operator_only_refusal};
 use crate::{authorize, input, ApiError, ApiResult, AppState, ErrorBody};
 
 /// What the account endpoints need from a server: who calls, the decision, the log, the
@@ -72,6 +74,10 @@ pub(crate) trait AccountsHost: Clone + Send + Sync + 'static {
     /// The organisation key `id` acts for (none: no such key).
     fn key_org(&self, id: &str) -> ApiResult<Option<i64>>;
     fn revoke_key(&self, by: &Actor, id: &str) -> ApiResult<ApiKeyInfo>;
+    fn list_orgs(&self) -> ApiResult<Vec<Organisation>>;
+    fn get_org(&self, id: i64) -> ApiResult<Organisation>;
+    fn create_org(&self, by: &Actor, new: &NewOrg) -> ApiResult<Organisation>;
+    fn update_org(&self, by: &Actor, id: i64, update: &OrgUpdate) -> ApiResult<Organisation>;
 }
 
 impl AccountsHost for AppState {
@@ -169,6 +175,18 @@ impl AccountsHost for AppState {
     fn revoke_key(&self, by: &Actor, id: &str) -> ApiResult<ApiKeyInfo> {
         Ok(self.gov.revoke_api_key(by, id)?)
     }
+    fn list_orgs(&self) -> ApiResult<Vec<Organisation>> {
+        Ok(self.gov.list_orgs()?)
+    }
+    fn get_org(&self, id: i64) -> ApiResult<Organisation> {
+        Ok(self.gov.get_org(id)?)
+    }
+    fn create_org(&self, by: &Actor, new: &NewOrg) -> ApiResult<Organisation> {
+        Ok(self.gov.create_org(by, new)?)
+    }
+    fn update_org(&self, by: &Actor, id: i64, update: &OrgUpdate) -> ApiResult<Organisation> {
+        Ok(self.gov.update_org(by, id, update)?)
+    }
 }
 
 /// Runs a handler's work on the blocking pool with a clone of the state.
@@ -199,6 +217,8 @@ pub(crate) fn routes<H: AccountsHost>() -> Router<H> {
         .route("/v1/keys", get(list_keys::<H>))
         .route("/v1/keys/{id}", delete(revoke_key::<H>))
         .route("/v1/policy", get(get_policy::<H>))
+        .route("/v1/orgs", get(list_orgs::<H>).post(create_org::<H>))
+        .route("/v1/orgs/{id}", patch(update_org::<H>))
 }
 
 // ---- sign-in -----------------------------------------------------------------------------------
@@ -593,4 +613,100 @@ pub(crate) async fn get_policy<H: AccountsHost>(
     })
     .await?;
     Ok(Json(doc))
+}
+
+// ---- organisations -----------------------------------------------------------------------------
+
+/// Lets `p` go on only when it is an administrator of the operator organisation; otherwise
+/// the refusal (`builtin:operator_only`, saying `what`) is recorded and answered 403.
+fn operator_only<H: AccountsHost>(
+    st: &H,
+    p: &Principal,
+    action: Action,
+    what: &str,
+) -> ApiResult<()> {
+    if st.is_operator(p) {
+        return Ok(());
+    }
+    let d = operator_only_refusal(what);
+    st.append(AuditEvent::decision(p, action, &d))?;
+    Err(ApiError::denied(&d))
+}
+
+/// Organisations: all for operator administrators, else the caller's own.
+#[utoipa::path(get, path = "/v1/orgs", tag = "admin",
+    responses(
+        (status = 200, description = "Organisations", body = Object),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied` (action manage_accounts)", body = ErrorBody),
+    ))]
+pub(crate) async fn list_orgs<H: AccountsHost>(
+    State(st): State<H>,
+    who: H::Caller,
+) -> ApiResult<Json<Vec<Organisation>>> {
+    let orgs = pooled(st, move |st| {
+        let p = st.authorize(&who, Action::ManageAccounts)?;
+        if st.is_operator(&p) {
+            return st.list_orgs();
+        }
+        Ok(vec![st.get_org(p.org.id)?])
+    })
+    .await?;
+    Ok(Json(orgs))
+}
+
+/// Creates an organisation (operator administrators only).
+#[utoipa::path(post, path = "/v1/orgs", tag = "admin",
+    request_body(content = Object, description = "NewOrg: name, kind, jurisdiction, status, \
+        trial_expires_at?, search_quota?"),
+    responses(
+        (status = 201, description = "Organisation", body = Object),
+        (status = 400, description = "`bad_json` or `invalid`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied`", body = ErrorBody),
+        (status = 409, description = "`conflict`: name taken", body = ErrorBody),
+    ))]
+pub(crate) async fn create_org<H: AccountsHost>(
+    State(st): State<H>,
+    who: H::Caller,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let org = pooled(st, move |st| {
+        let p = st.authorize(&who, Action::ManageAccounts)?;
+        operator_only(st, &p, Action::ManageAccounts, "create organisations")?;
+        let new: NewOrg = input::json(&body)?;
+        st.create_org(&Actor::from(&p), &new)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(org)).into_response())
+}
+
+/// Changes an organisation's status (trial, active, suspended), trial expiry or search quota
+/// (operator administrators only). Suspension takes effect on the next request.
+#[utoipa::path(patch, path = "/v1/orgs/{id}", tag = "admin",
+    params(("id" = i64, Path, description = "Organisation id")),
+    request_body(content = Object, description = "OrgUpdate: status?, trial_expires_at?, \
+        search_quota?"),
+    responses(
+        (status = 200, description = "Organisation", body = Object),
+        (status = 400, description = "`bad_json` or `invalid`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`policy_denied`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub(crate) async fn update_org<H: AccountsHost>(
+    State(st): State<H>,
+    who: H::Caller,
+    UrlPath(raw): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Organisation>> {
+    let id = int_id(&raw, "organisation")?;
+    let org = pooled(st, move |st| {
+        let p = st.authorize(&who, Action::ManageAccounts)?;
+        operator_only(st, &p, Action::ManageAccounts, "change organisations")?;
+        let update: OrgUpdate = input::json(&body)?;
+        st.update_org(&Actor::from(&p), id, &update)
+    })
+    .await?;
+    Ok(Json(org))
 }

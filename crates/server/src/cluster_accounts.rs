@@ -10,10 +10,11 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use visage_cluster::accounts;
+use visage_cluster::gov;
 use visage_cluster::keys::KeyIdentity;
 use visage_governance::{
-    Action, Actor, ApiKeyInfo, AuditEvent, AuthError, AuthzContext, NewApiKey, Principal, Role,
-    User,
+    Action, Actor, ApiKeyInfo, AuditEvent, AuthError, AuthzContext, NewApiKey, NewOrg, OrgUpdate,
+    Organisation, Principal, Role, User,
 };
 
 use super::{storage, ClusterState};
@@ -194,6 +195,24 @@ impl AccountsHost for ClusterState {
             &self.audit(),
             by,
             id,
+        )?)
+    }
+    fn list_orgs(&self) -> ApiResult<Vec<Organisation>> {
+        Ok(gov::orgs(self.store.pool())?)
+    }
+    fn get_org(&self, id: i64) -> ApiResult<Organisation> {
+        Ok(gov::get_org(self.store.pool(), id)?)
+    }
+    fn create_org(&self, by: &Actor, new: &NewOrg) -> ApiResult<Organisation> {
+        Ok(gov::create_org(self.store.pool(), &self.audit(), by, new)?)
+    }
+    fn update_org(&self, by: &Actor, id: i64, update: &OrgUpdate) -> ApiResult<Organisation> {
+        Ok(gov::update_org(
+            self.store.pool(),
+            &self.audit(),
+            by,
+            id,
+            update,
         )?)
     }
 }

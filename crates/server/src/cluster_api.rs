@@ -340,8 +340,6 @@ pub fn router(st: ClusterState) -> Router {
         .route("/v1/audit", get(audit_records))
         .route("/v1/audit/verify", get(audit_verify))
         .route("/v1/audit/export", get(audit_export))
-        .route("/v1/orgs", get(list_orgs).post(create_org))
-        .route("/v1/orgs/{id}", axum::routing::patch(update_org))
         .merge(crate::accounts_api::routes::<ClusterState>())
         .merge(crate::catalog::routes::<ClusterState>())
         .route_layer(middleware::from_fn_with_state(st.clone(), authenticate));
@@ -830,67 +828,6 @@ async fn audit_export(
     })
     .await?;
     Ok(audit_export_response(bytes))
-}
-
-/// `GET /v1/orgs` (action `manage_accounts`): every organisation for the operator
-/// organisation's administrators, the caller's own for anyone else.
-async fn list_orgs(
-    State(st): State<ClusterState>,
-    Extension(who): Extension<KeyIdentity>,
-) -> ApiResult<Json<Vec<visage_governance::Organisation>>> {
-    on_pool(&st, move |st| {
-        let (p, _) = st.authorize(
-            &who,
-            Action::ManageAccounts,
-            &AuthzContext::default(),
-            |ev| ev,
-        )?;
-        if st.is_operator(&p) {
-            return Ok(Json(gov::orgs(st.store.pool())?));
-        }
-        Ok(Json(vec![gov::get_org(st.store.pool(), p.org.id)?]))
-    })
-    .await
-}
-
-/// `POST /v1/orgs`: a new organisation (the embedded body, `NewOrg`), for administrators of
-/// the operator organisation; audited as `create_org` in the same transaction.
-async fn create_org(
-    State(st): State<ClusterState>,
-    Extension(who): Extension<KeyIdentity>,
-    body: axum::body::Bytes,
-) -> ApiResult<Response> {
-    let new: visage_governance::NewOrg = crate::input::json(&body)?;
-    on_pool(&st, move |st| {
-        let (p, _) = st.authorize_operator(&who, Action::ManageAccounts, "create organisations")?;
-        let org = gov::create_org(st.store.pool(), &st.audit(), &Actor::from(&p), &new)?;
-        Ok((StatusCode::CREATED, Json(org)).into_response())
-    })
-    .await
-}
-
-/// `PATCH /v1/orgs/{id}`: an organisation's status, trial expiry or search quota (the
-/// embedded body, `OrgUpdate`), for administrators of the operator organisation (action
-/// `manage_accounts`); audited as `update_org` with the change.
-async fn update_org(
-    State(st): State<ClusterState>,
-    Extension(who): Extension<KeyIdentity>,
-    UrlPath(raw): UrlPath<String>,
-    body: axum::body::Bytes,
-) -> ApiResult<Json<visage_governance::Organisation>> {
-    let id = int_id(&raw, "organisation")?;
-    let update: visage_governance::OrgUpdate = crate::input::json(&body)?;
-    on_pool(&st, move |st| {
-        let (p, _) = st.authorize_operator(&who, Action::ManageAccounts, "change organisations")?;
-        Ok(Json(gov::update_org(
-            st.store.pool(),
-            &st.audit(),
-            &Actor::from(&p),
-            id,
-            &update,
-        )?))
-    })
-    .await
 }
 
 /// `GET /v1/audit/verify`: checks the whole chain, the signed checkpoints and the head in

@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use visage_gallery::DeleteTarget;
 use visage_governance::{
-    Action, Actor, AuditEvent, AuditRecord, AuthzContext, Case, Decision, NewCase, NewOrg,
-    OrgUpdate, Organisation, Principal,
+    Action, Actor, AuditEvent, AuditRecord, AuthzContext, Case, Decision, NewCase, Principal,
 };
 
 use crate::auth::{is_operator, Auth};
@@ -408,75 +407,6 @@ pub(crate) async fn audit_export(State(st): State<AppState>, Auth(p): Auth) -> A
     })
     .await?;
     Ok(audit_export_response(bytes))
-}
-
-// ---- organisations ---------------------------------------------------------------------------
-
-/// Organisations: all for operator administrators, else the caller's own.
-#[utoipa::path(get, path = "/v1/orgs", tag = "admin",
-    responses(
-        (status = 200, description = "Organisations", body = Object),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`policy_denied` (action manage_accounts)", body = ErrorBody),
-    ))]
-pub(crate) async fn list_orgs(
-    State(st): State<AppState>,
-    Auth(p): Auth,
-) -> ApiResult<Json<Vec<Organisation>>> {
-    authorize(&st, &p, Action::ManageAccounts, &none())?;
-    if is_operator(&st, &p) {
-        return Ok(Json(st.gov.list_orgs()?));
-    }
-    Ok(Json(vec![st.gov.get_org(p.org.id)?]))
-}
-
-/// Creates an organisation (operator administrators only).
-#[utoipa::path(post, path = "/v1/orgs", tag = "admin",
-    request_body(content = Object, description = "NewOrg: name, kind, jurisdiction, status, \
-        trial_expires_at?, search_quota?"),
-    responses(
-        (status = 201, description = "Organisation", body = Object),
-        (status = 400, description = "`bad_json` or `invalid`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`policy_denied`", body = ErrorBody),
-        (status = 409, description = "`conflict`: name taken", body = ErrorBody),
-    ))]
-pub(crate) async fn create_org(
-    State(st): State<AppState>,
-    Auth(p): Auth,
-    body: axum::body::Bytes,
-) -> ApiResult<Response> {
-    authorize(&st, &p, Action::ManageAccounts, &none())?;
-    operator_only(&st, &p, Action::ManageAccounts, "create organisations")?;
-    let new: NewOrg = input::json(&body)?;
-    let org = st.gov.create_org(&Actor::from(&p), &new)?;
-    Ok((StatusCode::CREATED, Json(org)).into_response())
-}
-
-/// Changes an organisation's status (trial, active, suspended), trial expiry or search quota
-/// (operator administrators only). Suspension takes effect on the next request.
-#[utoipa::path(patch, path = "/v1/orgs/{id}", tag = "admin",
-    params(("id" = i64, Path, description = "Organisation id")),
-    request_body(content = Object, description = "OrgUpdate: status?, trial_expires_at?, \
-        search_quota?"),
-    responses(
-        (status = 200, description = "Organisation", body = Object),
-        (status = 400, description = "`bad_json` or `invalid`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`policy_denied`", body = ErrorBody),
-        (status = 404, description = "`not_found`", body = ErrorBody),
-    ))]
-pub(crate) async fn update_org(
-    State(st): State<AppState>,
-    Auth(p): Auth,
-    UrlPath(raw): UrlPath<String>,
-    body: axum::body::Bytes,
-) -> ApiResult<Json<Organisation>> {
-    let id = int_id(&raw, "organisation")?;
-    authorize(&st, &p, Action::ManageAccounts, &none())?;
-    operator_only(&st, &p, Action::ManageAccounts, "change organisations")?;
-    let update: OrgUpdate = input::json(&body)?;
-    Ok(Json(st.gov.update_org(&Actor::from(&p), id, &update)?))
 }
 
 // ---- erasure ---------------------------------------------------------------------------------

@@ -598,7 +598,7 @@ impl Modify for SecurityAddon {
         gov_api::delete_face, gov_api::create_case, gov_api::list_cases, gov_api::get_case,
         gov_api::close_case, gov_api::case_report, gov_api::case_report_html,
         gov_api::audit_records, gov_api::audit_verify, gov_api::audit_export,
-        gov_api::list_orgs, gov_api::create_org, gov_api::update_org,
+        accounts_api::list_orgs, accounts_api::create_org, accounts_api::update_org,
         accounts_api::list_users, accounts_api::create_user, accounts_api::disable_user,
         accounts_api::enable_user, accounts_api::create_key, accounts_api::list_keys,
         accounts_api::revoke_key, accounts_api::get_policy,
@@ -618,7 +618,6 @@ pub struct ApiDoc;
 
 /// The routes with their limits, timeout, JSON errors, metrics and request log.
 pub fn router(state: AppState) -> Router {
-    use axum::routing::patch;
     let long = Router::new()
         .route("/v1/erasures", post(gov_api::erase))
         .route("/v1/public/opt-out", post(public::opt_out))
@@ -648,11 +647,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(gov_api::audit_records))
         .route("/v1/audit/verify", get(gov_api::audit_verify))
         .route("/v1/audit/export", get(gov_api::audit_export))
-        .route(
-            "/v1/orgs",
-            get(gov_api::list_orgs).post(gov_api::create_org),
-        )
-        .route("/v1/orgs/{id}", patch(gov_api::update_org))
         .route("/v1/public/requests/{id}", get(public::request_status))
         .merge(accounts_api::login_route::<AppState>())
         .merge(accounts_api::routes::<AppState>())
