@@ -81,6 +81,22 @@ pub(crate) enum ClusterCmd {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// User accounts of the cluster API.
+    Users {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a cluster user (their sessions end, their keys and password stop working), or
+    /// with --enable allow them again.
+    DisableUser {
+        #[command(flatten)]
+        config: ConfigArg,
+        username: String,
+        #[arg(long)]
+        enable: bool,
+    },
     /// Set a cluster user's password (from the first line of stdin); ends their sessions.
     SetPassword {
         #[command(flatten)]
@@ -301,6 +317,55 @@ pub(crate) fn cluster(cmd: ClusterCmd) -> Result<ExitCode> {
                 println!("{password}");
                 eprintln!("This password is shown only once: store it now.");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::Users { config, json } => {
+            let store = config.open()?;
+            let users = visage_cluster::accounts::list_users(store.pool(), None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&users)?);
+            } else {
+                let orgs: std::collections::HashMap<i64, String> =
+                    visage_cluster::gov::orgs(store.pool())?
+                        .into_iter()
+                        .map(|o| (o.id, o.name))
+                        .collect();
+                for u in users {
+                    println!(
+                        "{:>4}  {:<24} {:<13} {:<24} {}",
+                        u.id,
+                        u.username,
+                        u.role,
+                        orgs.get(&u.org_id).map_or("?", String::as_str),
+                        if u.disabled { "disabled" } else { "active" }
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::DisableUser {
+            config,
+            username,
+            enable,
+        } => {
+            let (store, audit_key) = config.open_with_audit_key()?;
+            let u = visage_cluster::accounts::user_by_name(store.pool(), &username)?;
+            let audit = visage_cluster::audit::PgAudit::new(store.pool(), audit_key);
+            visage_cluster::accounts::set_user_disabled(
+                store.pool(),
+                &audit,
+                &cli_actor(),
+                u.id,
+                !enable,
+            )?;
+            eprintln!(
+                "user '{username}' {}",
+                if enable {
+                    "enabled"
+                } else {
+                    "disabled; their sessions ended"
+                }
+            );
             Ok(ExitCode::SUCCESS)
         }
         ClusterCmd::SetPassword { config, username } => {

@@ -411,6 +411,15 @@ fn accounts_and_sessions_over_the_cluster_api() {
     let (st, _, _) = with_cookie("GET", &format!("{a}/v1/policy"), Some(&ana), None);
     assert_eq!(st, 403);
 
+    // ---- From the command line, for when nobody can sign in ----
+    let users: Value = serde_json::from_str(&cluster_ok(&config, &["users", "--json"])).unwrap();
+    assert_eq!(users.as_array().unwrap().len(), 4, "{users}");
+    cluster_ok(&config, &["disable-user", "ana"]);
+    let (st, _, _) = with_cookie("GET", &format!("{a}/v1/auth/me"), Some(&ana), None);
+    assert_eq!(st, 401, "disabled from the command line");
+    cluster_ok(&config, &["disable-user", "ana", "--enable"]);
+    login(&b, "ana", ANA_PASSWORD);
+
     // ---- The log ----
     let log = root.join("audit.jsonl");
     let key = audit_export(&config, &log);
