@@ -420,6 +420,17 @@ fn accounts_and_sessions_over_the_cluster_api() {
     cluster_ok(&config, &["disable-user", "ana", "--enable"]);
     login(&b, "ana", ANA_PASSWORD);
 
+    // ---- A suspended organisation's keys read nothing, counts included ----
+    cluster_ok(
+        &config,
+        &["set-org-status", "--name", "press", "--status", "suspended"],
+    );
+    for path in ["/v1/stats", "/v1/collections", "/v1/users"] {
+        let (st, r) = call("GET", &format!("{a}{path}"), &press_admin, None);
+        assert_eq!(st, 403, "{path}: {r}");
+    }
+    assert_eq!(get(&format!("{a}/v1/stats"), &root_admin)["faces"], 0);
+
     // ---- The log ----
     let log = root.join("audit.jsonl");
     let key = audit_export(&config, &log);

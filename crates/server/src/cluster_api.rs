@@ -376,14 +376,21 @@ async fn health(State(st): State<ClusterState>) -> ApiResult<Json<serde_json::Va
     })))
 }
 
-async fn stats(State(st): State<ClusterState>) -> ApiResult<Json<serde_json::Value>> {
-    let st2 = st.clone();
-    let (faces, images, colls) = blocking(move || {
-        Ok((
-            st2.store.face_count()?,
-            st2.store.image_count()?,
-            st2.store.collections()?,
-        ))
+/// `GET /v1/stats`: counts (action `read_face`, as the embedded server).
+async fn stats(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (faces, images, colls) = on_pool(&st, move |st| {
+        st.authorize(&who, Action::ReadFace, &AuthzContext::default(), |ev| ev)?;
+        let counts = || -> Result<_> {
+            Ok((
+                st.store.face_count()?,
+                st.store.image_count()?,
+                st.store.collections()?,
+            ))
+        };
+        counts().map_err(storage)
     })
     .await?;
     Ok(Json(json!({
