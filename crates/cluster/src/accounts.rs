@@ -14,7 +14,6 @@
 
 use base64::Engine as _;
 use postgres::Row;
-use sha2::{Digest, Sha256};
 use visage_gallery::gallery::now;
 use visage_governance::{
     check_password, hash_password, validate_name, validate_username, Actor, ApiKeyInfo, AuditEvent,
@@ -22,8 +21,8 @@ use visage_governance::{
 };
 
 use crate::audit::PgAudit;
-use crate::gov::{org_from_row, ORG_COLS_O};
-use crate::keys::KeyIdentity;
+use crate::gov::{internal, org_from_row, pg_err, ORG_COLS_O};
+use crate::keys::{digest, KeyIdentity};
 use crate::pg::Pool;
 
 /// How long a session lasts after login (as the embedded server).
@@ -31,10 +30,6 @@ pub const SESSION_TTL_S: i64 = 12 * 3600;
 
 const USER_COLS: &str =
     "id, org_id, username, role, disabled, password_hash IS NOT NULL, created_at";
-
-fn internal(e: impl Into<anyhow::Error>) -> GovError {
-    GovError::Internal(e.into())
-}
 
 fn role_of(s: &str) -> Result<Role> {
     Role::parse(s).ok_or_else(|| internal(anyhow::anyhow!("unknown role {s:?} in the database")))
@@ -50,10 +45,6 @@ fn user_row(r: &Row) -> Result<User> {
         has_password: r.get(5),
         created_at: r.get(6),
     })
-}
-
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
 }
 
 fn random_token() -> Result<String> {
@@ -92,13 +83,7 @@ pub fn create_user(
             ),
             &[&org_id, &username, &role.as_str(), &phc, &now()],
         )
-        .map_err(|e| {
-            if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) {
-                GovError::Conflict(format!("a user named '{username}' already exists"))
-            } else {
-                internal(e)
-            }
-        })?;
+        .map_err(|e| pg_err(e, || format!("a user named '{username}' already exists")))?;
     let user = user_row(&row)?;
     audit
         .append_in(
@@ -286,11 +271,9 @@ pub fn create_user_key(
             ],
         )
         .map_err(|e| {
-            if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) {
-                GovError::Conflict(format!("user {user_id} already has a key named '{label}'"))
-            } else {
-                internal(e)
-            }
+            pg_err(e, || {
+                format!("user {user_id} already has a key named '{label}'")
+            })
         })?;
     let info = key_row(&row)?;
     audit
@@ -375,18 +358,15 @@ pub fn revoke_key(pool: &Pool, audit: &PgAudit, by: &Actor, key_id: i64) -> Resu
 const IDENTITY_COLS: &str = "u.id, u.username, u.role, u.disabled";
 
 /// The identity of a user row read with [`IDENTITY_COLS`] then [`ORG_COLS_O`]; `None` when
-/// the user is disabled. `role` overrides the user's (a key's role).
-fn user_identity(r: &Row, role: Option<Role>) -> Result<Option<KeyIdentity>> {
+/// the user is disabled.
+fn user_identity(r: &Row) -> Result<Option<KeyIdentity>> {
     if r.get::<_, bool>(3) {
         return Ok(None);
     }
     Ok(Some(KeyIdentity {
         key_id: r.get(0),
         name: r.get(1),
-        role: match role {
-            Some(r) => r,
-            None => role_of(r.get(2))?,
-        },
+        role: role_of(r.get(2))?,
         org: Some(org_from_row(r, 4).map_err(internal)?),
         user: true,
     }))
@@ -419,7 +399,7 @@ pub fn authenticate_password(
     if !check_password(password, phc.as_deref()) {
         return Err(AuthError::WrongPassword);
     }
-    user_identity(&row, None)
+    user_identity(&row)
         .map_err(|e| AuthError::Internal(format!("{e:#}")))?
         .ok_or(AuthError::Disabled)
 }
@@ -433,7 +413,7 @@ pub fn create_session(pool: &Pool, user_id: i64) -> Result<String> {
         .map_err(internal)?;
     c.execute(
         "INSERT INTO web_session (token_sha256, user_id, expires_at) VALUES ($1, $2, $3)",
-        &[&sha256_hex(&token), &user_id, &(now() + SESSION_TTL_S)],
+        &[&digest(&token), &user_id, &(now() + SESSION_TTL_S)],
     )
     .map_err(internal)?;
     Ok(token)
@@ -448,10 +428,10 @@ pub fn session_identity(pool: &Pool, token: &str) -> anyhow::Result<Option<KeyId
              JOIN app_user u ON u.id = s.user_id JOIN organisation o ON o.id = u.org_id \
              WHERE s.token_sha256 = $1 AND s.expires_at > $2"
         ),
-        &[&sha256_hex(token), &now()],
+        &[&digest(token), &now()],
     )?;
     match row {
-        Some(r) => Ok(user_identity(&r, None)?),
+        Some(r) => Ok(user_identity(&r)?),
         None => Ok(None),
     }
 }
@@ -460,14 +440,9 @@ pub fn session_identity(pool: &Pool, token: &str) -> anyhow::Result<Option<KeyId
 pub fn end_session(pool: &Pool, token: &str) -> anyhow::Result<()> {
     pool.get()?.execute(
         "DELETE FROM web_session WHERE token_sha256 = $1",
-        &[&sha256_hex(token)],
+        &[&digest(token)],
     )?;
     Ok(())
-}
-
-/// The identity a user-owned key acts as (read with [`IDENTITY_COLS`] then [`ORG_COLS_O`]).
-pub(crate) fn owned_key_identity(r: &Row, key_role: Role) -> anyhow::Result<Option<KeyIdentity>> {
-    Ok(user_identity(r, Some(key_role))?)
 }
 
 #[cfg(test)]
@@ -483,7 +458,7 @@ mod tests {
         assert!(a
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
-        assert_eq!(sha256_hex("x").len(), 64);
+        assert_eq!(digest("x").len(), 64);
     }
 
     #[test]

@@ -22,12 +22,12 @@ pub const ORG_COLS_O: &str = "o.id, o.name, o.kind, o.jurisdiction, o.status, \
 const CASE_COLS: &str = "id, org_id, number, purpose, legal_basis, offence_category, \
                          created_by, created_at, status, closed_at";
 
-fn internal(e: impl Into<anyhow::Error>) -> GovError {
+pub(crate) fn internal(e: impl Into<anyhow::Error>) -> GovError {
     GovError::Internal(e.into())
 }
 
 /// A unique violation becomes `Conflict(msg)`; anything else is internal.
-fn pg_err(e: postgres::Error, conflict: impl FnOnce() -> String) -> GovError {
+pub(crate) fn pg_err(e: postgres::Error, conflict: impl FnOnce() -> String) -> GovError {
     if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) {
         GovError::Conflict(conflict())
     } else {

@@ -9,10 +9,11 @@ use sha2::{Digest, Sha256};
 use visage_gallery::gallery::now;
 use visage_governance::{Organisation, Principal, Role};
 
-use crate::gov::ORG_COLS_O;
+use crate::gov::{org_from_row, ORG_COLS_O};
 use crate::pg::Pool;
 
-fn digest(key: &str) -> String {
+/// The hex SHA-256 stored for a key or session token.
+pub(crate) fn digest(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
@@ -74,11 +75,15 @@ pub fn create(pool: &Pool, name: &str, role: Role, org_id: i64) -> Result<String
 }
 
 /// The identity of a live key, with its organisation as it is now; a key owned by a user
-/// acts as the user (none while the user is disabled).
+/// acts as the user (none while the user is disabled). One query: this runs on every request.
 pub fn lookup(pool: &Pool, key: &str) -> Result<Option<KeyIdentity>> {
     let row = pool.get()?.query_opt(
-        "SELECT k.id, k.name, k.role, k.org_id, k.user_id FROM api_key k \
-         WHERE k.key_sha256 = $1 AND k.revoked_at IS NULL",
+        &format!(
+            "SELECT k.id, k.name, k.role, k.user_id, u.username, u.disabled, {ORG_COLS_O} \
+             FROM api_key k LEFT JOIN app_user u ON u.id = k.user_id \
+             LEFT JOIN organisation o ON o.id = COALESCE(u.org_id, k.org_id) \
+             WHERE k.key_sha256 = $1 AND k.revoked_at IS NULL"
+        ),
         &[&digest(key)],
     )?;
     let Some(r) = row else { return Ok(None) };
@@ -89,20 +94,23 @@ pub fn lookup(pool: &Pool, key: &str) -> Result<Option<KeyIdentity>> {
             r.get::<_, String>(1)
         );
     };
-    if let Some(user_id) = r.get::<_, Option<i64>>(4) {
-        let u = pool.get()?.query_one(
-            &format!(
-                "SELECT u.id, u.username, u.role, u.disabled, {ORG_COLS_O} FROM app_user u \
-                 JOIN organisation o ON o.id = u.org_id WHERE u.id = $1"
-            ),
-            &[&user_id],
-        )?;
-        return crate::accounts::owned_key_identity(&u, role);
-    }
-    let org = match r.get::<_, Option<i64>>(3) {
-        Some(org_id) => Some(crate::gov::get_org(pool, org_id)?),
+    let org = match r.get::<_, Option<i64>>(6) {
+        Some(_) => Some(org_from_row(&r, 6)?),
         None => None,
     };
+    // A user's key: the user, with the key's role.
+    if let Some(user_id) = r.get::<_, Option<i64>>(3) {
+        if r.get::<_, bool>(5) {
+            return Ok(None);
+        }
+        return Ok(Some(KeyIdentity {
+            key_id: user_id,
+            name: r.get(4),
+            role,
+            org,
+            user: true,
+        }));
+    }
     Ok(Some(KeyIdentity {
         key_id: r.get(0),
         name: r.get(1),

@@ -27,7 +27,7 @@ use visage_governance::{
 
 use crate::auth::{cookie, AuthVia, Via, SESSION_COOKIE, SESSION_TTL};
 use crate::gov_api::{int_id, operator_only_refusal};
-use crate::{authorize, input, ApiError, ApiResult, AppState, ErrorBody};
+use crate::{authorize, blocking, input, ApiError, ApiResult, AppState, ErrorBody};
 
 /// What the account endpoints need from a server: who calls, the decision, the log, the
 /// sessions and the account store.
@@ -189,16 +189,6 @@ impl AccountsHost for AppState {
     }
 }
 
-/// Runs a handler's work on the blocking pool with a clone of the state.
-async fn pooled<H: AccountsHost, T: Send + 'static>(
-    st: H,
-    f: impl FnOnce(&H) -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(move || f(&st))
-        .await
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("task failed: {e}")))?
-}
-
 /// `POST /v1/auth/login`, which needs no caller (merged into either server's router).
 pub(crate) fn login_route<H: AccountsHost>() -> Router<H> {
     Router::new().route("/v1/auth/login", post(login::<H>))
@@ -270,7 +260,7 @@ pub(crate) async fn login<H: AccountsHost>(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let (me, token) = pooled(st, move |st| {
+    let (me, token) = blocking(&st, move |st| {
         if !st.login_allowed(addr.ip())? {
             return Err(ApiError::rate_limited());
         }
@@ -323,7 +313,7 @@ pub(crate) async fn logout<H: AccountsHost>(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     if let Some(token) = cookie(&headers, SESSION_COOKIE).map(str::to_string) {
-        pooled(st, move |st| st.end_session(&token)).await?;
+        blocking(&st, move |st| st.end_session(&token)).await?;
     }
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.headers_mut().insert(
@@ -345,7 +335,7 @@ pub(crate) async fn me<H: AccountsHost>(
     State(st): State<H>,
     who: H::Caller,
 ) -> ApiResult<Json<Me>> {
-    let me = pooled(st, move |st| {
+    let me = blocking(&st, move |st| {
         let (p, via) = st.caller(&who)?;
         st.general_access(&p)?;
         Ok(me_of(st, p, via))
@@ -385,7 +375,7 @@ pub(crate) async fn list_users<H: AccountsHost>(
     who: H::Caller,
     Query(q): Query<UsersQuery>,
 ) -> ApiResult<Json<Vec<User>>> {
-    let users = pooled(st, move |st| {
+    let users = blocking(&st, move |st| {
         let p = st.authorize(&who, Action::ManageAccounts)?;
         let org = if st.is_operator(&p) {
             q.org_id
@@ -425,7 +415,7 @@ pub(crate) async fn create_user<H: AccountsHost>(
     who: H::Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let user = pooled(st, move |st| {
+    let user = blocking(&st, move |st| {
         let p = st.authorize(&who, Action::ManageAccounts)?;
         let j: NewUserJson = input::json(&body)?;
         let org_id = j.org_id.unwrap_or(p.org.id);
@@ -453,7 +443,7 @@ async fn set_disabled<H: AccountsHost>(
     disabled: bool,
 ) -> ApiResult<Json<User>> {
     let id = int_id(&raw, "user")?;
-    let user = pooled(st, move |st| {
+    let user = blocking(&st, move |st| {
         let p = st.authorize(&who, Action::ManageAccounts)?;
         managed_user(st, &p, id)?;
         st.set_user_disabled(&Actor::from(&p), id, disabled)
@@ -523,7 +513,7 @@ pub(crate) async fn create_key<H: AccountsHost>(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let id = int_id(&raw, "user")?;
-    let key = pooled(st, move |st| {
+    let key = blocking(&st, move |st| {
         let p = st.authorize(&who, Action::ManageAccounts)?;
         let j: NewKeyJson = input::json(&body)?;
         managed_user(st, &p, id)?;
@@ -556,7 +546,7 @@ pub(crate) async fn list_keys<H: AccountsHost>(
     who: H::Caller,
     Query(q): Query<KeysQuery>,
 ) -> ApiResult<Json<Vec<ApiKeyInfo>>> {
-    let keys = pooled(st, move |st| {
+    let keys = blocking(&st, move |st| {
         let p = st.authorize(&who, Action::ManageAccounts)?;
         if let Some(u) = q.user_id {
             managed_user(st, &p, u)?;
@@ -584,7 +574,7 @@ pub(crate) async fn revoke_key<H: AccountsHost>(
     who: H::Caller,
     UrlPath(key_id): UrlPath<String>,
 ) -> ApiResult<Json<ApiKeyInfo>> {
-    let key = pooled(st, move |st| {
+    let key = blocking(&st, move |st| {
         let p = st.authorize(&who, Action::ManageAccounts)?;
         match st.key_org(&key_id)? {
             Some(org) if st.is_operator(&p) || org == p.org.id => {}
@@ -607,7 +597,7 @@ pub(crate) async fn get_policy<H: AccountsHost>(
     State(st): State<H>,
     who: H::Caller,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let doc = pooled(st, move |st| {
+    let doc = blocking(&st, move |st| {
         st.authorize(&who, Action::ManagePolicy)?;
         Ok(st.policy_doc())
     })
@@ -644,7 +634,7 @@ pub(crate) async fn list_orgs<H: AccountsHost>(
     State(st): State<H>,
     who: H::Caller,
 ) -> ApiResult<Json<Vec<Organisation>>> {
-    let orgs = pooled(st, move |st| {
+    let orgs = blocking(&st, move |st| {
         let p = st.authorize(&who, Action::ManageAccounts)?;
         if st.is_operator(&p) {
             return st.list_orgs();
@@ -671,7 +661,7 @@ pub(crate) async fn create_org<H: AccountsHost>(
     who: H::Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let org = pooled(st, move |st| {
+    let org = blocking(&st, move |st| {
         let p = st.authorize(&who, Action::ManageAccounts)?;
         operator_only(st, &p, Action::ManageAccounts, "create organisations")?;
         let new: NewOrg = input::json(&body)?;
@@ -701,7 +691,7 @@ pub(crate) async fn update_org<H: AccountsHost>(
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Organisation>> {
     let id = int_id(&raw, "organisation")?;
-    let org = pooled(st, move |st| {
+    let org = blocking(&st, move |st| {
         let p = st.authorize(&who, Action::ManageAccounts)?;
         operator_only(st, &p, Action::ManageAccounts, "change organisations")?;
         let update: OrgUpdate = input::json(&body)?;

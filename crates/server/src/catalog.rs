@@ -84,12 +84,11 @@ async fn as_caller<H: CatalogHost, T: Send + 'static>(
     action: Action,
     f: impl FnOnce(&H, Principal, Decision) -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
-    tokio::task::spawn_blocking(move || {
+    crate::blocking(&st, move |st| {
         let (p, d) = st.authorize(&who, action)?;
-        f(&st, p, d)
+        f(st, p, d)
     })
     .await
-    .map_err(|e| ApiError::internal(anyhow::anyhow!("task failed: {e}")))?
 }
 
 #[derive(OpenApi)]

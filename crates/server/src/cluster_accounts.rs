@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use visage_cluster::accounts;
 use visage_cluster::gov;
 use visage_cluster::keys::KeyIdentity;
@@ -19,30 +19,28 @@ use visage_governance::{
 
 use super::{storage, ClusterState};
 use crate::accounts_api::AccountsHost;
-use crate::auth::{cookie, general_access_under, Via, SESSION_COOKIE};
+use crate::auth::{general_access_under, Via};
 use crate::{ApiError, ApiResult};
 
-/// Who calls, from the `Authorization: Bearer` key or else the session cookie, and how.
+/// Who calls, from the `Authorization` header's bearer key or else the session cookie's
+/// token, and how.
 pub(super) fn identify(
     st: &ClusterState,
-    headers: &HeaderMap,
+    authorization: Option<&str>,
+    session: Option<&str>,
 ) -> ApiResult<Option<(KeyIdentity, Via)>> {
     let pool = st.store.pool();
-    if let Some(h) = headers.get(header::AUTHORIZATION) {
+    if let Some(h) = authorization {
         let key = h
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))
             .map(str::trim);
         let Some(key) = key else { return Ok(None) };
         return Ok(visage_cluster::keys::lookup(pool, key)
             .map_err(storage)?
             .map(|w| (w, Via::ApiKey)));
     }
-    if let Some(token) = cookie(headers, SESSION_COOKIE) {
+    if let Some(token) = session {
         return Ok(accounts::session_identity(pool, token)
             .map_err(storage)?
             .map(|w| (w, Via::Session)));

@@ -295,22 +295,19 @@ async fn blocking<T: Send + 'static>(
         .map_err(storage)
 }
 
-/// Runs a handler's work on the blocking pool with a clone of the state.
-async fn on_pool<T: Send + 'static>(
-    st: &ClusterState,
-    f: impl FnOnce(&ClusterState) -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    let st = st.clone();
-    tokio::task::spawn_blocking(move || f(&st))
-        .await
-        .map_err(joined)?
-}
-
 /// Who calls (an API key, else the session cookie), as `KeyIdentity` and `Via` extensions;
 /// 401 `unauthorized` otherwise, whatever the cause.
 async fn authenticate(State(st): State<ClusterState>, mut req: Request, next: Next) -> Response {
-    let headers = req.headers().clone();
-    match on_pool(&st, move |st| accounts::identify(st, &headers)).await {
+    let key = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    let session = crate::auth::cookie(req.headers(), crate::auth::SESSION_COOKIE).map(String::from);
+    match crate::blocking(&st, move |st| {
+        accounts::identify(st, key.as_deref(), session.as_deref())
+    })
+    .await
+    {
         Ok(Some((who, via))) => {
             req.extensions_mut().insert(who);
             req.extensions_mut().insert(via);
@@ -381,7 +378,7 @@ async fn stats(
     State(st): State<ClusterState>,
     Extension(who): Extension<KeyIdentity>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let (faces, images, colls) = on_pool(&st, move |st| {
+    let (faces, images, colls) = crate::blocking(&st, move |st| {
         st.authorize(&who, Action::ReadFace, &AuthzContext::default(), |ev| ev)?;
         let counts = || -> Result<_> {
             Ok((
@@ -407,7 +404,7 @@ async fn create_job(
     body: Result<Json<PathJobJson>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<queue::JobStatus>)> {
     let w = who.clone();
-    let (p, d) = on_pool(&st, move |st| {
+    let (p, d) = crate::blocking(&st, move |st| {
         st.authorize(&w, Action::Ingest, &AuthzContext::default(), |ev| ev)
     })
     .await?;
@@ -435,7 +432,7 @@ async fn create_job(
                 .decided(false, "policy:data.excluded_jurisdictions", &reason)
                 .details(json!({"event": "refused", "collection": job.collection,
                     "source": job.source.name, "jurisdiction": j}));
-            on_pool(&st, move |st| st.append(ev)).await?;
+            crate::blocking(&st, move |st| st.append(ev)).await?;
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "jurisdiction_excluded",
@@ -495,7 +492,7 @@ async fn get_job(
     Extension(who): Extension<KeyIdentity>,
     UrlPath(id): UrlPath<i64>,
 ) -> ApiResult<Json<queue::JobStatus>> {
-    on_pool(&st, move |st| {
+    crate::blocking(&st, move |st| {
         st.authorize(&who, Action::Ingest, &AuthzContext::default(), |ev| ev)?;
         queue::job_status(st.store.pool(), id)
             .map_err(storage)?
@@ -509,7 +506,7 @@ async fn list_jobs(
     State(st): State<ClusterState>,
     Extension(who): Extension<KeyIdentity>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    on_pool(&st, move |st| {
+    crate::blocking(&st, move |st| {
         st.authorize(&who, Action::Ingest, &AuthzContext::default(), |ev| ev)?;
         let jobs = queue::jobs(st.store.pool(), 100).map_err(storage)?;
         Ok(Json(json!({ "jobs": jobs })))
@@ -542,7 +539,7 @@ async fn create_case(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let new: NewCase = crate::input::json(&body)?;
-    on_pool(&st, move |st| {
+    crate::blocking(&st, move |st| {
         let p = manage_cases(st, &who)?;
         let c = gov::create_case(st.store.pool(), &st.audit(), &p, &new)?;
         Ok((StatusCode::CREATED, Json(c)).into_response())
@@ -554,7 +551,7 @@ async fn list_cases(
     State(st): State<ClusterState>,
     Extension(who): Extension<KeyIdentity>,
 ) -> ApiResult<Json<Vec<Case>>> {
-    on_pool(&st, move |st| {
+    crate::blocking(&st, move |st| {
         let p = manage_cases(st, &who)?;
         Ok(Json(gov::list_cases(st.store.pool(), p.org.id)?))
     })
@@ -567,7 +564,7 @@ async fn get_case(
     UrlPath(raw): UrlPath<String>,
 ) -> ApiResult<Json<Case>> {
     let id = int_id(&raw, "case")?;
-    on_pool(&st, move |st| {
+    crate::blocking(&st, move |st| {
         let p = manage_cases(st, &who)?;
         Ok(Json(own_case(st, &p, id)?))
     })
@@ -609,7 +606,7 @@ async fn case_report(
     Extension(who): Extension<KeyIdentity>,
     UrlPath(raw): UrlPath<String>,
 ) -> ApiResult<Response> {
-    let r = on_pool(&st, move |st| report_of(st, &who, &raw, "json")).await?;
+    let r = crate::blocking(&st, move |st| report_of(st, &who, &raw, "json")).await?;
     Ok(Json(r.to_json()).into_response())
 }
 
@@ -619,7 +616,7 @@ async fn case_report_html(
     Extension(who): Extension<KeyIdentity>,
     UrlPath(raw): UrlPath<String>,
 ) -> ApiResult<Response> {
-    let r = on_pool(&st, move |st| report_of(st, &who, &raw, "html")).await?;
+    let r = crate::blocking(&st, move |st| report_of(st, &who, &raw, "html")).await?;
     Ok(report_html(&r))
 }
 
@@ -629,7 +626,7 @@ async fn close_case(
     UrlPath(raw): UrlPath<String>,
 ) -> ApiResult<Json<Case>> {
     let id = int_id(&raw, "case")?;
-    on_pool(&st, move |st| {
+    crate::blocking(&st, move |st| {
         let p = manage_cases(st, &who)?;
         own_case(st, &p, id)?;
         Ok(Json(gov::close_case(
@@ -654,7 +651,7 @@ async fn under_case<Q: CaseRequest>(
     mut q: Q,
     run: impl FnOnce(&ClusterState, &Q) -> ApiResult<Q::Out> + Send + 'static,
 ) -> ApiResult<Response> {
-    on_pool(st, move |st| {
+    crate::blocking(st, move |st| {
         let (p, d) = st.authorize(
             &who,
             Q::ACTION,
@@ -752,7 +749,7 @@ async fn read_face(
     raw: &str,
 ) -> ApiResult<visage_gallery::FaceRecord> {
     let id = crate::face_id(raw)?;
-    on_pool(st, move |st| {
+    crate::blocking(st, move |st| {
         st.authorize(&who, Action::ReadFace, &AuthzContext::default(), |ev| ev)?;
         crate::visible_face_in(&st.store, &st.policy, id)
     })
@@ -778,7 +775,7 @@ async fn delete_face(
     UrlPath(raw): UrlPath<String>,
 ) -> ApiResult<Response> {
     let id = crate::face_id(&raw)?;
-    on_pool(&st, move |st| {
+    crate::blocking(&st, move |st| {
         let (p, d) = st.authorize(&who, Action::Delete, &AuthzContext::default(), |ev| ev)?;
         let report = st
             .store
@@ -801,7 +798,7 @@ async fn audit_records(
     Extension(who): Extension<KeyIdentity>,
     axum::extract::Query(q): axum::extract::Query<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
-    on_pool(&st, move |st| {
+    crate::blocking(&st, move |st| {
         let (p, _) = st.authorize(&who, Action::ReadAudit, &AuthzContext::default(), |ev| ev)?;
         let audit = st.audit();
         let org = p.org.id;
@@ -823,7 +820,7 @@ async fn audit_export(
     State(st): State<ClusterState>,
     Extension(who): Extension<KeyIdentity>,
 ) -> ApiResult<Response> {
-    let bytes = on_pool(&st, move |st| {
+    let bytes = crate::blocking(&st, move |st| {
         let (p, d) =
             st.authorize_operator(&who, Action::ReadAudit, "export the whole audit log")?;
         let mut buf = Vec::new();
@@ -843,7 +840,7 @@ async fn audit_verify(
     State(st): State<ClusterState>,
     Extension(who): Extension<KeyIdentity>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    on_pool(&st, move |st| {
+    crate::blocking(&st, move |st| {
         st.authorize(&who, Action::ReadAudit, &AuthzContext::default(), |ev| ev)?;
         let audit = st.audit();
         let mut v = serde_json::to_value(audit.verify().map_err(storage)?)
@@ -865,7 +862,7 @@ async fn erase(
     Extension(who): Extension<KeyIdentity>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    on_pool(&st, move |st| {
+    crate::blocking(&st, move |st| {
         let (p, d) = st.authorize(&who, Action::Erase, &AuthzContext::default(), |ev| ev)?;
         let (target, described) = erasure_target(&body)?;
         let report = st.store.delete(&target).map_err(storage)?;
@@ -891,7 +888,7 @@ async fn erase(
 /// Takes one public request from the client's allowance, shared by every API process
 /// (`visage_cluster::ratelimit`); 429 `rate_limited` when none is left.
 async fn limited(st: &ClusterState, addr: SocketAddr) -> ApiResult<()> {
-    let allowed = on_pool(st, move |st| {
+    let allowed = crate::blocking(st, move |st| {
         visage_cluster::ratelimit::take(
             st.store.pool(),
             "public",
@@ -919,7 +916,7 @@ async fn public_opt_out(
     limited(&st, addr).await?;
     let (selfies, contact) = read_request(req).await?;
     let request_id = new_request_id()?;
-    on_pool(&st, move |st| {
+    crate::blocking(&st, move |st| {
         let outcome = {
             let pipeline = st.lock_pipeline()?;
             optout::opt_out(&st.store, &pipeline, &request_id, &selfies)
@@ -969,7 +966,7 @@ async fn public_access(
     limited(&st, addr).await?;
     let (selfies, contact) = read_request(req).await?;
     let request_id = new_request_id()?;
-    on_pool(&st, move |st| {
+    crate::blocking(&st, move |st| {
         let report = {
             let pipeline = st.lock_pipeline()?;
             optout::access_report(&st.store, &pipeline, &selfies)
@@ -1009,7 +1006,7 @@ async fn public_request_status(
     if !valid_request_id(&id) {
         return Err(ApiError::not_found("no such request"));
     }
-    on_pool(&st, move |st| {
+    crate::blocking(&st, move |st| {
         let r = receipts::public_request(st.store.pool(), &id)
             .map_err(storage)?
             .ok_or_else(|| ApiError::not_found("no such request"))?;

@@ -214,10 +214,10 @@ impl AppState {
     }
 }
 
-/// Runs `f` on the blocking pool with a clone of the state.
-pub(crate) async fn blocking<T: Send + 'static>(
-    st: &AppState,
-    f: impl FnOnce(&AppState) -> ApiResult<T> + Send + 'static,
+/// Runs `f` on the blocking pool with a clone of the state (either API's).
+pub(crate) async fn blocking<S: Clone + Send + 'static, T: Send + 'static>(
+    st: &S,
+    f: impl FnOnce(&S) -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
     let st = st.clone();
     tokio::task::spawn_blocking(move || f(&st))
