@@ -13,91 +13,21 @@
 //                                       page: VISAGE_INGEST_GOOD photos, one truncated JPEG
 //                                       and one text file
 //   VISAGE_INGEST_GOOD                  how many of them are good photos
-import { chromium } from 'playwright-core';
-import fs from 'node:fs';
-import path from 'node:path';
+import { session } from './lib.mjs';
 
-const env = (k, d) => {
-  const v = process.env[k] ?? d;
-  if (v === undefined) { console.error(`e2e: ${k} is not set`); process.exit(2); }
-  return v;
-};
-const BASE = env('VISAGE_URL').replace(/\/$/, '');
+const sess = await session('e2e', { allowStatus: /status of 40[134]/ });
+const { env, BASE, step, check, page, context, shot, signIn, signOut } = sess;
 const INV = [env('VISAGE_INV_USER'), env('VISAGE_INV_PASS')];
 const AUD = [env('VISAGE_AUD_USER'), env('VISAGE_AUD_PASS')];
 const ADM = [env('VISAGE_ADMIN_USER'), env('VISAGE_ADMIN_PASS')];
 const PROBE = env('VISAGE_PROBE');
 const OPTOUT = env('VISAGE_OPTOUT_PHOTO');
 const LABEL = env('VISAGE_EXPECT_LABEL');
-const SHOTS = env('VISAGE_SCREENSHOTS');
-const BROWSER = env('VISAGE_CHROMIUM', '/usr/bin/chromium');
 const INGEST = JSON.parse(env('VISAGE_INGEST_FILES'));
 const INGEST_GOOD = Number(env('VISAGE_INGEST_GOOD'));
-fs.mkdirSync(SHOTS, { recursive: true });
+const search = (caseId) => sess.search(caseId, PROBE);
 
-const step = (s) => console.log(`e2e: ${s}`);
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-}
-
-const browser = await chromium.launch({ executablePath: BROWSER, headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
-const context = await browser.newContext({ viewport: { width: 1366, height: 768 }, deviceScaleFactor: 1 });
-const page = await context.newPage();
-page.setDefaultTimeout(30_000);
-const problems = [];
-page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-page.on('console', (m) => {
-  if (/Content.Security.Policy|Refused to/i.test(m.text())) problems.push(`CSP: ${m.text()}`);
-  else if (m.type() === 'error' && !/status of 40[134]/.test(m.text())) problems.push(`console error: ${m.text()}`);
-});
-let shotNo = 0;
-async function shot(name, opts = {}) {
-  shotNo += 1;
-  const file = path.join(SHOTS, `${String(shotNo).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file, ...opts });
-  step(`screenshot ${file}`);
-}
-
-async function signIn([user, pass], { keyboard = false } = {}) {
-  await page.goto(`${BASE}/app/login`);
-  await page.waitForSelector('#login-form');
-  if (keyboard) {
-    // Keyboard only: the username field has focus, Tab to the password, Enter submits.
-    await page.locator('#username').focus();
-    await page.keyboard.type(user);
-    await page.keyboard.press('Tab');
-    check(await page.evaluate(() => document.activeElement.id) === 'password', 'Tab moves from username to password');
-    await page.keyboard.type(pass);
-    await page.keyboard.press('Enter');
-  } else {
-    await page.fill('#username', user);
-    await page.fill('#password', pass);
-    await page.click('#login-form button[type=submit]');
-  }
-  await page.waitForSelector('#signout');
-  check((await page.textContent('#who-name')) === user, `signed in as ${user}`);
-  step(`signed in as ${user}`);
-}
-
-async function signOut() {
-  await page.click('#signout');
-  await page.waitForSelector('#login-form');
-  step('signed out');
-}
-
-async function search(caseId) {
-  await page.goto(`${BASE}/app/search`);
-  await page.waitForSelector('#search-form');
-  await page.selectOption('#case', String(caseId));
-  await page.setInputFiles('#photo', PROBE);
-  await page.click('#search-btn');
-  await page.waitForSelector('#audit-id');
-  const audit = Number((await page.textContent('#audit-id')).replace(/\D+/g, ''));
-  const labels = await page.$$eval('#candidates .candidate', (els) => els.map((e) => e.dataset.label));
-  return { audit, labels };
-}
-
-try {
+await sess.run(async () => {
   // --- the root redirects to the app; the app asks for a sign-in ---------------------------
   const resp = await page.goto(`${BASE}/`);
   check(resp.ok(), 'GET / answers');
@@ -122,15 +52,7 @@ try {
   await page.click('#search-btn');
   await page.waitForSelector('#search-form .msg.error');
   const number = `WEB-${Date.now()}`;
-  if (!(await page.isVisible('#nc-number'))) await page.click('#new-case summary');
-  await page.fill('#nc-number', number);
-  await page.fill('#nc-purpose', 'identify the person in the station CCTV still');
-  await page.fill('#nc-legal', 'warrant W-2024-117');
-  await page.fill('#nc-offence', 'robbery');
-  await page.click('#new-case-form button[type=submit]');
-  await page.waitForFunction(() => document.querySelector('#case').value !== '');
-  const caseId = Number(await page.inputValue('#case'));
-  check(caseId > 0, 'the new case is selected');
+  const caseId = await sess.openCase({ number, purpose: 'identify the person in the station CCTV still', legal: 'warrant W-2024-117', offence: 'robbery' });
   step(`case ${number} opened (id ${caseId})`);
 
   const first = await search(caseId);
@@ -270,14 +192,4 @@ try {
   await page.waitForSelector('#verify-box .verify.ok');
   step('admin pages');
   await signOut();
-
-  check(problems.length === 0, `no page errors or CSP violations:\n  ${problems.join('\n  ')}`);
-  step('all checks passed');
-  await browser.close();
-} catch (e) {
-  console.error(`e2e: FAILED: ${e.message}`);
-  if (problems.length) console.error(`e2e: page problems:\n  ${problems.join('\n  ')}`);
-  try { await page.screenshot({ path: path.join(SHOTS, 'failure.png'), fullPage: true }); } catch (_) { /* ignore */ }
-  await browser.close();
-  process.exit(1);
-}
+});

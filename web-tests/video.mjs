@@ -10,53 +10,21 @@
 //   VISAGE_VIDEO_LABEL                  the subject the video's strongest track must find first
 //   VISAGE_SCREENSHOTS                  folder for the screenshots (video-NN-name.png)
 //   VISAGE_CHROMIUM                     browser binary (default /usr/bin/chromium)
-import { chromium } from 'playwright-core';
-import fs from 'node:fs';
-import path from 'node:path';
+import { session } from './lib.mjs';
 
-const env = (k, d) => {
-  const v = process.env[k] ?? d;
-  if (v === undefined) { console.error(`video: ${k} is not set`); process.exit(2); }
-  return v;
-};
-const BASE = env('VISAGE_URL').replace(/\/$/, '');
+// the last step expects a 400 (a file that is not a video)
+const sess = await session('video', { allowStatus: /status of 400/, timeout: 60_000 });
+const { env, BASE, step, check, page, shot } = sess;
 const INV = [env('VISAGE_INV_USER'), env('VISAGE_INV_PASS')];
 const GROUP = env('VISAGE_GROUP');
 const GROUP_LABELS = env('VISAGE_GROUP_LABELS').split(',');
 const VIDEO = env('VISAGE_VIDEO');
 const VIDEO_LABEL = env('VISAGE_VIDEO_LABEL');
-const SHOTS = env('VISAGE_SCREENSHOTS');
-const BROWSER = env('VISAGE_CHROMIUM', '/usr/bin/chromium');
-fs.mkdirSync(SHOTS, { recursive: true });
-
-const step = (s) => console.log(`video: ${s}`);
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-}
-
-const browser = await chromium.launch({ executablePath: BROWSER, headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
-const context = await browser.newContext({ viewport: { width: 1366, height: 768 }, deviceScaleFactor: 1 });
-const page = await context.newPage();
-page.setDefaultTimeout(60_000);
-const problems = [];
-page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-page.on('console', (m) => {
-  if (/Content.Security.Policy|Refused to/i.test(m.text())) problems.push(`CSP: ${m.text()}`);
-  // the last step expects a 400 (a file that is not a video)
-  else if (m.type() === 'error' && !/status of 400/.test(m.text())) problems.push(`console error: ${m.text()}`);
-});
-let shotNo = 0;
-async function shot(name, opts = {}) {
-  shotNo += 1;
-  const file = path.join(SHOTS, `video-${String(shotNo).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file, ...opts });
-  step(`screenshot ${file}`);
-}
 
 const auditId = async () => Number((await page.textContent('#audit-id')).replace(/\D+/g, ''));
 const firstLabel = () => page.$eval('#candidates .candidate', (e) => e.dataset.label);
 
-try {
+await sess.run(async () => {
   // --- sign in, open a case ------------------------------------------------------------------
   await page.goto(`${BASE}/app/login`);
   await page.fill('#username', INV[0]);
@@ -64,13 +32,7 @@ try {
   await page.click('#login-form button[type=submit]');
   await page.waitForSelector('#search-form');
   check(await page.getAttribute('#photo', 'accept') === 'image/*,video/*', 'the file input takes photos and videos');
-  if (!(await page.isVisible('#nc-number'))) await page.click('#new-case summary');
-  await page.fill('#nc-number', `VID-${Date.now()}`);
-  await page.fill('#nc-purpose', 'identify the people in the rally footage');
-  await page.fill('#nc-legal', 'warrant W-2024-311');
-  await page.fill('#nc-offence', 'assault');
-  await page.click('#new-case-form button[type=submit]');
-  await page.waitForFunction(() => document.querySelector('#case').value !== '');
+  await sess.openCase({ number: `VID-${Date.now()}`, purpose: 'identify the people in the rally footage', legal: 'warrant W-2024-311', offence: 'assault' });
   step('signed in, case opened');
 
   // --- a group photo: every face drawn, the main face searched -------------------------------
@@ -152,14 +114,4 @@ try {
   await page.waitForSelector('#search-form .msg.error');
   check((await page.textContent('#search-form .msg.error')).includes('invalid_video'), 'a bad video shows invalid_video');
   step('a file that is not a video is refused with invalid_video');
-
-  check(problems.length === 0, `no page errors or CSP violations:\n  ${problems.join('\n  ')}`);
-  step('all checks passed');
-  await browser.close();
-} catch (e) {
-  console.error(`video: FAILED: ${e.message}`);
-  if (problems.length) console.error(`video: page problems:\n  ${problems.join('\n  ')}`);
-  try { await page.screenshot({ path: path.join(SHOTS, 'video-failure.png'), fullPage: true }); } catch (_) { /* ignore */ }
-  await browser.close();
-  process.exit(1);
-}
+});

@@ -142,7 +142,14 @@ pub(crate) enum ClusterCmd {
     /// .tar, .tar.gz), web archives (.warc, .warc.gz) and, named directly, manifests (.jsonl,
     /// .csv). The workers must see the same paths (e.g. on a shared file system).
     Enqueue(EnqueueArgs),
-    /// An ingest job's status and counts; --wait polls until it is completed.
+    /// Cancel an ingest job: its queued items end at once (code `cancelled`), the items
+    /// workers hold finish, then the job is `cancelled`; audited.
+    CancelJob {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: i64,
+    },
+    /// An ingest job's status and counts; --wait polls until it has ended (completed or cancelled).
     Job {
         #[command(flatten)]
         config: ConfigArg,
@@ -481,6 +488,25 @@ pub(crate) fn cluster(cmd: ClusterCmd) -> Result<ExitCode> {
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }
+        ClusterCmd::CancelJob { config, id } => {
+            let (store, audit_key) = config.open_with_audit_key()?;
+            match queue::cancel(store.pool(), id)? {
+                queue::Cancel::Requested => {}
+                queue::Cancel::AlreadyEnded => bail!("job {id} has already ended"),
+                queue::Cancel::NotFound => bail!("no ingest job {id}"),
+            }
+            visage_cluster::audit::PgAudit::new(store.pool(), audit_key).append(
+                visage_governance::AuditEvent::admin(&cli_actor(), None, "ingest")
+                    .details(json!({"event": "cancel", "job_id": id.to_string()}))
+                    .objects([format!("job:{id}")]),
+            )?;
+            let st = queue::job_status(store.pool(), id)?.context("job vanished")?;
+            eprintln!(
+                "job {id} {}: {} queued items cancelled, {} still held by workers (they finish)",
+                st.status, st.cancelled, st.claimed
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         ClusterCmd::Job {
             config,
             id,
@@ -491,7 +517,7 @@ pub(crate) fn cluster(cmd: ClusterCmd) -> Result<ExitCode> {
             let st = loop {
                 let st = queue::job_status(store.pool(), id)?
                     .with_context(|| format!("no ingest job {id}"))?;
-                if !wait || st.status == "completed" {
+                if !wait || matches!(st.status.as_str(), "completed" | "cancelled") {
                     break st;
                 }
                 eprintln!(
@@ -710,7 +736,6 @@ pub(crate) fn migrate(data_dir: &Path, a: MigrateArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The cluster's audit log, when the config names its key.
 /// The actor of changes made with the command line on the cluster's machines.
 fn cli_actor() -> visage_governance::Actor {
     visage_governance::Actor {

@@ -7,10 +7,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::Path;
-use std::process::Stdio;
-
 use common::cluster::*;
 use common::{installed, visage};
 use serde_json::{json, Value};
@@ -87,29 +83,6 @@ fn login(a: &str, username: &str, password: &str) -> (String, Value) {
         .unwrap()
         .to_string();
     (token, me)
-}
-
-/// `visage cluster add-user` with the password on stdin.
-fn add_user(config: &Path, username: &str, org: &str, role: &str, password: &str) {
-    let mut child = visage()
-        .args([
-            "cluster", "add-user", username, "--org", org, "--role", role,
-        ])
-        .arg("--password-stdin")
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "add-user: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -19,12 +19,12 @@ use postgres::types::ToSql;
 use postgres::Row;
 use serde_json::Value;
 use visage_gallery::filter::Filter;
-use visage_gallery::gallery::now;
 use visage_gallery::gallery::subjects::{
     assignment_ids, check_unassign, plan_assignment, validate_attributes, validate_collection_name,
     validate_label, AssignReport, CatalogError, CatalogResult, CollectionSummary, SourceSummary,
     Subject, SubjectRemoval, MAX_PAGE,
 };
+use visage_gallery::gallery::{now, CollectionStats, NamedCount};
 use visage_gallery::{Catalog, Collection, FaceStore};
 
 use crate::store::{ClusterStore, Vectors};
@@ -217,6 +217,92 @@ impl ClusterStore {
                  ({e:#}); `visage cluster check --repair` finishes it"
             );
         }
+    }
+}
+
+/// What `GET /v1/stats` shows, as the embedded gallery's `Stats` has it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ClusterStats {
+    pub faces: u64,
+    pub images: u64,
+    pub subjects: u64,
+    pub collections: Vec<CollectionStats>,
+}
+
+impl ClusterStore {
+    /// Counts per collection, per source and per jurisdiction (images and faces). Each table
+    /// is read once, grouped: a full scan of `face` and `image` (seconds at 100M faces; keep
+    /// counters before calling this often at that scale).
+    pub fn stats(&self) -> anyhow::Result<ClusterStats> {
+        let mut c = self.pg.get()?;
+        let grouped = |c: &mut postgres::Client, sql: &str| -> anyhow::Result<HashMap<i64, u64>> {
+            Ok(c.query(sql, &[])?
+                .iter()
+                .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1) as u64))
+                .collect())
+        };
+        let faces = grouped(
+            &mut c,
+            "SELECT collection_id, COUNT(*) FROM face GROUP BY 1",
+        )?;
+        let images = grouped(
+            &mut c,
+            "SELECT collection_id, COUNT(*) FROM image GROUP BY 1",
+        )?;
+        let subjects = grouped(
+            &mut c,
+            "SELECT collection_id, COUNT(*) FROM subject GROUP BY 1",
+        )?;
+        let src_images = grouped(&mut c, "SELECT source_id, COUNT(*) FROM image GROUP BY 1")?;
+        let src_faces = grouped(&mut c, "SELECT source_id, COUNT(*) FROM face GROUP BY 1")?;
+        let mut sources: HashMap<i64, Vec<NamedCount>> = HashMap::new();
+        for r in c.query(
+            "SELECT id, collection_id, name FROM source ORDER BY name",
+            &[],
+        )? {
+            let id: i64 = r.get(0);
+            sources.entry(r.get(1)).or_default().push(NamedCount {
+                name: r.get(2),
+                images: src_images.get(&id).copied().unwrap_or(0),
+                faces: src_faces.get(&id).copied().unwrap_or(0),
+            });
+        }
+        let mut jurisdictions: HashMap<i64, Vec<NamedCount>> = HashMap::new();
+        for r in c.query(
+            "SELECT i.collection_id, i.jurisdiction, COUNT(*), \
+             COALESCE(SUM(f.n), 0)::BIGINT FROM image i \
+             LEFT JOIN (SELECT image_id, COUNT(*) AS n FROM face GROUP BY image_id) f \
+             ON f.image_id = i.id GROUP BY 1, 2 ORDER BY 2 NULLS LAST",
+            &[],
+        )? {
+            jurisdictions.entry(r.get(0)).or_default().push(NamedCount {
+                name: r
+                    .get::<_, Option<String>>(1)
+                    .unwrap_or_else(|| "unknown".into()),
+                images: r.get::<_, i64>(2) as u64,
+                faces: r.get::<_, i64>(3) as u64,
+            });
+        }
+        drop(c);
+        let mut out = ClusterStats::default();
+        for coll in FaceStore::collections(self)? {
+            let n = |m: &HashMap<i64, u64>| m.get(&coll.id).copied().unwrap_or(0);
+            out.faces += n(&faces);
+            out.images += n(&images);
+            out.subjects += n(&subjects);
+            out.collections.push(CollectionStats {
+                id: coll.id,
+                faces: n(&faces),
+                images: n(&images),
+                subjects: n(&subjects),
+                sources: sources.remove(&coll.id).unwrap_or_default(),
+                jurisdictions: jurisdictions.remove(&coll.id).unwrap_or_default(),
+                name: coll.name,
+                pack: coll.pack,
+                dim: coll.dim,
+            });
+        }
+        Ok(out)
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use visage_engine::ingest::{InputKind, ItemFailure};
+use visage_engine::ingest::{IngestCounts, InputKind, ItemFailure};
 use visage_gallery::gallery::now;
 use visage_gallery::NewSource;
 
@@ -22,13 +22,16 @@ pub struct JobStatus {
     pub id: i64,
     pub collection: String,
     pub source: serde_json::Value,
-    /// `queued` (nothing claimed yet), `running`, `completed` (every item done or failed).
+    /// `queued` (nothing claimed yet), `running`, `completed` (every item done or failed),
+    /// `cancelled` (cancelled, and the items in flight then have finished).
     pub status: String,
     pub items: i64,
     pub queued: i64,
     pub claimed: i64,
     pub done: i64,
     pub failed: i64,
+    /// Of the failed items: those never read because the job was cancelled.
+    pub cancelled: i64,
     pub faces: i64,
     /// Items whose every unit was already stored (content hash).
     pub known: i64,
@@ -39,6 +42,18 @@ pub struct JobStatus {
     pub units_failed: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// When a worker first claimed one of its items.
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub cancel_requested: bool,
+    /// What the job was queued with (path or paths, options, origin, who).
+    pub args: serde_json::Value,
+    /// Unfinished jobs queued before this one, while it waits.
+    pub jobs_ahead: Option<i64>,
+    /// The embedded ingest's counters summed over the finished items (items that failed as
+    /// a whole, given up or skipped, count as errors by their code; cancelled ones do not).
+    /// Items finished before schema 10 are not in them.
+    pub counts: IngestCounts,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +82,8 @@ pub struct ItemResult {
     /// For a failed item: the code and message (the first unit's failure, or the container's).
     pub error_code: Option<String>,
     pub error: Option<String>,
+    /// What the item did, in the embedded ingest's counters (summed per job for its view).
+    pub counts: IngestCounts,
 }
 
 /// The inputs under `inputs`, as the embedded ingest walks them (folders in name order,
@@ -178,16 +195,41 @@ pub fn claim(pool: &Pool, worker: &str, n: usize, lease_s: i64) -> Result<Vec<Cl
     let mut c = pool.get()?;
     let mut tx = c.transaction()?;
     let t = now();
-    // Items that used up their attempts are given up first.
-    tx.execute(
-        "UPDATE ingest_item SET status = 'failed', outcome = 'failed', \
-         error_code = 'attempts_exhausted', \
-         error = 'claimed ' || attempts || ' times without finishing (worker died on it?)', \
-         units = 1, units_known = 0, units_failed = 1, updated_at = $2 \
-         WHERE id IN (SELECT id FROM ingest_item WHERE attempts >= $1 AND (status = 'queued' \
-                      OR (status = 'claimed' AND lease_until < $2)) FOR UPDATE SKIP LOCKED)",
-        &[&MAX_ATTEMPTS, &t],
-    )?;
+    // Items of cancelled jobs that are still open (a claim whose worker died) end here,
+    // then items that used up their attempts are given up; their jobs may end with them.
+    let mut ended: Vec<i64> = tx
+        .query(
+            "UPDATE ingest_item SET status = 'failed', outcome = 'failed', \
+             error_code = 'cancelled', error = $2, units = 0, units_known = 0, \
+             units_failed = 0, lease_until = NULL, updated_at = $1 \
+             WHERE id IN (SELECT i.id FROM ingest_item i JOIN ingest_job j ON j.id = i.job_id \
+                          WHERE j.cancel_requested AND (i.status = 'queued' \
+                          OR (i.status = 'claimed' AND i.lease_until < $1)) \
+                          FOR UPDATE OF i SKIP LOCKED) RETURNING job_id",
+            &[&t, &CANCELLED_ITEM],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    ended.extend(
+        tx.query(
+            "UPDATE ingest_item SET status = 'failed', outcome = 'failed', \
+             error_code = 'attempts_exhausted', \
+             error = 'claimed ' || attempts || ' times without finishing (worker died on it?)', \
+             units = 1, units_known = 0, units_failed = 1, lease_until = NULL, updated_at = $2 \
+             WHERE id IN (SELECT id FROM ingest_item WHERE attempts >= $1 AND (status = 'queued' \
+                          OR (status = 'claimed' AND lease_until < $2)) FOR UPDATE SKIP LOCKED) \
+             RETURNING job_id",
+            &[&MAX_ATTEMPTS, &t],
+        )?
+        .iter()
+        .map(|r| r.get::<_, i64>(0)),
+    );
+    if !ended.is_empty() {
+        ended.sort_unstable();
+        ended.dedup();
+        end_jobs(&mut tx, &ended, t)?;
+    }
     let rows = tx.query(
         "UPDATE ingest_item SET status = 'claimed', claimed_by = $1, lease_until = $2, \
          attempts = attempts + 1, updated_at = $3 \
@@ -210,8 +252,8 @@ pub fn claim(pool: &Pool, worker: &str, n: usize, lease_s: i64) -> Result<Vec<Cl
     if !claimed.is_empty() {
         let jobs: Vec<i64> = claimed.iter().map(|c| c.job_id).collect();
         tx.execute(
-            "UPDATE ingest_job SET status = 'running', updated_at = $2 \
-             WHERE id = ANY($1) AND status = 'queued'",
+            "UPDATE ingest_job SET status = 'running', updated_at = $2, \
+             started_at = COALESCE(started_at, $2) WHERE id = ANY($1) AND status = 'queued'",
             &[&jobs, &t],
         )?;
     }
@@ -252,7 +294,7 @@ pub fn finish(pool: &Pool, worker: &str, id: i64, r: &ItemResult) -> Result<bool
     let n = tx.execute(
         "UPDATE ingest_item SET status = $3, outcome = $4, faces = $5, error_code = $6, \
          error = $7, updated_at = $8, lease_until = NULL, units = $9, units_known = $10, \
-         units_failed = $11 \
+         units_failed = $11, counts = $12 \
          WHERE id = $1 AND claimed_by = $2 AND status = 'claimed'",
         &[
             &id,
@@ -266,6 +308,7 @@ pub fn finish(pool: &Pool, worker: &str, id: i64, r: &ItemResult) -> Result<bool
             &r.units,
             &r.units_known,
             &failed,
+            &serde_json::to_value(&r.counts)?,
         ],
     )?;
     if n > 0 {
@@ -290,17 +333,87 @@ pub fn finish(pool: &Pool, worker: &str, id: i64, r: &ItemResult) -> Result<bool
                 &[&id, &sev, &locs, &codes, &msgs],
             )?;
         }
-        // The job is completed when nothing of it is open any more.
-        tx.execute(
-            "UPDATE ingest_job j SET status = 'completed', updated_at = $2, finished_at = $2 \
-             WHERE j.id = (SELECT job_id FROM ingest_item WHERE id = $1) \
-             AND j.status <> 'completed' AND NOT EXISTS (SELECT 1 FROM ingest_item i \
-             WHERE i.job_id = j.id AND i.status IN ('queued', 'claimed'))",
-            &[&id, &t],
-        )?;
+        let job: i64 = tx
+            .query_one("SELECT job_id FROM ingest_item WHERE id = $1", &[&id])?
+            .get(0);
+        end_jobs(&mut tx, &[job], t)?;
     }
     tx.commit()?;
     Ok(n > 0)
+}
+
+/// Why an item of a cancelled job was never read.
+const CANCELLED_ITEM: &str = "the job was cancelled before this item was read";
+
+/// Ends the jobs among `ids` that have nothing open any more: `completed`, or `cancelled`
+/// when a cancellation was asked for. Call it after this transaction's item changes: the job
+/// rows are locked first, in a statement of their own, so of two transactions ending a job's
+/// last two items the second waits for the first and then (a new statement, a new snapshot
+/// under READ COMMITTED) sees its item finished. Locks are taken items first, then jobs,
+/// everywhere (claim, finish, cancel), so they cannot deadlock.
+fn end_jobs(tx: &mut postgres::Transaction<'_>, ids: &[i64], t: i64) -> Result<()> {
+    tx.execute(
+        "SELECT id FROM ingest_job WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &[&ids],
+    )?;
+    tx.execute(
+        "UPDATE ingest_job j SET status = CASE WHEN j.cancel_requested THEN 'cancelled' \
+         ELSE 'completed' END, updated_at = $2, finished_at = $2 \
+         WHERE j.id = ANY($1) AND j.status IN ('queued', 'running') \
+         AND NOT EXISTS (SELECT 1 FROM ingest_item i \
+                         WHERE i.job_id = j.id AND i.status IN ('queued', 'claimed'))",
+        &[&ids, &t],
+    )?;
+    Ok(())
+}
+
+/// How a cancellation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// Asked for: the queued items are failed (`cancelled`), the ones in flight finish.
+    Requested,
+    /// The job had already ended (completed or cancelled).
+    AlreadyEnded,
+    NotFound,
+}
+
+/// Cancels a job: its queued items end at once as failed with code `cancelled` (not read;
+/// not counted as errors), the items workers hold finish, and the job ends `cancelled` when
+/// the last of them does (at once when none is claimed).
+pub fn cancel(pool: &Pool, job_id: i64) -> Result<Cancel> {
+    let mut c = pool.get()?;
+    let mut tx = c.transaction()?;
+    let t = now();
+    let open = tx
+        .query_opt(
+            "SELECT status IN ('queued', 'running') FROM ingest_job WHERE id = $1",
+            &[&job_id],
+        )?
+        .map(|r| r.get::<_, bool>(0));
+    match open {
+        None => return Ok(Cancel::NotFound),
+        Some(false) => return Ok(Cancel::AlreadyEnded),
+        Some(true) => {}
+    }
+    // Items first (a claim in flight holds its items, then takes the job row).
+    tx.execute(
+        "UPDATE ingest_item SET status = 'failed', outcome = 'failed', error_code = 'cancelled', \
+         error = $3, units = 0, units_known = 0, units_failed = 0, updated_at = $2 \
+         WHERE job_id = $1 AND status = 'queued'",
+        &[&job_id, &t, &CANCELLED_ITEM],
+    )?;
+    let asked = tx.execute(
+        "UPDATE ingest_job SET cancel_requested = true, updated_at = $2 \
+         WHERE id = $1 AND status IN ('queued', 'running')",
+        &[&job_id, &t],
+    )?;
+    if asked == 0 {
+        // It ended meanwhile (its last item finished): nothing was queued any more.
+        return Ok(Cancel::AlreadyEnded);
+    }
+    end_jobs(&mut tx, &[job_id], t)?;
+    tx.commit()?;
+    Ok(Cancel::Requested)
 }
 
 pub fn job_source(pool: &Pool, job_id: i64) -> Result<(String, NewSource, serde_json::Value)> {
@@ -334,16 +447,38 @@ const JOB_STATUS_SQL: &str = "SELECT j.id, j.collection, j.source, j.status, j.c
     COUNT(*) FILTER (WHERE i.status = 'done'), COUNT(*) FILTER (WHERE i.status = 'failed'), \
     COALESCE(SUM(i.faces), 0)::BIGINT, COUNT(*) FILTER (WHERE i.outcome = 'known'), \
     COALESCE(MAX(i.updated_at), 0), COALESCE(SUM(i.units), 0)::BIGINT, \
-    COALESCE(SUM(i.units_known), 0)::BIGINT, COALESCE(SUM(i.units_failed), 0)::BIGINT \
+    COALESCE(SUM(i.units_known), 0)::BIGINT, COALESCE(SUM(i.units_failed), 0)::BIGINT, \
+    COUNT(*) FILTER (WHERE i.status = 'failed' AND i.error_code = 'cancelled'), \
+    j.started_at, j.finished_at, j.cancel_requested, j.args, \
+    CASE WHEN j.status = 'queued' THEN (SELECT COUNT(*) FROM ingest_job o \
+        WHERE o.id < j.id AND o.status IN ('queued', 'running')) END \
     FROM ingest_job j LEFT JOIN ingest_item i ON i.job_id = j.id";
+
+/// The finished items' counters per job, as (job, key, map key or '', sum) rows: plain
+/// counters, then the two maps (faces rejected by reason, errors by code), then items that
+/// failed as a whole without counters (given up, skipped), counted as errors.
+const JOB_COUNTS_SQL: &str = "\
+    SELECT i.job_id, k.key, ''::text, SUM((k.value)::bigint)::bigint \
+    FROM ingest_item i CROSS JOIN LATERAL jsonb_each(i.counts) k \
+    WHERE i.job_id = ANY($1) AND jsonb_typeof(k.value) = 'number' GROUP BY 1, 2 \
+    UNION ALL \
+    SELECT i.job_id, k.key, m.key, SUM((m.value)::bigint)::bigint \
+    FROM ingest_item i CROSS JOIN LATERAL jsonb_each(i.counts) k \
+    CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(k.value) = 'object' \
+                                   THEN k.value ELSE '{}'::jsonb END) m \
+    WHERE i.job_id = ANY($1) GROUP BY 1, 2, 3 \
+    UNION ALL \
+    SELECT job_id, 'errors_by_code', COALESCE(error_code, 'failed'), COUNT(*) \
+    FROM ingest_item WHERE job_id = ANY($1) AND status = 'failed' AND counts IS NULL \
+    AND error_code IS DISTINCT FROM 'cancelled' GROUP BY 1, 3";
 
 fn statuses(
     pool: &Pool,
     tail: &str,
     params: &[&(dyn postgres::types::ToSql + Sync)],
 ) -> Result<Vec<JobStatus>> {
-    Ok(pool
-        .get()?
+    let mut c = pool.get()?;
+    let mut out: Vec<JobStatus> = c
         .query(&format!("{JOB_STATUS_SQL} {tail}"), params)?
         .iter()
         .map(|r| JobStatus {
@@ -363,8 +498,43 @@ fn statuses(
             units: r.get(14),
             units_known: r.get(15),
             units_failed: r.get(16),
+            cancelled: r.get(17),
+            started_at: r.get(18),
+            finished_at: r.get(19),
+            cancel_requested: r.get(20),
+            args: r.get(21),
+            jobs_ahead: r.get(22),
+            counts: IngestCounts::default(),
         })
-        .collect())
+        .collect();
+    let ids: Vec<i64> = out.iter().map(|j| j.id).collect();
+    let mut sums: std::collections::HashMap<i64, serde_json::Map<String, serde_json::Value>> =
+        Default::default();
+    for r in c.query(JOB_COUNTS_SQL, &[&ids])? {
+        let (job, key, sub, n): (i64, String, String, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        let m = sums.entry(job).or_default();
+        if sub.is_empty() {
+            m.insert(key, n.into());
+        } else {
+            let map = m
+                .entry(key.clone())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if let Some(map) = map.as_object_mut() {
+                let had = map.get(&sub).and_then(|v| v.as_i64()).unwrap_or(0);
+                map.insert(sub, (had + n).into());
+            }
+        }
+    }
+    for j in &mut out {
+        if let Some(m) = sums.remove(&j.id) {
+            j.counts = serde_json::from_value(serde_json::Value::Object(m))
+                .context("reading a job's counters")?;
+        }
+        // Every failed unit is in `errors_by_code`, and so is every item failed as a whole.
+        j.counts.errors = j.counts.errors_by_code.values().sum();
+    }
+    Ok(out)
 }
 
 pub fn job_status(pool: &Pool, job_id: i64) -> Result<Option<JobStatus>> {
@@ -373,7 +543,16 @@ pub fn job_status(pool: &Pool, job_id: i64) -> Result<Option<JobStatus>> {
 
 /// The newest `limit` jobs, newest first.
 pub fn jobs(pool: &Pool, limit: i64) -> Result<Vec<JobStatus>> {
-    statuses(pool, "GROUP BY j.id ORDER BY j.id DESC LIMIT $1", &[&limit])
+    jobs_page(pool, None, limit)
+}
+
+/// Jobs newest first, only those with an id below `before` when given.
+pub fn jobs_page(pool: &Pool, before: Option<i64>, limit: i64) -> Result<Vec<JobStatus>> {
+    statuses(
+        pool,
+        "WHERE j.id < $1 GROUP BY j.id ORDER BY j.id DESC LIMIT $2",
+        &[&before.unwrap_or(i64::MAX), &limit],
+    )
 }
 
 /// A failed unit or a warning of a finished item, or an item that failed as a whole.
@@ -399,6 +578,7 @@ pub fn failures(pool: &Pool, job_id: i64, limit: i64) -> Result<Vec<Failure>> {
                SELECT i.id, 0, 'failed', i.location, COALESCE(i.error_code, ''), \
                COALESCE(i.error, '') FROM ingest_item i \
                WHERE i.job_id = $1 AND i.status = 'failed' \
+               AND i.error_code IS DISTINCT FROM 'cancelled' \
                AND NOT EXISTS (SELECT 1 FROM ingest_failure f WHERE f.item_id = i.id) \
              ) u ORDER BY ord, sub LIMIT $2",
             &[&job_id, &limit],

@@ -12,7 +12,7 @@ use anyhow::Result;
 use serde::Serialize;
 use std::ops::ControlFlow;
 
-use visage_engine::ingest::{process_input, ItemOutcome};
+use visage_engine::ingest::{process_input, IngestCounts, ItemOutcome};
 use visage_engine::optout::SuppressionList;
 use visage_engine::IngestOptions;
 use visage_gallery::{FaceStore, NewImage, Source};
@@ -250,25 +250,55 @@ fn process(
     let mut fresh: Option<SuppressionList> = None;
     let mut each = |unit: ItemOutcome| -> Result<ControlFlow<()>> {
         r.units += 1;
+        // The embedded ingest's counters, counted as it counts them.
+        let c = &mut r.counts;
+        c.images_seen += 1;
         match unit {
-            ItemOutcome::Known => r.units_known += 1,
-            ItemOutcome::Failed(f) => r.failures.push(f),
-            ItemOutcome::Image(img, _rejected) => {
+            ItemOutcome::Known => {
+                r.units_known += 1;
+                c.images_skipped_known += 1;
+            }
+            ItemOutcome::Failed(f) => {
+                c.errors += 1;
+                *c.errors_by_code.entry(f.code.clone()).or_default() += 1;
+                r.failures.push(f);
+            }
+            ItemOutcome::Image(img, rejected) => {
+                for (_, reasons) in &rejected {
+                    if let Some(why) = reasons.first() {
+                        *c.faces_rejected.entry(why.clone()).or_default() += 1;
+                    }
+                }
+                let found = img.faces.len();
                 match store_checked(store, p, analysed, &mut fresh, *img)? {
                     Some(faces) => {
                         stored_new += 1;
                         r.faces += faces as i32;
+                        count_stored(&mut r.counts, found, faces);
                     }
-                    None => r.units_known += 1,
+                    None => {
+                        r.units_known += 1;
+                        r.counts.images_skipped_known += 1;
+                    }
                 }
             }
             ItemOutcome::Video(v) => {
                 let v = *v;
+                c.videos += 1;
+                c.video_frames_sampled += v.frames_sampled;
+                for (why, n) in &v.rejected {
+                    *c.faces_rejected.entry(why.clone()).or_default() += n;
+                }
                 let mut new = 0;
                 for frame in v.frames {
-                    if let Some(faces) = store_checked(store, p, analysed, &mut fresh, frame)? {
-                        new += 1;
-                        r.faces += faces as i32;
+                    let found = frame.faces.len();
+                    match store_checked(store, p, analysed, &mut fresh, frame)? {
+                        Some(faces) => {
+                            new += 1;
+                            r.faces += faces as i32;
+                            count_stored(&mut r.counts, found, faces);
+                        }
+                        None => r.counts.images_skipped_known += 1,
                     }
                     keep_lease()?;
                 }
@@ -334,6 +364,19 @@ fn process(
         }
     }
     Ok(Some(r))
+}
+
+/// Counts an image stored with `stored` of the `found` faces it was analysed with (the others
+/// matched opt-outs that arrived meanwhile).
+fn count_stored(c: &mut IngestCounts, found: usize, stored: usize) {
+    c.images_indexed += 1;
+    c.faces_indexed += stored as u64;
+    if stored == 0 {
+        c.images_without_faces += 1;
+    }
+    if found > stored {
+        *c.faces_rejected.entry("opted_out".into()).or_default() += (found - stored) as u64;
+    }
 }
 
 /// Stores one image unless people opted out since it was analysed (against the list of

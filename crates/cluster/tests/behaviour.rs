@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{dot, normalised, Rng};
+use common::{dot, normalised, Rng, PG};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 use visage_cluster::blobs::S3Config;
 use visage_cluster::qdrant::{QdrantConfig, QdrantVectors};
-use visage_cluster::testkit::{Postgres, S3Server};
+use visage_cluster::testkit::S3Server;
 use visage_cluster::{ClusterConfig, ClusterStore};
 use visage_gallery::gallery::subjects::CatalogError;
 use visage_gallery::{
@@ -57,9 +57,7 @@ impl Kind {
     }
 }
 
-/// One PostgreSQL and one S3 server per test process, shared by its tests.
-static PG: LazyLock<Option<Postgres>> =
-    LazyLock::new(|| Postgres::start().expect("starting the PostgreSQL test server"));
+/// One S3 server per test process (and `common::PG`), shared by its tests.
 static S3: LazyLock<Option<S3Server>> =
     LazyLock::new(|| S3Server::start().expect("starting the S3 test server"));
 static COUNTER: AtomicUsize = AtomicUsize::new(0);

@@ -5,33 +5,20 @@
 //! closed cases, the monthly quota counted from allowed search records. Skips with a message
 //! when PostgreSQL is not installed (unless `VISAGE_REQUIRE_CLUSTER=1`).
 
-use std::sync::LazyLock;
+mod common;
 
 use ed25519_dalek::SigningKey;
 use visage_cluster::audit::PgAudit;
 use visage_cluster::gov::{self, PgFacts};
 use visage_cluster::keys;
 use visage_cluster::pg::Pool;
-use visage_cluster::testkit::Postgres;
 use visage_governance::{
     decide, Action, Actor, AuditEvent, AuthzContext, CaseStatus, GovError, NewCase, NewOrg,
     OrgKind, OrgStatus, Policy, Principal, Role,
 };
 
-static PG: LazyLock<Option<Postgres>> =
-    LazyLock::new(|| Postgres::start().expect("starting the PostgreSQL test server"));
-
 fn pool(test: &str) -> Option<Pool> {
-    let Some(pg) = PG.as_ref() else {
-        eprintln!("skipped {test}: PostgreSQL is not installed");
-        return None;
-    };
-    let url = pg
-        .create_database(&format!("gov_{test}"))
-        .expect("creating the test database");
-    let pool = Pool::new(&url).expect("connecting");
-    pool.migrate().expect("migrating");
-    Some(pool)
+    common::fresh_pool(&format!("gov_{test}"))
 }
 
 fn org(name: &str, kind: OrgKind, jurisdiction: &str, quota: Option<u64>) -> NewOrg {

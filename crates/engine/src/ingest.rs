@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use visage_gallery::{FaceStore, Gallery, NewFace, NewImage, NewSource};
 use visage_vision::{AnalyzeOptions, DecodeLimits, FacePipeline, PipelinePool};
 
@@ -91,7 +91,8 @@ impl From<ItemError> for ItemFailure {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct IngestCounts {
     pub images_seen: u64,
     pub images_indexed: u64,

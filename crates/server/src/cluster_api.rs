@@ -19,15 +19,16 @@
 //! request-status endpoints, all with the embedded API's bodies, answers and audit records
 //! (receipts and public requests: `visage_cluster::receipts`), and user accounts: password
 //! login with sessions shared by every process, users and their keys, the policy in force
-//! (`crate::accounts_api` through `cluster_accounts.rs`). Not yet (docs/CLUSTER.md, "Known gaps"): the web app; it answers
-//! 404 here.
+//! (`crate::accounts_api` through `cluster_accounts.rs`), and the web app (`crate::web`, the
+//! same pages: the collections page shows the queue's jobs in the embedded job view, with
+//! cancel and report; no uploads, see docs/CLUSTER.md "Known gaps").
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -91,6 +92,14 @@ pub struct ClusterInner {
     /// The config's `operator_org`: its administrators may change other organisations and
     /// export the whole audit log.
     operator_org: Option<String>,
+    /// Requests and searches counted by this process (`/metrics`).
+    metrics: crate::metrics::Metrics,
+}
+
+impl crate::Observed for ClusterState {
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
 }
 
 impl std::ops::Deref for ClusterState {
@@ -148,6 +157,7 @@ impl ClusterState {
             pipeline: Mutex::new(pipeline),
             public_per_minute: cfg.public_per_minute.unwrap_or(defaults.public_per_minute),
             operator_org: cfg.operator_org.clone(),
+            metrics: Default::default(),
         })))
     }
 
@@ -318,11 +328,19 @@ async fn authenticate(State(st): State<ClusterState>, mut req: Request, next: Ne
     }
 }
 
+/// The cluster API's routes, with the embedded router's limits, timeouts, JSON errors (404
+/// for unknown paths), request log and `/metrics` counts.
 pub fn router(st: ClusterState) -> Router {
+    let auth = || middleware::from_fn_with_state(st.clone(), authenticate);
+    let timeout =
+        |t| tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, t);
     let authed = Router::new()
+        .route("/metrics", get(metrics))
         .route("/v1/stats", get(stats))
         .route("/v1/ingest/jobs", get(list_jobs).post(create_job))
         .route("/v1/ingest/jobs/{id}", get(get_job))
+        .route("/v1/ingest/jobs/{id}/cancel", post(cancel_job))
+        .route("/v1/ingest/jobs/{id}/report", get(job_report))
         .route("/v1/cases", get(list_cases).post(create_case))
         .route("/v1/cases/{id}", get(get_case))
         .route("/v1/cases/{id}/close", post(close_case))
@@ -330,7 +348,6 @@ pub fn router(st: ClusterState) -> Router {
         .route("/v1/cases/{id}/report.html", get(case_report_html))
         .route("/v1/search", post(search))
         .route("/v1/verify", post(verify))
-        .route("/v1/erasures", post(erase))
         .route("/v1/search/face/{id}", post(search_face))
         .route("/v1/faces/{id}", get(get_face).delete(delete_face))
         .route("/v1/faces/{id}/thumbnail", get(get_thumbnail))
@@ -339,26 +356,61 @@ pub fn router(st: ClusterState) -> Router {
         .route("/v1/audit/export", get(audit_export))
         .merge(crate::accounts_api::routes::<ClusterState>())
         .merge(crate::catalog::routes::<ClusterState>())
-        .route_layer(middleware::from_fn_with_state(st.clone(), authenticate));
+        .route_layer(auth())
+        .layer(timeout(crate::REQUEST_TIMEOUT));
+    // Erasures and the public requests may touch many faces: the long timeout, as embedded.
+    let long = Router::new()
+        .route("/v1/erasures", post(erase))
+        .route_layer(auth())
+        .route("/v1/public/opt-out", post(public_opt_out))
+        .route("/v1/public/access", post(public_access))
+        .layer(timeout(crate::LONG_REQUEST_TIMEOUT));
+    let public = Router::new()
+        .route("/v1/health", get(health))
+        .merge(crate::accounts_api::login_route::<ClusterState>())
+        .route("/v1/public/requests/{id}", get(public_request_status))
+        .layer(timeout(crate::REQUEST_TIMEOUT))
+        .merge(crate::web::routes());
     // Probe videos: uploads up to VIDEO_BODY_LIMIT and the long timeout, as embedded.
     let video = Router::new()
         .route("/v1/search/video", post(search_video))
-        .route_layer(middleware::from_fn_with_state(st.clone(), authenticate))
+        .route_layer(auth())
         .layer(DefaultBodyLimit::max(VIDEO_BODY_LIMIT))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            crate::LONG_REQUEST_TIMEOUT,
-        ));
+        .layer(timeout(crate::LONG_REQUEST_TIMEOUT));
     Router::new()
-        .route("/v1/health", get(health))
-        .merge(crate::accounts_api::login_route::<ClusterState>())
-        .route("/v1/public/opt-out", post(public_opt_out))
-        .route("/v1/public/access", post(public_access))
-        .route("/v1/public/requests/{id}", get(public_request_status))
+        .merge(public)
         .merge(authed)
+        .merge(long)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .merge(video)
+        .fallback(crate::not_found)
+        .layer(middleware::from_fn_with_state(
+            st.clone(),
+            crate::log_requests::<ClusterState>,
+        ))
         .with_state(st)
+        .layer(middleware::from_fn(crate::json_errors))
+}
+
+/// `GET /metrics`: this process's request and search counts and the cluster's face count, in
+/// Prometheus text (any role of an active organisation, as embedded).
+async fn metrics(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+) -> ApiResult<Response> {
+    let faces = crate::blocking(&st, move |st| {
+        let Some(p) = who.principal() else {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "no_organisation",
+                format!("key {:?} belongs to no organisation", who.name),
+            ));
+        };
+        crate::auth::general_access_under(&st.policy, &p)?;
+        st.store.face_count().map_err(storage)
+    })
+    .await?;
+    Ok(st.metrics.response(faces))
 }
 
 async fn health(State(st): State<ClusterState>) -> ApiResult<Json<serde_json::Value>> {
@@ -378,23 +430,22 @@ async fn stats(
     State(st): State<ClusterState>,
     Extension(who): Extension<KeyIdentity>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let (faces, images, colls) = crate::blocking(&st, move |st| {
+    let s = crate::blocking(&st, move |st| {
         st.authorize(&who, Action::ReadFace, &AuthzContext::default(), |ev| ev)?;
-        let counts = || -> Result<_> {
-            Ok((
-                st.store.face_count()?,
-                st.store.image_count()?,
-                st.store.collections()?,
-            ))
-        };
-        counts().map_err(storage)
+        st.store.stats().map_err(storage)
     })
     .await?;
+    // The embedded answer's fields; what the cluster does not measure (bytes on disk and in
+    // memory: PostgreSQL, S3 and Qdrant report their own; tombstones: none kept) is null.
     Ok(Json(json!({
         "backend": st.store.backend(),
-        "faces": faces,
-        "images": images,
-        "collections": colls,
+        "faces": s.faces,
+        "images": s.images,
+        "subjects": s.subjects,
+        "tombstones": null,
+        "bytes_on_disk": null,
+        "bytes_in_memory": null,
+        "collections": s.collections,
     })))
 }
 
@@ -402,7 +453,7 @@ async fn create_job(
     State(st): State<ClusterState>,
     Extension(who): Extension<KeyIdentity>,
     body: Result<Json<PathJobJson>, axum::extract::rejection::JsonRejection>,
-) -> ApiResult<(StatusCode, Json<queue::JobStatus>)> {
+) -> ApiResult<Response> {
     let w = who.clone();
     let (p, d) = crate::blocking(&st, move |st| {
         st.authorize(&w, Action::Ingest, &AuthzContext::default(), |ev| ev)
@@ -454,9 +505,11 @@ async fn create_job(
     };
     let opts = job.options.clone().unwrap_or_default();
     let args = json!({
+        "origin": "path",
         "path": job.path,
         "subject_from_parent": opts.subject_from_parent.unwrap_or(false),
         "keep_originals": opts.keep_originals.unwrap_or(false),
+        "created_by": {"user_id": p.user_id, "username": p.username, "org_id": p.org.id},
     });
     let ev = AuditEvent::decision(&p, Action::Ingest, &d).details(json!({
         "event": "queued",
@@ -484,34 +537,236 @@ async fn create_job(
         queue::job_status(st2.store.pool(), id)?.context("job vanished")
     })
     .await?;
-    Ok((StatusCode::ACCEPTED, Json(status)))
+    let loc = format!("/v1/ingest/jobs/{}", status.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, loc)],
+        Json(job_view(status)),
+    )
+        .into_response())
+}
+
+/// A queued job as the embedded server shows its jobs (`crate::jobs::IngestJob`: the web
+/// app's collections page reads it), with the queue's own counts beside (`items`, `queued`,
+/// `claimed`, `done`, `failed`, `cancelled`, `faces`, `known`, `units`, `units_known`,
+/// `units_failed`). Progress is over the queue's items (input files); the counters are the
+/// embedded ingest's, summed over the finished items.
+fn job_view(s: queue::JobStatus) -> serde_json::Value {
+    use serde_json::Value;
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    let a = &s.args;
+    let (origin, path) = match a.get("paths").and_then(Value::as_array) {
+        // `visage cluster enqueue`
+        Some(paths) => (
+            "cli".to_string(),
+            Some(
+                paths
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+        ),
+        None => (
+            text(a, "origin").unwrap_or_else(|| "path".into()),
+            text(a, "path"),
+        ),
+    };
+    let ended = matches!(s.status.as_str(), "completed" | "cancelled");
+    let running = s.status == "running";
+    let seen = (s.done + s.failed - s.cancelled).max(0) as u64;
+    let total = (s.items - s.cancelled).max(0) as u64;
+    let elapsed = s.started_at.map(|t0| {
+        let t1 = s.finished_at.unwrap_or_else(visage_gallery::gallery::now);
+        (t1 - t0).max(0) as f64
+    });
+    let rate = elapsed
+        .filter(|e| *e > 0.0 && s.status != "queued")
+        .map(|e| seen as f64 / e);
+    let eta = match (running, rate) {
+        (true, Some(r)) if r > 0.0 => Some((total.saturating_sub(seen) as f64 / r).round()),
+        _ => None,
+    };
+    let c = &s.counts;
+    let view = crate::jobs::IngestJob {
+        id: s.id,
+        status: s.status.clone(),
+        cancel_requested: s.cancel_requested && !ended,
+        origin,
+        collection: Some(s.collection.clone()),
+        source: text(&s.source, "name"),
+        legal_basis: text(&s.source, "legal_basis"),
+        jurisdiction: text(&s.source, "jurisdiction"),
+        path,
+        files: None,
+        upload_bytes: None,
+        created_by: a.get("created_by").and_then(|c| text(c, "username")),
+        queued_at: Some(s.created_at),
+        started_at: s.started_at,
+        updated_at: s.updated_at,
+        finished_at: s.finished_at,
+        queue_position: s.jobs_ahead.map(|n| n.max(0) as u64),
+        items_seen: seen,
+        items_total: Some(total),
+        images_indexed: c.images_indexed,
+        duplicates: c.images_skipped_known,
+        images_without_faces: c.images_without_faces,
+        videos: c.videos,
+        // Items finished before the counters existed (schema 10) counted their faces only.
+        faces_indexed: c.faces_indexed.max(s.faces.max(0) as u64),
+        faces_rejected_total: c.faces_rejected.values().sum(),
+        faces_rejected: c.faces_rejected.clone(),
+        errors: c.errors,
+        errors_by_code: c.errors_by_code.clone(),
+        elapsed_s: elapsed,
+        rate: rate.map(|r| (r * 100.0).round() / 100.0),
+        eta_s: eta,
+        error: None,
+        report: Some(format!("/v1/ingest/jobs/{}/report", s.id)),
+    };
+    let mut v = serde_json::to_value(view).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        for (k, n) in [
+            ("items", s.items),
+            ("queued", s.queued),
+            ("claimed", s.claimed),
+            ("done", s.done),
+            ("failed", s.failed),
+            ("cancelled", s.cancelled),
+            ("faces", s.faces),
+            ("known", s.known),
+            ("units", s.units),
+            ("units_known", s.units_known),
+            ("units_failed", s.units_failed),
+            ("created_at", s.created_at),
+        ] {
+            m.insert(k.into(), n.into());
+        }
+    }
+    v
+}
+
+fn load_job(st: &ClusterState, id: i64) -> ApiResult<queue::JobStatus> {
+    queue::job_status(st.store.pool(), id)
+        .map_err(storage)?
+        .ok_or_else(|| ApiError::not_found(format!("no ingest job {id}")))
 }
 
 async fn get_job(
     State(st): State<ClusterState>,
     Extension(who): Extension<KeyIdentity>,
-    UrlPath(id): UrlPath<i64>,
-) -> ApiResult<Json<queue::JobStatus>> {
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = crate::jobs::job_id(&raw)?;
     crate::blocking(&st, move |st| {
         st.authorize(&who, Action::Ingest, &AuthzContext::default(), |ev| ev)?;
-        queue::job_status(st.store.pool(), id)
-            .map_err(storage)?
-            .map(Json)
-            .ok_or_else(|| ApiError::not_found(format!("no ingest job {id}")))
+        Ok(Json(job_view(load_job(st, id)?)))
     })
     .await
 }
 
+/// `GET /v1/ingest/jobs`: the embedded answer (`JobList`); no uploads here (`upload_limit`
+/// 0), path jobs when the config names ingest roots.
 async fn list_jobs(
     State(st): State<ClusterState>,
     Extension(who): Extension<KeyIdentity>,
+    Query(q): Query<crate::jobs::JobsQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    let limit = q.page_size()?;
     crate::blocking(&st, move |st| {
         st.authorize(&who, Action::Ingest, &AuthzContext::default(), |ev| ev)?;
-        let jobs = queue::jobs(st.store.pool(), 100).map_err(storage)?;
-        Ok(Json(json!({ "jobs": jobs })))
+        let rows =
+            queue::jobs_page(st.store.pool(), q.before, limit as i64 + 1).map_err(storage)?;
+        let more = rows.len() > limit;
+        let jobs: Vec<_> = rows.into_iter().take(limit).collect();
+        let next_before = if more {
+            jobs.last().map(|j| j.id)
+        } else {
+            None
+        };
+        Ok(Json(json!({
+            "jobs": jobs.into_iter().map(job_view).collect::<Vec<_>>(),
+            "next_before": next_before,
+            "upload_limit": 0,
+            "path_jobs": !st.roots.is_empty(),
+        })))
     })
     .await
+}
+
+/// `POST /v1/ingest/jobs/{id}/cancel`: queued items end at once, items in flight finish,
+/// then the job is `cancelled` (`queue::cancel`). Audited; 409 `conflict` once ended.
+async fn cancel_job(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    UrlPath(raw): UrlPath<String>,
+    _body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let id = crate::jobs::job_id(&raw)?;
+    crate::blocking(&st, move |st| {
+        let (p, d) = st.authorize(&who, Action::Ingest, &AuthzContext::default(), |ev| ev)?;
+        let before = load_job(st, id)?;
+        match queue::cancel(st.store.pool(), id).map_err(storage)? {
+            queue::Cancel::Requested => {}
+            queue::Cancel::NotFound => {
+                return Err(ApiError::not_found(format!("no ingest job {id}")))
+            }
+            queue::Cancel::AlreadyEnded => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!(
+                        "job {id} is {}; only queued and running jobs can be cancelled",
+                        load_job(st, id)?.status
+                    ),
+                ))
+            }
+        }
+        st.append(
+            AuditEvent::decision(&p, Action::Ingest, &d)
+                .details(json!({"event": "cancel", "job_id": id.to_string(),
+                                "was": before.status}))
+                .objects([format!("job:{id}")]),
+        )?;
+        Ok((StatusCode::ACCEPTED, Json(job_view(load_job(st, id)?))).into_response())
+    })
+    .await
+}
+
+/// Lines of a job's report at most (failed units and warnings; 10,000 kept per item).
+const REPORT_LINES: i64 = 1_000_000;
+
+/// `GET /v1/ingest/jobs/{id}/report`: JSON Lines, one per failed unit, warning or item failed
+/// as a whole (`kind` `failed` or `warning`, `location`, `code`, `message`), as the embedded
+/// report; faces rejected are counted in the job, not listed.
+async fn job_report(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<Response> {
+    let id = crate::jobs::job_id(&raw)?;
+    let body = crate::blocking(&st, move |st| {
+        st.authorize(&who, Action::Ingest, &AuthzContext::default(), |ev| ev)?;
+        load_job(st, id)?;
+        let rows = queue::failures(st.store.pool(), id, REPORT_LINES + 1).map_err(storage)?;
+        let mut out = String::new();
+        for f in rows.iter().take(REPORT_LINES as usize) {
+            let line = json!({"kind": f.severity, "location": f.location, "code": f.code,
+                              "message": f.message});
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+        if rows.len() as i64 > REPORT_LINES {
+            let line = json!({"kind": "truncated", "message": format!(
+                "the report stops after {REPORT_LINES} lines; `visage cluster job --json` \
+                 and the ingest_failure table hold the rest")});
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
 // ---- cases -----------------------------------------------------------------------------------
@@ -663,6 +918,7 @@ async fn under_case<Q: CaseRequest>(
             .expect("authorised actions under a case carry one");
         q.exclude_jurisdictions(st.policy.data.excluded_codes());
         let res = run(st, &q);
+        st.metrics.search(Q::KIND, res.is_ok());
         let audit_id = st.append(q.record(&p, &d, case_id, &res))?;
         add_audit_id(Q::answer(res?), case_id, audit_id)
     })

@@ -349,9 +349,22 @@ pub struct JobList {
 #[derive(Debug, Deserialize, IntoParams)]
 pub(crate) struct JobsQuery {
     /// Jobs per page, 1 to 200 (default 50).
-    limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// Only jobs with an id below this (the previous page's `next_before`).
-    before: Option<i64>,
+    pub(crate) before: Option<i64>,
+}
+
+impl JobsQuery {
+    /// The page size asked for (400 outside 1 to MAX_LIST).
+    pub(crate) fn page_size(&self) -> ApiResult<usize> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=MAX_LIST).contains(&limit) {
+            return Err(ApiError::bad_request(format!(
+                "limit must be 1 to {MAX_LIST}"
+            )));
+        }
+        Ok(limit)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -361,7 +374,7 @@ fn none() -> AuthzContext {
     AuthzContext::default()
 }
 
-fn job_id(raw: &str) -> ApiResult<i64> {
+pub(crate) fn job_id(raw: &str) -> ApiResult<i64> {
     raw.parse()
         .map_err(|_| ApiError::bad_request(format!("job id {raw:?} is not an integer")))
 }
@@ -1471,12 +1484,7 @@ pub(crate) async fn list_jobs(
     Query(q): Query<JobsQuery>,
 ) -> ApiResult<Json<JobList>> {
     authorize(&st, &p, Action::Ingest, &none())?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=MAX_LIST).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1 to {MAX_LIST}"
-        )));
-    }
+    let limit = q.page_size()?;
     let list = blocking(&st, move |st| {
         let rows = st
             .gallery

@@ -370,7 +370,7 @@ fn code_for_status(status: StatusCode) -> &'static str {
 
 /// Gives error responses made outside the handlers (timeout, unknown route, wrong method) the
 /// same JSON error body.
-async fn json_errors(req: Request, next: Next) -> Response {
+pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
     let res = next.run(req).await;
     let status = res.status();
     let is_json = res
@@ -384,9 +384,24 @@ async fn json_errors(req: Request, next: Next) -> Response {
     res
 }
 
+/// A server state whose requests are counted for `/metrics` (embedded and cluster).
+pub(crate) trait Observed: Clone + Send + Sync + 'static {
+    fn metrics(&self) -> &metrics::Metrics;
+}
+
+impl Observed for AppState {
+    fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+}
+
 /// Logs method, route, status and latency (never bodies, query strings or headers) and counts
 /// them for `/metrics`.
-async fn log_requests(State(st): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn log_requests<S: Observed>(
+    State(st): State<S>,
+    req: Request,
+    next: Next,
+) -> Response {
     let t = Instant::now();
     let method = req.method().clone();
     let route = req
@@ -397,7 +412,7 @@ async fn log_requests(State(st): State<AppState>, req: Request, next: Next) -> R
     let path = req.uri().path().to_string();
     let res = next.run(req).await;
     let secs = t.elapsed().as_secs_f64();
-    st.metrics
+    st.metrics()
         .record(&route, method.as_str(), res.status().as_u16(), secs);
     tracing::info!(
         "{method} {path} {} {:.1} ms",
@@ -555,7 +570,7 @@ pub struct CollectionInfo {
     pub subjects: u64,
 }
 
-async fn not_found() -> ApiError {
+pub(crate) async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
 }
 
@@ -662,7 +677,10 @@ pub fn router(state: AppState) -> Router {
         .merge(search::video_routes())
         .merge(web::routes())
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), log_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            log_requests::<AppState>,
+        ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(json_errors))

@@ -61,6 +61,16 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// The exposition, with `faces` in the gallery, as the `/metrics` answer.
+    pub(crate) fn response(&self, faces: u64) -> Response {
+        let mut res = self.render(faces).into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        res
+    }
+
     fn render(&self, faces: u64) -> String {
         let s = self.s.lock().unwrap_or_else(|e| e.into_inner());
         let mut o = String::new();
@@ -134,10 +144,5 @@ pub(crate) async fn metrics(State(st): State<AppState>, Auth(p): Auth) -> ApiRes
         st.gallery.face_count().map_err(ApiError::internal)
     })
     .await?;
-    let mut res = st.metrics.render(faces).into_response();
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    Ok(res)
+    Ok(st.metrics.response(faces))
 }

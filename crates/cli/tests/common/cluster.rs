@@ -47,26 +47,62 @@ pub fn serve(config: &Path, root: &Path) -> (Proc, String) {
 }
 
 pub fn worker(config: &Path, log: &Path) -> Proc {
-    let child = visage()
-        .args([
-            "--threads",
-            "1",
-            "worker",
-            "--workers",
-            "1",
-            "--batch",
-            "4",
-            "--lease-s",
-            "5",
-            "--exit-when-idle",
-            "--config",
-        ])
+    start_worker(config, log, true)
+}
+
+/// A worker that waits for work until it is killed (dropped).
+pub fn waiting_worker(config: &Path, log: &Path) -> Proc {
+    start_worker(config, log, false)
+}
+
+fn start_worker(config: &Path, log: &Path, exit_when_idle: bool) -> Proc {
+    let mut cmd = visage();
+    cmd.args([
+        "--threads",
+        "1",
+        "worker",
+        "--workers",
+        "1",
+        "--batch",
+        "4",
+        "--lease-s",
+        "5",
+    ]);
+    if exit_when_idle {
+        cmd.arg("--exit-when-idle");
+    }
+    let child = cmd
+        .arg("--config")
         .arg(config)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .expect("start visage worker");
     Proc(child)
+}
+
+/// `visage cluster add-user` with the password on stdin.
+pub fn add_user(config: &Path, username: &str, org: &str, role: &str, password: &str) {
+    use std::io::Write;
+    let mut child = visage()
+        .args([
+            "cluster", "add-user", username, "--org", org, "--role", role,
+        ])
+        .arg("--password-stdin")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "add-user: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `visage cluster ARGS --config FILE`, which must succeed: its standard output.
@@ -241,12 +277,13 @@ pub fn write_config(
     config
 }
 
-/// Polls `GET /v1/ingest/jobs/{id}` until the job is `completed` (panics after `limit`).
+/// Polls `GET /v1/ingest/jobs/{id}` until the job has ended, `completed` or `cancelled`
+/// (panics after `limit`).
 pub fn wait_job(server: &str, key: &str, id: i64, limit: Duration) -> Value {
     let deadline = std::time::Instant::now() + limit;
     loop {
         let j = get(&format!("{server}/v1/ingest/jobs/{id}"), key);
-        if j["status"] == "completed" {
+        if j["status"] == "completed" || j["status"] == "cancelled" {
             return j;
         }
         assert!(

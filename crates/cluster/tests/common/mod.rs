@@ -1,5 +1,30 @@
-//! Helpers shared by this crate's integration tests: deterministic random vectors.
+//! Helpers shared by this crate's integration tests: deterministic random vectors, and a
+//! fresh migrated database on this test process's PostgreSQL.
 #![allow(dead_code)]
+
+use std::sync::LazyLock;
+
+use visage_cluster::pg::Pool;
+use visage_cluster::testkit::Postgres;
+
+/// One PostgreSQL server per test process, started on first use (`None`: not installed).
+pub static PG: LazyLock<Option<Postgres>> =
+    LazyLock::new(|| Postgres::start().expect("starting the PostgreSQL test server"));
+
+/// A fresh migrated database named `name`, or `None` (skip, with a message) when PostgreSQL
+/// is not installed.
+pub fn fresh_pool(name: &str) -> Option<Pool> {
+    let Some(pg) = PG.as_ref() else {
+        eprintln!("skipped {name}: PostgreSQL is not installed");
+        return None;
+    };
+    let url = pg
+        .create_database(name)
+        .expect("creating the test database");
+    let pool = Pool::new(&url).expect("connecting");
+    pool.migrate().expect("migrating");
+    Some(pool)
+}
 
 /// splitmix64: deterministic, no dependency.
 pub struct Rng(pub u64);

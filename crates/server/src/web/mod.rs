@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::{ApiError, AppState};
+use crate::ApiError;
 
 /// Scripts, styles, images and requests only from this origin; photos the user picks are shown
 /// through `blob:` URLs, access-report thumbnails are `data:` URLs. No framing, no plugins.
@@ -97,8 +97,9 @@ const ASSETS: &[Asset] = &[
 const APP_SHELL: &str = include_str!("assets/index.html");
 const OPTOUT_PAGE: &str = include_str!("assets/optout.html");
 
-/// The web routes, merged into the API router by `crate::router`.
-pub(crate) fn routes() -> Router<AppState> {
+/// The web routes, merged into the embedded API's router (`crate::router`) and the cluster
+/// API's (`crate::cluster_api::router`): the pages only call the JSON API, which both serve.
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(root))
         .route("/app", get(root))

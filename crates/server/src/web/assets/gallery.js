@@ -61,15 +61,18 @@ export async function galleryPage({ main }) {
 async function renderCollections(section) {
   const [cols, stats] = await Promise.all([get('/v1/collections'), get('/v1/stats')]);
   const byName = Object.fromEntries((stats.collections || []).map((c) => [c.name, c]));
-  const bytes = stats.bytes_on_disk || {};
+  const bytes = stats.bytes_on_disk;
+  // A cluster leaves out what its storage servers measure themselves (null).
+  const kv = [
+    ['Faces', String(stats.faces)],
+    ['Images', String(stats.images)],
+    ['Subjects', String(stats.subjects)],
+    stats.tombstones != null && ['Erased (tombstones)', String(stats.tombstones)],
+    bytes && ['On disk', `${fmtBytes(bytes.total)} (metadata ${fmtBytes(bytes.metadata)}, blobs ${fmtBytes(bytes.blobs)}, index ${fmtBytes(bytes.index)})`],
+    stats.bytes_in_memory != null && ['In memory', fmtBytes(stats.bytes_in_memory)],
+  ].filter(Boolean);
   mount(section,
-    h('div.card', h('dl.kv#stats',
-      h('dt', 'Faces'), h('dd', String(stats.faces)),
-      h('dt', 'Images'), h('dd', String(stats.images)),
-      h('dt', 'Subjects'), h('dd', String(stats.subjects)),
-      h('dt', 'Erased (tombstones)'), h('dd', String(stats.tombstones ?? '—')),
-      h('dt', 'On disk'), h('dd', `${fmtBytes(bytes.total)} (metadata ${fmtBytes(bytes.metadata)}, blobs ${fmtBytes(bytes.blobs)}, index ${fmtBytes(bytes.index)})`),
-      h('dt', 'In memory'), h('dd', fmtBytes(stats.bytes_in_memory)))),
+    h('div.card', h('dl.kv#stats', kv.flatMap(([k, v]) => [h('dt', k), h('dd', v)]))),
     table(null, [
       { label: 'Collection', value: (c) => c.name },
       { label: 'Model pack', value: (c) => h('code', c.pack) },
@@ -104,9 +107,81 @@ function upload(fd, onProgress) {
   });
 }
 
+/** The fields every job declares: collection, source, legal basis, jurisdiction, licence. */
+function sourceFields(prefix) {
+  return [
+    field('Collection', { name: 'collection', type: 'text', required: true, id: `${prefix}-collection`, list: 'ing-collections', autocomplete: 'off' },
+      'An existing collection, or a new name (created with this server\'s model pack).'),
+    field('Source name', { name: 'source', type: 'text', required: true, id: `${prefix}-source` },
+      'Where the photos come from, e.g. "custody photos 2024" (an existing source keeps its declarations).'),
+    field('Legal basis', { name: 'legal_basis', tag: 'textarea', rows: 2, required: true, id: `${prefix}-legal` },
+      'The legal basis on which these images are held; recorded with every face and in the audit log.'),
+    field('Jurisdiction', { name: 'jurisdiction', type: 'text', id: `${prefix}-jurisdiction`, autocomplete: 'off', placeholder: 'e.g. GB, FR, US-NY' },
+      'ISO 3166 code of where the photos were taken (optional; a photo\'s GPS position comes first). Jurisdictions the policy excludes are refused.'),
+    field('Licence', { name: 'licence', type: 'text', id: `${prefix}-licence` }, 'Optional.'),
+  ];
+}
+
+/** The declared fields of `form` as the API's job body, or the first one missing. */
+function jobMeta(form) {
+  const v = (k) => form.elements[k].value.trim();
+  const missing = [['collection', 'the collection'], ['source', 'the source name'], ['legal_basis', 'the legal basis']].find(([k]) => !v(k));
+  if (missing) return { missing };
+  const meta = { collection: v('collection'), source: { name: v('source'), legal_basis: v('legal_basis') } };
+  if (v('jurisdiction')) meta.source.jurisdiction = v('jurisdiction');
+  if (v('licence')) meta.source.licence = v('licence');
+  return { meta };
+}
+
+/**
+ * A job on a server-side file or folder (`POST /v1/ingest/jobs` with a JSON `path`): shown
+ * where the server names ingest roots; the only way in on a cluster, whose workers read the
+ * path themselves.
+ */
+function pathForm(onStarted) {
+  const formMsg = h('div#path-form-msg', { 'aria-live': 'polite' });
+  const submit = h('button.primary#pj-submit', { type: 'submit' }, 'Queue the folder');
+  const form = h('form.card.form#path-form', { novalidate: true },
+    h('h3', 'Ingest a folder on the server'),
+    h('div.grid2.ingest-grid',
+      h('div', ...sourceFields('pj')),
+      h('div',
+        field('Path on the server', { name: 'path', type: 'text', required: true, id: 'pj-path', autocomplete: 'off', placeholder: '/srv/collections/custody-2024' },
+          'A file or folder inside the server\'s ingest roots (walked in name order; links are not followed). On a cluster every worker reads it at this same path.'),
+        h('label.check', h('input#pj-subjects', { type: 'checkbox', name: 'subject_from_parent' }), 'Name subjects after the folder holding each photo'))),
+    h('div.actions', submit), formMsg);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const { meta, missing } = jobMeta(form);
+    const path = form.elements.path.value.trim();
+    if (missing || !path) {
+      const [k, what] = missing || ['path', 'the path on the server'];
+      mount(formMsg, errorBox({ message: `Fill in ${what}.` }, 'Cannot queue the job'));
+      form.elements[k].focus();
+      return;
+    }
+    const body = { ...meta, path };
+    if (form.elements.subject_from_parent.checked) body.options = { subject_from_parent: true };
+    submit.disabled = true;
+    form.setAttribute('aria-busy', 'true');
+    try {
+      const job = await post('/v1/ingest/jobs', body);
+      mount(formMsg, msg('ok', `Job ${job.id} queued${typeof job.items_total === 'number' ? ': ' + plural(job.items_total, 'file') : ''}.`, ' Its progress is shown below; you can leave this page, the job goes on.'));
+      onStarted(job);
+    } catch (e) {
+      mount(formMsg, errorBox(e, 'The job could not be queued'));
+    } finally {
+      submit.disabled = false;
+      form.removeAttribute('aria-busy');
+    }
+  });
+  return form;
+}
+
 function ingestSection(section, colSection, names, first) {
   const limit = first.upload_limit;
-  // --- the upload form ------------------------------------------------------------------------
+  const datalist = h('datalist#ing-collections', names.map((n) => h('option', { value: n })));
+  // --- the upload form (servers that take uploads: not a cluster) -----------------------------
   const files = h('input#ing-files', { type: 'file', name: 'file', multiple: true, 'aria-describedby': 'ing-chosen' });
   const chosen = h('p.help#ing-chosen', 'No file chosen.');
   function showChosen() {
@@ -127,34 +202,22 @@ function ingestSection(section, colSection, names, first) {
     files.files = ev.dataTransfer.files;
     showChosen();
   });
-  const datalist = h('datalist#ing-collections', names.map((n) => h('option', { value: n })));
   const formMsg = h('div#ingest-form-msg', { 'aria-live': 'polite' });
   const uploadBar = h('progress#ing-upload-bar', { max: 100, value: 0, 'aria-label': 'Upload progress', hidden: true });
   const submit = h('button.primary#ing-submit', { type: 'submit' }, 'Upload and ingest');
   const form = h('form.card.form#ingest-form', { novalidate: true },
     h('h3', 'Add photos to a collection'),
     h('div.grid2.ingest-grid',
-      h('div',
-        field('Collection', { name: 'collection', type: 'text', required: true, id: 'ing-collection', list: 'ing-collections', autocomplete: 'off' },
-          'An existing collection, or a new name (created with this server\'s model pack).'),
-        field('Source name', { name: 'source', type: 'text', required: true, id: 'ing-source' },
-          'Where the photos come from, e.g. "custody photos 2024" (an existing source keeps its declarations).'),
-        field('Legal basis', { name: 'legal_basis', tag: 'textarea', rows: 2, required: true, id: 'ing-legal' },
-          'The legal basis on which these images are held; recorded with every face and in the audit log.'),
-        field('Jurisdiction', { name: 'jurisdiction', type: 'text', id: 'ing-jurisdiction', autocomplete: 'off', placeholder: 'e.g. GB, FR, US-NY' },
-          'ISO 3166 code of where the photos were taken (optional; a photo\'s GPS position comes first). Jurisdictions the policy excludes are refused.'),
-        field('Licence', { name: 'licence', type: 'text', id: 'ing-licence' }, 'Optional.')),
-      h('div', drop, chosen, datalist,
-        h('p.help', 'Manifests (CSV, JSON Lines) are not read over HTTP; each file is checked on its own, and files that cannot be used are listed in the job\'s report with the reason.'),
-        first.path_jobs ? h('p.help', 'This server also ingests server-side folders: POST /v1/ingest/jobs with a JSON `path` (see the API documentation).') : null)),
+      h('div', ...sourceFields('ing')),
+      h('div', drop, chosen,
+        h('p.help', 'Manifests (CSV, JSON Lines) are not read over HTTP; each file is checked on its own, and files that cannot be used are listed in the job\'s report with the reason.'))),
     h('div.actions', submit, uploadBar, h('span.muted#ing-upload-text')),
     formMsg);
 
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     delete formMsg.dataset.job;
-    const v = (k) => form.elements[k].value.trim();
-    const missing = [['collection', 'the collection'], ['source', 'the source name'], ['legal_basis', 'the legal basis']].find(([k]) => !v(k));
+    const { meta, missing } = jobMeta(form);
     if (missing) {
       mount(formMsg, errorBox({ message: `Fill in ${missing[1]}.` }, 'Cannot start the job'));
       form.elements[missing[0]].focus();
@@ -167,9 +230,6 @@ function ingestSection(section, colSection, names, first) {
       mount(formMsg, errorBox({ message: `The files make ${fmtBytes(total)}; this server takes at most ${fmtBytes(limit)} per upload. Upload them in several jobs.`, code: 'payload_too_large' }, 'Too large'));
       return;
     }
-    const meta = { collection: v('collection'), source: { name: v('source'), legal_basis: v('legal_basis') } };
-    if (v('jurisdiction')) meta.source.jurisdiction = v('jurisdiction');
-    if (v('licence')) meta.source.licence = v('licence');
     const fd = new FormData();
     fd.append('meta', JSON.stringify(meta)); // first: the server checks it before reading the files
     for (const f of fs) fd.append('file', f, f.name);
@@ -186,15 +246,9 @@ function ingestSection(section, colSection, names, first) {
       });
       mount(formMsg, msg('ok', `Job ${job.id} started.`, ' Its progress is shown below; you can leave this page, the job goes on.'));
       formMsg.dataset.job = String(job.id);
-      watched.add(job.id);
       files.value = '';
       showChosen();
-      // Shown at once from the answer; the next look is a second later.
-      if (!cards.has(job.id)) { cards.set(job.id, jobCard(job)); }
-      liveBox.querySelector('#ingest-idle')?.remove();
-      liveBox.append(cards.get(job.id).card);
-      clearTimeout(timer);
-      timer = setTimeout(poll, POLL_MS);
+      started(job);
     } catch (e) {
       mount(formMsg, errorBox(e, 'The job could not be started'));
     } finally {
@@ -209,12 +263,33 @@ function ingestSection(section, colSection, names, first) {
   const liveBox = h('div#ingest-live');
   const summary = h('div#ingest-summary', { role: 'status', 'aria-live': 'polite' });
   const doneBox = h('div#ingest-done');
-  mount(section, form, summary, h('h3', 'Running and waiting'), liveBox, h('h3', 'Recent jobs'), doneBox);
+  const forms = [];
+  if (limit > 0) forms.push(form);
+  if (first.path_jobs) forms.push(pathForm((job) => started(job)));
+  if (!forms.length) {
+    forms.push(msg('info', 'This server takes no ingest from the browser',
+      'It takes no uploads and names no ingest roots for server-side folders. Run `visage ingest` (embedded) or `visage cluster enqueue` (cluster) on the server.'));
+  }
+  mount(section, datalist, ...forms, summary, h('h3', 'Running and waiting'), liveBox, h('h3', 'Recent jobs'), doneBox);
 
   const cards = new Map(); // id -> {card, update}
   const watched = new Set(); // jobs seen active on this page: their end is summarised
   let doneKey = null;
   let timer = null;
+
+  /** A job just started from a form: shown at once from the answer, then polled. */
+  function started(job) {
+    watched.add(job.id);
+    if (!ACTIVE.has(job.status)) { // a job with nothing to do may end at once
+      onEnded(job);
+      return;
+    }
+    if (!cards.has(job.id)) { cards.set(job.id, jobCard(job)); }
+    liveBox.querySelector('#ingest-idle')?.remove();
+    liveBox.append(cards.get(job.id).card);
+    clearTimeout(timer);
+    timer = setTimeout(poll, POLL_MS);
+  }
 
   function render(list) {
     const active = list.jobs.filter((j) => ACTIVE.has(j.status)).reverse(); // oldest first
@@ -341,7 +416,7 @@ function jobSummary(j) {
   if (j.faces_rejected_total) lines.push(`${plural(j.faces_rejected_total, 'face')} rejected: ${codes(j.faces_rejected)}.`);
   if (j.error) lines.push(`Error: ${j.error}`);
   if (typeof j.elapsed_s === 'number') lines.push(`Took ${fmtSecs(j.elapsed_s)}.`);
-  box.append(h('span', lines.join(' ')), ' ');
+  box.append(' ', h('span', lines.join(' ')), ' ');
   if (j.report) box.append(h('a', { href: j.report, download: `ingest-${j.id}-report.jsonl`, id: 'ingest-result-report' }, 'Download the report (JSON Lines)'));
   return box;
 }

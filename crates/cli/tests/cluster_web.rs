@@ -1,0 +1,394 @@
+//! The web app over the cluster API (issue #7, "same API"): the cluster process serves the
+//! same pages, and every page finds the endpoints it calls. Ingest jobs are shown in the
+//! embedded job view (images indexed, duplicates, faces rejected, errors by code, progress),
+//! can be cancelled and have a report; `/v1/stats` counts per source and jurisdiction. Then,
+//! in the system Chromium (`web-tests/cluster.mjs`): an investigator opens a case and searches
+//! the cluster's gallery; an administrator reads the collections page and queues a
+//! server-side folder from it, watched until the worker has done it.
+
+#[path = "../../server/tests/common/browser.rs"]
+mod browser;
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::cluster::*;
+use common::{lfw, people_dirs, spread};
+use serde_json::{json, Value};
+
+/// `GET` without following redirects: (status, content type, CSP, body).
+fn page(url: &str) -> (u16, String, String, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let res = agent.get(url).call().unwrap();
+    let h = |k: &str| {
+        res.headers()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (status, ctype, csp) = (
+        res.status().as_u16(),
+        h("content-type"),
+        h("content-security-policy"),
+    );
+    let loc = h("location");
+    let body = res.into_body().read_to_string().unwrap_or_default();
+    (status, ctype, csp, if status == 303 { loc } else { body })
+}
+
+/// A text answer (`GET` with the key), which must be 200.
+fn get_text(url: &str, key: &str) -> String {
+    ureq::get(url)
+        .header("Authorization", format!("Bearer {key}"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap()
+}
+
+/// The JSON Lines report of a job: (kind, code) per line.
+fn report(server: &str, key: &str, id: i64) -> Vec<(String, String)> {
+    get_text(&format!("{server}/v1/ingest/jobs/{id}/report"), key)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["kind"].as_str().unwrap().to_string(),
+                v["code"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn counts(v: &Value) -> BTreeMap<String, u64> {
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn web_app_over_the_cluster() {
+    let Some(lfw) = lfw() else { return };
+    let Some((pg, s3)) = servers() else { return };
+    if !common::installed("open") {
+        return;
+    }
+    let strict = std::env::var("VISAGE_REQUIRE_MODELS").is_ok_and(|v| v == "1");
+    let all = people_dirs(&lfw);
+    let people = spread(&all, 4);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    // The gallery: five photos of each of four people, a truncated JPEG and a text file.
+    let gallery = root.join("gallery");
+    for (name, files) in &people {
+        let dir = gallery.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in &files[..5] {
+            std::fs::copy(f, dir.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let cut = std::fs::read(&people[1].1[7]).unwrap();
+    std::fs::write(gallery.join(&people[1].0).join("cut.jpg"), &cut[..2500]).unwrap();
+    std::fs::write(gallery.join("notes.txt"), "not a photo").unwrap();
+    // The folder the administrator queues in the browser: other photos of two of them.
+    let folder = root.join("folder");
+    let mut folder_good = 0;
+    for (name, files) in &people[2..] {
+        let dir = folder.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in &files[5..8] {
+            std::fs::copy(f, dir.join(f.file_name().unwrap())).unwrap();
+            folder_good += 1;
+        }
+    }
+    std::fs::write(folder.join("cut.jpg"), &cut[..2500]).unwrap();
+    std::fs::write(folder.join("notes.txt"), "not a photo").unwrap();
+    let probe: PathBuf = people[0].1[5].clone();
+
+    let url = pg.create_database("web").unwrap();
+    let s3cfg = s3.create_bucket("web").unwrap();
+    let config = write_config(&root, &url, &s3cfg, "web");
+    add_agency(&config);
+    let admin = add_key(&config, "admin", "admin", "agency");
+    let inv = add_key(&config, "inv", "investigator", "agency");
+    let (_api, a) = serve(&config, &root);
+
+    // ---- The pages are served by the cluster process ----
+    let (status, _, _, location) = page(&format!("{a}/"));
+    assert_eq!((status, location.as_str()), (303, "/app/"));
+    for p in ["/app/", "/app/gallery", "/optout"] {
+        let (status, ctype, csp, body) = page(&format!("{a}{p}"));
+        assert_eq!(status, 200, "{p}");
+        assert!(ctype.starts_with("text/html"), "{p}: {ctype}");
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        assert!(body.contains("/app/assets/"), "{p}");
+    }
+    let (status, ctype, _, body) = page(&format!("{a}/app/assets/gallery.js"));
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("text/javascript") && body.contains("pathForm"));
+
+    // ---- Jobs in the embedded view: one to run, one cancelled while it waits ----
+    let jobs_url = format!("{a}/v1/ingest/jobs");
+    let job = post(
+        &jobs_url,
+        &admin,
+        &json!({"collection": "main", "path": gallery,
+                "source": {"name": "lfw", "legal_basis": "research licence (test)",
+                           "jurisdiction": "FR"},
+                "options": {"subject_from_parent": true}}),
+    );
+    let id = job["id"].as_i64().unwrap();
+    assert_eq!(
+        (
+            &job["status"],
+            &job["origin"],
+            &job["items_total"],
+            &job["queue_position"]
+        ),
+        (&json!("queued"), &json!("path"), &json!(22), &json!(0)),
+        "{job}"
+    );
+    assert_eq!(job["created_by"], "key:admin");
+    assert_eq!(job["source"], "lfw");
+    assert_eq!(job["jurisdiction"], "FR");
+    let other = post(
+        &jobs_url,
+        &admin,
+        &json!({"collection": "main", "path": gallery.join(&people[3].0),
+                "source": {"name": "lfw", "legal_basis": "research licence (test)",
+                           "jurisdiction": "FR"}}),
+    );
+    let other_id = other["id"].as_i64().unwrap();
+    assert_eq!(other["queue_position"], 1, "{other}");
+    let cancel = |id: i64, key: &str| call("POST", &format!("{jobs_url}/{id}/cancel"), key, None);
+    let (st, v) = cancel(other_id, &inv);
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (403, Some("policy_denied")),
+        "{v}"
+    );
+    let (st, v) = cancel(other_id, &admin);
+    assert_eq!(st, 202, "{v}");
+    assert_eq!(
+        (
+            &v["status"],
+            &v["cancelled"],
+            &v["items_total"],
+            &v["errors"],
+            &v["cancel_requested"]
+        ),
+        (
+            &json!("cancelled"),
+            &json!(5),
+            &json!(0),
+            &json!(0),
+            &json!(false)
+        ),
+        "{v}"
+    );
+    let (st, v) = cancel(other_id, &admin);
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{v}"
+    );
+    assert_eq!(cancel(999_999, &admin).0, 404);
+    let out = common::visage()
+        .args(["cluster", "cancel-job", &other_id.to_string(), "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already ended"));
+    assert!(
+        report(&a, &admin, other_id).is_empty(),
+        "items never read are not failures"
+    );
+
+    let mut w = worker(&config, &root.join("worker.log"));
+    assert!(w.0.wait().unwrap().success());
+    let j = wait_job(&a, &admin, id, Duration::from_secs(300));
+    assert_eq!(j["status"], "completed", "{j}");
+    assert_eq!(
+        (j["items_seen"].as_u64(), j["items_total"].as_u64()),
+        (Some(22), Some(22))
+    );
+    assert_eq!(
+        (j["images_indexed"].as_u64(), j["duplicates"].as_u64()),
+        (Some(20), Some(0)),
+        "{j}"
+    );
+    assert_eq!(
+        counts(&j["errors_by_code"]),
+        BTreeMap::from([
+            ("corrupt_image".into(), 1),
+            ("unsupported_format".into(), 1)
+        ]),
+        "{j}"
+    );
+    assert_eq!(j["errors"], 2);
+    let faces = j["faces_indexed"].as_u64().unwrap();
+    assert!(faces >= 18, "{j}");
+    assert_eq!(
+        j["faces_rejected_total"].as_u64(),
+        Some(counts(&j["faces_rejected"]).values().sum())
+    );
+    assert!(j["started_at"].as_i64().unwrap() >= j["queued_at"].as_i64().unwrap());
+    assert!(j["finished_at"].as_i64().unwrap() >= j["started_at"].as_i64().unwrap());
+    let mut rep = report(&a, &admin, id);
+    rep.sort();
+    assert_eq!(
+        rep,
+        [
+            ("failed".into(), "corrupt_image".into()),
+            ("failed".into(), "unsupported_format".into())
+        ]
+    );
+    // The same folder again: every photo is known by its content.
+    let again = post(
+        &jobs_url,
+        &admin,
+        &json!({"collection": "main", "path": gallery,
+                "source": {"name": "lfw", "legal_basis": "research licence (test)",
+                           "jurisdiction": "FR"}}),
+    )["id"]
+        .as_i64()
+        .unwrap();
+    let mut w = worker(&config, &root.join("worker2.log"));
+    assert!(w.0.wait().unwrap().success());
+    let j2 = wait_job(&a, &admin, again, Duration::from_secs(300));
+    assert_eq!(
+        (
+            j2["images_indexed"].as_u64(),
+            j2["duplicates"].as_u64(),
+            j2["faces_indexed"].as_u64()
+        ),
+        (Some(0), Some(20), Some(0)),
+        "{j2}"
+    );
+    // Pages of the list, newest first, with the embedded list's fields.
+    let list = get(&format!("{jobs_url}?limit=2"), &admin);
+    let ids: Vec<i64> = list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [again, other_id]);
+    assert_eq!(
+        (
+            &list["next_before"],
+            &list["upload_limit"],
+            &list["path_jobs"]
+        ),
+        (&json!(other_id), &json!(0), &json!(true))
+    );
+    let rest = get(&format!("{jobs_url}?before={other_id}"), &admin);
+    assert_eq!(rest["jobs"][0]["id"], id);
+    assert_eq!(rest["next_before"], Value::Null);
+    assert_eq!(
+        call("GET", &format!("{jobs_url}?limit=0"), &admin, None).0,
+        400
+    );
+
+    // ---- Statistics as the embedded server gives them ----
+    let stats = get(&format!("{a}/v1/stats"), &admin);
+    assert_eq!(stats["faces"].as_u64(), Some(faces), "{stats}");
+    assert_eq!(
+        (stats["images"].as_u64(), stats["subjects"].as_u64()),
+        (Some(20), Some(4))
+    );
+    let c = &stats["collections"][0];
+    assert_eq!(
+        (c["name"].as_str(), c["faces"].as_u64()),
+        (Some("main"), Some(faces))
+    );
+    assert_eq!(
+        c["sources"],
+        json!([{"name": "lfw", "images": 20, "faces": faces}])
+    );
+    assert_eq!(
+        c["jurisdictions"],
+        json!([{"name": "FR", "images": 20, "faces": faces}])
+    );
+
+    // ---- The embedded router's manners: JSON 404s, /metrics ----
+    let (st, v) = call("GET", &format!("{a}/v1/no-such-thing"), &admin, None);
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{v}"
+    );
+    assert_eq!(call("GET", &format!("{a}/metrics"), "", None).0, 401);
+    let text = get_text(&format!("{a}/metrics"), &inv);
+    assert!(
+        text.contains(&format!("visage_gallery_faces {faces}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"visage_http_requests_total{route="/v1/stats",method="GET",status="200"} 1"#
+        ),
+        "{text}"
+    );
+
+    // ---- In the browser ----
+    if let Some(why) = browser::browser_missing() {
+        assert!(
+            !strict,
+            "the browser test needs node, {} and playwright-core under \
+             VISAGE_REQUIRE_MODELS=1: {why} (run scripts/setup.sh)",
+            browser::CHROMIUM
+        );
+        eprintln!("skipping the browser part: {why}; run scripts/setup.sh");
+        return;
+    }
+    let (inv_pass, adm_pass) = ("investigator passphrase 7", "administrator passphrase 8");
+    add_user(&config, "ines", "agency", "investigator", inv_pass);
+    add_user(&config, "ada", "agency", "admin", adm_pass);
+    let _w = waiting_worker(&config, &root.join("worker3.log"));
+    let shots = match std::env::var_os("VISAGE_WEB_SCREENSHOTS") {
+        Some(d) => PathBuf::from(d),
+        None => root.join("screenshots"),
+    };
+    let mut node = browser::node_script("cluster.mjs");
+    node.env("VISAGE_URL", &a)
+        .env("VISAGE_INV_USER", "ines")
+        .env("VISAGE_INV_PASS", inv_pass)
+        .env("VISAGE_ADMIN_USER", "ada")
+        .env("VISAGE_ADMIN_PASS", adm_pass)
+        .env("VISAGE_PROBE", &probe)
+        .env("VISAGE_EXPECT_LABEL", &people[0].0)
+        .env("VISAGE_COLLECTION", "main")
+        .env("VISAGE_FOLDER", &folder)
+        .env("VISAGE_FOLDER_GOOD", folder_good.to_string())
+        .env("VISAGE_SCREENSHOTS", &shots);
+    let status = browser::run_node(node);
+    assert!(
+        status.success(),
+        "web-tests/cluster.mjs failed ({status}); see its output above and {}",
+        shots.display()
+    );
+    // The job queued in the browser names its user.
+    let list = get(&format!("{jobs_url}?limit=1"), &admin);
+    let j = &list["jobs"][0];
+    assert_eq!(
+        (&j["collection"], &j["created_by"], &j["status"]),
+        (&json!("web-folder"), &json!("ada"), &json!("completed")),
+        "{j}"
+    );
+    assert_eq!(j["images_indexed"].as_u64(), Some(folder_good as u64));
+}
