@@ -230,6 +230,10 @@ pub fn claim(pool: &Pool, worker: &str, n: usize, lease_s: i64) -> Result<Vec<Cl
         ended.dedup();
         end_jobs(&mut tx, &ended, t)?;
     }
+    // Committed apart from the claim below: that one locks items, then job rows; holding the
+    // rows `end_jobs` locked while taking items could deadlock with another worker's claim.
+    tx.commit()?;
+    let mut tx = c.transaction()?;
     let rows = tx.query(
         "UPDATE ingest_item SET status = 'claimed', claimed_by = $1, lease_until = $2, \
          attempts = attempts + 1, updated_at = $3 \
