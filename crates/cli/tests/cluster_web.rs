@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use base64::Engine as _;
 use common::cluster::*;
 use common::{lfw, people_dirs, spread};
 use serde_json::{json, Value};
@@ -343,6 +344,55 @@ fn web_app_over_the_cluster() {
             r#"visage_http_requests_total{route="/v1/stats",method="GET",status="200"} 1"#
         ),
         "{text}"
+    );
+
+    // ---- A quota holds when one organisation's searches reach two processes at once ----
+    add_org(
+        &config,
+        &[
+            "--name",
+            "trial",
+            "--kind",
+            "law_enforcement",
+            "--jurisdiction",
+            "FR",
+            "--search-quota",
+            "2",
+        ],
+    );
+    let trial = add_key(&config, "trial-inv", "investigator", "trial");
+    let (st, case) = call(
+        "POST",
+        &format!("{a}/v1/cases"),
+        &trial,
+        Some(&json!({"number": "T-1", "purpose": "fraud investigation",
+                      "legal_basis": "warrant 9", "offence_category": "fraud"})),
+    );
+    assert_eq!(st, 201, "{case}");
+    let (_api_b, b) = serve(&config, &root);
+    let body = json!({
+        "image_base64": base64::engine::general_purpose::STANDARD.encode(std::fs::read(&probe).unwrap()),
+        "case_id": case["id"], "purpose": "identify the suspect (quota test)"});
+    let answers: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let url = format!("{}/v1/search", if i % 2 == 0 { &a } else { &b });
+                let (trial, body) = (&trial, &body);
+                s.spawn(move || {
+                    let (st, v) = call("POST", &url, trial, Some(body));
+                    (st, v["error"]["code"].as_str().unwrap_or("").to_string())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = answers.iter().filter(|(st, _)| *st == 200).count();
+    assert_eq!(ok, 2, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(st, code)| *st == 200 || (*st == 403 && code == "quota_exceeded")),
+        "{answers:?}"
     );
 
     // ---- In the browser ----

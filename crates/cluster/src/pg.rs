@@ -28,6 +28,12 @@ pub const SCHEMA_VERSION: i32 = 10;
 
 /// Key of the advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK: i64 = 0x7669_7361_6765_0001;
+/// Advisory lock keys of per-organisation search quotas: this base plus the organisation id.
+pub const QUOTA_LOCK_BASE: i64 = 0x7669_7361_0000_0000;
+
+/// A session advisory lock, held on a connection of its own until dropped. The connection is
+/// closed then (never returned to the pool), which releases the lock whatever happened.
+pub struct SessionLock(#[allow(dead_code)] Client);
 
 pub struct Pool {
     url: String,
@@ -111,6 +117,16 @@ impl Pool {
             pool: self,
             client: Some(client),
         })
+    }
+
+    /// Waits for the session advisory lock `key` (every process of the cluster sees it).
+    pub fn lock_session(&self, key: i64) -> Result<SessionLock> {
+        let mut c = self.get()?;
+        let mut client = c.client.take().context("pooled connection already taken")?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&key])
+            .context("taking an advisory lock")?;
+        Ok(SessionLock(client))
     }
 
     /// The schema version of the database (0: empty).

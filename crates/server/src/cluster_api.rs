@@ -907,6 +907,22 @@ async fn under_case<Q: CaseRequest>(
     run: impl FnOnce(&ClusterState, &Q) -> ApiResult<Q::Out> + Send + 'static,
 ) -> ApiResult<Response> {
     crate::blocking(st, move |st| {
+        // A quota is counted from the log's search records: one organisation's searches run
+        // one at a time, from decision to record, across every API process.
+        let quota_org = who
+            .org
+            .as_ref()
+            .filter(|o| Q::ACTION == Action::Search && o.search_quota.is_some())
+            .map(|o| o.id);
+        let _held = match quota_org {
+            Some(org) => Some(
+                st.store
+                    .pool()
+                    .lock_session(visage_cluster::pg::QUOTA_LOCK_BASE + org)
+                    .map_err(storage)?,
+            ),
+            None => None,
+        };
         let (p, d) = st.authorize(
             &who,
             Q::ACTION,

@@ -19,6 +19,7 @@ mod public;
 mod search;
 mod web;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -40,7 +41,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToSchema};
 use visage_gallery::{Access, Gallery};
 use visage_governance::{
-    Action, AuthzContext, Decision, GovError, Governance, InitialAdmin, Policy, DEFAULT_POLICY_TOML,
+    Action, AuthzContext, Decision, GovError, Governance, InitialAdmin, Policy, Principal,
+    DEFAULT_POLICY_TOML,
 };
 use visage_vision::{FacePipeline, Home, InferenceOptions};
 
@@ -110,6 +112,9 @@ pub struct Inner {
     pub(crate) login_limit: auth::RateLimiter,
     pub(crate) public_limit: auth::RateLimiter,
     pub(crate) metrics: metrics::Metrics,
+    /// One lock per organisation with a search quota: its searches run one at a time from
+    /// decision to record, so concurrent requests cannot all pass the quota's last unit.
+    pub(crate) quota_locks: Mutex<HashMap<i64, Arc<Mutex<()>>>>,
     pub(crate) requests: public::Requests,
     /// Ingest jobs: the queue, the running job's progress, their settings.
     pub(crate) jobs: jobs::Jobs,
@@ -185,6 +190,7 @@ impl AppState {
             login_limit: auth::RateLimiter::per_minute(opts.login_per_minute),
             public_limit: auth::RateLimiter::per_minute(opts.public_per_minute),
             metrics: metrics::Metrics::default(),
+            quota_locks: Default::default(),
             requests,
             jobs,
         };
@@ -209,6 +215,15 @@ impl AppState {
     }
 
     /// The policy's excluded jurisdictions (hidden from every result).
+    /// The lock of `p`'s organisation's search quota, when `action` counts against one.
+    pub(crate) fn quota_lock(&self, p: &Principal, action: Action) -> Option<Arc<Mutex<()>>> {
+        if action != Action::Search || p.org.search_quota.is_none() {
+            return None;
+        }
+        let mut m = self.quota_locks.lock().unwrap_or_else(|e| e.into_inner());
+        Some(m.entry(p.org.id).or_default().clone())
+    }
+
     pub(crate) fn excluded_jurisdictions(&self) -> Vec<String> {
         self.gov.policy().data.excluded_codes()
     }

@@ -356,27 +356,34 @@ pub(crate) trait CaseRequest: Send + 'static {
     fn answer(out: Self::Out) -> impl Serialize;
 }
 
-/// Decides, runs and records a request under a case on the embedded API: the policy's
-/// decision (a refusal recorded), the policy's excluded jurisdictions, `run` on the blocking
-/// pool, then the record (whether `run` answered or failed) and the metrics.
+/// Decides, runs and records a request under a case on the embedded API, on the blocking
+/// pool: the policy's decision (a refusal recorded), the policy's excluded jurisdictions,
+/// `run`, then the record (whether `run` answered or failed) and the metrics. Searches of an
+/// organisation with a quota hold its lock throughout (`AppState::quota_lock`).
 async fn under_case<Q: CaseRequest>(
     st: AppState,
     p: Principal,
     mut q: Q,
     run: impl FnOnce(&AppState, &Q) -> ApiResult<Q::Out> + Send + 'static,
 ) -> ApiResult<Response> {
-    let d = authorize_with(
-        &st,
-        &p,
-        Q::ACTION,
-        &ctx(q.case_id(), q.purpose()),
-        q.refusal_shape(),
-    )?;
-    let case_id = q
-        .case_id()
-        .expect("authorised actions under a case carry one");
-    q.exclude_jurisdictions(st.excluded_jurisdictions());
     blocking(&st, move |st| {
+        // A quota is counted from the log's search records: decision to record, one search of
+        // the organisation at a time.
+        let lock = st.quota_lock(&p, Q::ACTION);
+        let _held = lock
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
+        let d = authorize_with(
+            st,
+            &p,
+            Q::ACTION,
+            &ctx(q.case_id(), q.purpose()),
+            q.refusal_shape(),
+        )?;
+        let case_id = q
+            .case_id()
+            .expect("authorised actions under a case carry one");
+        q.exclude_jurisdictions(st.excluded_jurisdictions());
         let res = run(st, &q);
         let audit_id = st.gov.append(q.record(&p, &d, case_id, &res))?.seq;
         st.metrics.search(Q::KIND, res.is_ok());

@@ -838,3 +838,52 @@ fn read_only_server_refuses_writes() {
     assert_eq!(c.get("/v1/faces/1").status, 200);
     server.stop();
 }
+
+/// An organisation's monthly quota holds when its searches arrive at once: each search
+/// holds the organisation's quota lock from decision to record, so exactly the quota's
+/// worth are answered and the rest refused `quota_exceeded`.
+#[test]
+fn a_quota_holds_under_concurrent_searches() {
+    let Some(home) = require() else { return };
+    let (_tmp, data) = temp_gallery(&home, &["George_W_Bush", "Colin_Powell"], None);
+    let server = Server::start(&home, &data, Default::default());
+    let admin = server.admin();
+    let org = create_org(&admin, "Trial Police", "law_enforcement", "GB");
+    let r = admin.patch_json(&format!("/v1/orgs/{org}"), &json!({"search_quota": 2}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (_, key) = create_user_key(&admin, org, "trial-inv", "investigator");
+    let case = create_case(&server.client(Auth::Key(key.clone())), "T-1");
+    let body = json!({
+        "image_base64": base64::engine::general_purpose::STANDARD.encode(read_photo("Colin_Powell", 4)),
+        "case_id": case, "purpose": "identify the suspect (quota test)"});
+    let clients: Vec<Client> = (0..6)
+        .map(|_| server.client(Auth::Key(key.clone())))
+        .collect();
+    let answers: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = clients
+            .iter()
+            .map(|c| {
+                let body = &body;
+                s.spawn(move || {
+                    let r = c.post_json("/v1/search", body);
+                    let code = if r.status == 200 {
+                        String::new()
+                    } else {
+                        r.error_code()
+                    };
+                    (r.status, code)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(ok, 2, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(s, c)| *s == 200 || (*s == 403 && c == "quota_exceeded")),
+        "{answers:?}"
+    );
+    server.stop();
+}
