@@ -326,6 +326,57 @@ fn web_app_over_the_cluster() {
         json!([{"name": "FR", "images": 20, "faces": faces}])
     );
 
+    // ---- A collection pinned to another model pack: refused at queue time, and an item
+    // queued anyway (the command line does not check) fails without stopping the worker ----
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    db.execute(
+        "INSERT INTO collection (name, pack, dim, created_at) VALUES ('legacy', 'another@9', 128, 0)",
+        &[],
+    )
+    .unwrap();
+    let (st, v) = call(
+        "POST",
+        &jobs_url,
+        &admin,
+        Some(
+            &json!({"collection": "legacy", "path": gallery.join(&people[2].0),
+                     "source": {"name": "old", "legal_basis": "research licence (test)"}}),
+        ),
+    );
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("pack_mismatch")),
+        "{v}"
+    );
+    let legacy: i64 = cluster_ok(
+        &config,
+        &[
+            "enqueue",
+            "--collection",
+            "legacy",
+            "--source",
+            "old",
+            "--legal-basis",
+            "research licence (test)",
+            gallery.join(&people[2].0).to_str().unwrap(),
+        ],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let mut w = worker(&config, &root.join("worker-legacy.log"));
+    assert!(
+        w.0.wait().unwrap().success(),
+        "the worker goes on past a job it cannot run"
+    );
+    let j = wait_job(&a, &admin, legacy, Duration::from_secs(60));
+    assert_eq!(
+        (&j["status"], &j["errors_by_code"], &j["images_indexed"]),
+        (&json!("completed"), &json!({"pack_mismatch": 5}), &json!(0)),
+        "{j}"
+    );
+    assert_eq!(report(&a, &admin, legacy).len(), 5);
+
     // ---- The embedded router's manners: JSON 404s, /metrics ----
     let (st, v) = call("GET", &format!("{a}/v1/no-such-thing"), &admin, None);
     assert_eq!(

@@ -112,15 +112,31 @@ pub fn run(
     result.map(|_| r)
 }
 
+/// A job as this worker finds it: ready, or one it cannot run (its items fail with the code
+/// and message instead of stopping the worker).
+enum Setup {
+    Ready(Box<JobCtx>),
+    Refused { code: &'static str, message: String },
+}
+
 fn job_ctx(
     store: &ClusterStore,
     p: &FacePipeline,
     base: &IngestOptions,
     job_id: i64,
-) -> Result<JobCtx> {
+) -> Result<Setup> {
     let (collection, source, args) = queue::job_source(store.pool(), job_id)?;
-    let coll =
-        store.ensure_collection(&collection, &p.pack_id(), p.pack.recogniser.embedding_dim)?;
+    let (pack, dim) = (p.pack_id(), p.pack.recogniser.embedding_dim);
+    // A collection pinned to another model pack takes none of this worker's embeddings.
+    if let Some(c) = store.collection(&collection)? {
+        if let Err(e) = c.check_pinned(&pack, dim) {
+            return Ok(Setup::Refused {
+                code: "pack_mismatch",
+                message: format!("{e:#} (this worker runs {pack})"),
+            });
+        }
+    }
+    let coll = store.ensure_collection(&collection, &pack, dim)?;
     let source = store.ensure_source(coll.id, &source)?;
     let mut opts = base.clone();
     opts.collection = collection;
@@ -139,13 +155,30 @@ fn job_ctx(
         .iter()
         .map(|j| visage_gallery::normalize_jurisdiction(j))
         .collect::<Result<_>>()?;
-    Ok(JobCtx {
+    Ok(Setup::Ready(Box::new(JobCtx {
         collection_id: coll.id,
         source,
         opts,
         supp: SuppressionList::from_store(store, p)?,
         excluded,
-    })
+    })))
+}
+
+/// The end of an item whose job this worker cannot run: failed as a whole with `code`.
+fn refused_item(code: &str, message: &str) -> ItemResult {
+    ItemResult {
+        outcome: "failed",
+        units: 1,
+        error_code: Some(code.to_string()),
+        error: Some(message.to_string()),
+        counts: IngestCounts {
+            images_seen: 1,
+            errors: 1,
+            errors_by_code: [(code.to_string(), 1)].into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
 }
 
 fn thread_loop(
@@ -157,11 +190,17 @@ fn thread_loop(
     report: &Mutex<WorkerReport>,
     progress: &(dyn Fn(&WorkerReport) + Sync),
 ) -> Result<()> {
-    let mut jobs: HashMap<i64, JobCtx> = HashMap::new();
+    let mut jobs: HashMap<i64, Setup> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
-        let claimed = queue::claim(store.pool(), name, opts.batch.max(1), opts.lease_s)?;
+        let claimed = retry("claiming items", stop, || {
+            queue::claim(store.pool(), name, opts.batch.max(1), opts.lease_s)
+        })?;
         if claimed.is_empty() {
-            if opts.exit_when_idle && queue::open_items(store.pool())? == 0 {
+            if opts.exit_when_idle
+                && retry("counting open items", stop, || {
+                    queue::open_items(store.pool())
+                })? == 0
+            {
                 break;
             }
             std::thread::sleep(opts.poll);
@@ -173,10 +212,26 @@ fn thread_loop(
                 // Unfinished claims return to the queue when their lease runs out.
                 break;
             }
-            let ctx = match jobs.entry(item.job_id) {
+            let setup = match jobs.entry(item.job_id) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
                     e.insert(job_ctx(store, p, &opts.ingest, item.job_id)?)
+                }
+            };
+            let ctx = match setup {
+                Setup::Ready(ctx) => ctx,
+                Setup::Refused { code, message } => {
+                    tracing::warn!(job = item.job_id, item = item.id, "{message}");
+                    let r = refused_item(code, message);
+                    retry("finishing an item", stop, || {
+                        queue::finish(store.pool(), name, item.id, &r)
+                    })?;
+                    held.retain(|i| *i != item.id);
+                    let mut rep = report.lock().unwrap_or_else(|e| e.into_inner());
+                    rep.items += 1;
+                    rep.failed += 1;
+                    progress(&rep);
+                    continue;
                 }
             };
             // A long input (an archive, a video) keeps its claims alive while it runs.
@@ -193,7 +248,9 @@ fn thread_loop(
                 Ok(None) => {
                     // Stopped half way: back to the queue at once; what was stored is known
                     // by content hash to whoever takes it next.
-                    queue::release(store.pool(), name, item.id)?;
+                    retry("releasing an item", stop, || {
+                        queue::release(store.pool(), name, item.id)
+                    })?;
                     break;
                 }
                 Err(e) => {
@@ -201,14 +258,20 @@ fn thread_loop(
                     // (its attempts still count, so a persistent failure ends as
                     // `attempts_exhausted`).
                     tracing::warn!(item = item.id, error = ?e, "storage error; item re-queued");
-                    queue::release(store.pool(), name, item.id)?;
+                    retry("releasing an item", stop, || {
+                        queue::release(store.pool(), name, item.id)
+                    })?;
                     held.retain(|i| *i != item.id);
                     continue;
                 }
             };
-            let mine = queue::finish(store.pool(), name, item.id, &r)?;
+            let mine = retry("finishing an item", stop, || {
+                queue::finish(store.pool(), name, item.id, &r)
+            })?;
             held.retain(|i| *i != item.id);
-            queue::extend(store.pool(), name, &held, opts.lease_s)?;
+            retry("extending leases", stop, || {
+                queue::extend(store.pool(), name, &held, opts.lease_s)
+            })?;
             let mut rep = report.lock().unwrap_or_else(|e| e.into_inner());
             rep.items += 1;
             rep.units += r.units as u64;
@@ -227,6 +290,44 @@ fn thread_loop(
         }
     }
     Ok(())
+}
+
+/// How long a queue operation is retried while PostgreSQL is unreachable (a restart, a
+/// failover, a dropped connection) before the worker thread gives up.
+const RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// Runs a queue operation, retrying failures with backoff (0.5 s doubling to 10 s) for up to
+/// `RETRY_FOR`, or until a stop is asked for. Retrying is safe: a claim whose answer was lost
+/// is taken again when its lease runs out, and a finish that had committed answers "not this
+/// worker's any more" the second time.
+fn retry<T>(what: &str, stop: &AtomicBool, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    retry_for(what, stop, RETRY_FOR, &mut f)
+}
+
+fn retry_for<T>(
+    what: &str,
+    stop: &AtomicBool,
+    limit: Duration,
+    f: &mut dyn FnMut() -> Result<T>,
+) -> Result<T> {
+    let t0 = Instant::now();
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if t0.elapsed() + wait < limit && !stop.load(Ordering::Relaxed) => {
+                tracing::warn!(error = ?e, "{what} failed; trying again in {wait:?}");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => {
+                return Err(e.context(format!(
+                    "{what} failed for {:.0} s",
+                    t0.elapsed().as_secs_f64()
+                )))
+            }
+        }
+    }
 }
 
 /// One input, start to end: its units (the image, the video, an archive's members, a
@@ -414,4 +515,51 @@ fn store_checked(
         }
     }
     anyhow::bail!("the opt-out list changed during three tries to store this image")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_rides_out_failures_then_gives_up() {
+        let stop = AtomicBool::new(false);
+        let mut calls = 0;
+        let v = retry_for("x", &stop, Duration::from_secs(5), &mut || {
+            calls += 1;
+            if calls < 3 {
+                anyhow::bail!("connection refused")
+            }
+            Ok(calls)
+        });
+        assert_eq!(v.unwrap(), 3);
+        // Within a 1 s limit: the first try and one after 0.5 s, then the error.
+        let mut calls = 0;
+        let e = retry_for(
+            "claiming items",
+            &stop,
+            Duration::from_secs(1),
+            &mut || -> Result<()> {
+                calls += 1;
+                Err(anyhow::anyhow!("connection refused"))
+            },
+        )
+        .unwrap_err();
+        assert_eq!(calls, 2);
+        assert!(format!("{e:#}").contains("claiming items failed"), "{e:#}");
+        // A stop asked for ends the retries at once.
+        stop.store(true, Ordering::Relaxed);
+        let mut calls = 0;
+        assert!(retry_for(
+            "x",
+            &stop,
+            Duration::from_secs(60),
+            &mut || -> Result<()> {
+                calls += 1;
+                Err(anyhow::anyhow!("down"))
+            }
+        )
+        .is_err());
+        assert_eq!(calls, 1);
+    }
 }

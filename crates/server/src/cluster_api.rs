@@ -476,6 +476,21 @@ async fn create_job(
         None => None,
     };
     let path = resolve_under_roots(&st.roots, None, &job.path)?;
+    // A collection pinned to another model pack than this cluster's would take none of the
+    // workers' embeddings: refused here, as the catalogue refuses it.
+    let coll_name = job.collection.clone();
+    crate::blocking(&st, move |st| {
+        let Some(c) = st.store.collection(&coll_name).map_err(storage)? else {
+            return Ok(());
+        };
+        let (pack, dim) = {
+            let pl = st.lock_pipeline()?;
+            (pl.pack_id(), pl.pack.recogniser.embedding_dim)
+        };
+        c.check_pinned(&pack, dim)
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, "pack_mismatch", format!("{e:#}")))
+    })
+    .await?;
     if let Some(j) = &jurisdiction {
         if let Some(x) = st.policy.jurisdiction_excluded(j) {
             let reason = format!("the source's jurisdiction {j} is excluded by policy ({x})");
