@@ -230,9 +230,9 @@ pub struct ClusterStats {
 }
 
 impl ClusterStore {
-    /// Counts per collection, per source and per jurisdiction (images and faces). Each table
-    /// is read once, grouped: a full scan of `face` and `image` (seconds at 100M faces; keep
-    /// counters before calling this often at that scale).
+    /// Counts per collection, per source and per jurisdiction (images and faces), from
+    /// grouped scans of `face` and `image` (seconds at 100M faces; keep counters before
+    /// calling this often at that scale).
     pub fn stats(&self) -> anyhow::Result<ClusterStats> {
         let mut c = self.pg.get()?;
         let grouped = |c: &mut postgres::Client, sql: &str| -> anyhow::Result<HashMap<i64, u64>> {
@@ -241,20 +241,13 @@ impl ClusterStore {
                 .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1) as u64))
                 .collect())
         };
-        let faces = grouped(
-            &mut c,
-            "SELECT collection_id, COUNT(*) FROM face GROUP BY 1",
-        )?;
-        let images = grouped(
-            &mut c,
-            "SELECT collection_id, COUNT(*) FROM image GROUP BY 1",
-        )?;
         let subjects = grouped(
             &mut c,
             "SELECT collection_id, COUNT(*) FROM subject GROUP BY 1",
         )?;
         let src_images = grouped(&mut c, "SELECT source_id, COUNT(*) FROM image GROUP BY 1")?;
         let src_faces = grouped(&mut c, "SELECT source_id, COUNT(*) FROM face GROUP BY 1")?;
+        // A source belongs to one collection: the collection's counts are its sources' sums.
         let mut sources: HashMap<i64, Vec<NamedCount>> = HashMap::new();
         for r in c.query(
             "SELECT id, collection_id, name FROM source ORDER BY name",
@@ -286,16 +279,19 @@ impl ClusterStore {
         drop(c);
         let mut out = ClusterStats::default();
         for coll in FaceStore::collections(self)? {
-            let n = |m: &HashMap<i64, u64>| m.get(&coll.id).copied().unwrap_or(0);
-            out.faces += n(&faces);
-            out.images += n(&images);
-            out.subjects += n(&subjects);
+            let srcs = sources.remove(&coll.id).unwrap_or_default();
+            let faces: u64 = srcs.iter().map(|s| s.faces).sum();
+            let images: u64 = srcs.iter().map(|s| s.images).sum();
+            let subjects = subjects.get(&coll.id).copied().unwrap_or(0);
+            out.faces += faces;
+            out.images += images;
+            out.subjects += subjects;
             out.collections.push(CollectionStats {
                 id: coll.id,
-                faces: n(&faces),
-                images: n(&images),
-                subjects: n(&subjects),
-                sources: sources.remove(&coll.id).unwrap_or_default(),
+                faces,
+                images,
+                subjects,
+                sources: srcs,
                 jurisdictions: jurisdictions.remove(&coll.id).unwrap_or_default(),
                 name: coll.name,
                 pack: coll.pack,

@@ -546,10 +546,6 @@ pub fn job_status(pool: &Pool, job_id: i64) -> Result<Option<JobStatus>> {
 }
 
 /// The newest `limit` jobs, newest first.
-pub fn jobs(pool: &Pool, limit: i64) -> Result<Vec<JobStatus>> {
-    jobs_page(pool, None, limit)
-}
-
 /// Jobs newest first, only those with an id below `before` when given.
 pub fn jobs_page(pool: &Pool, before: Option<i64>, limit: i64) -> Result<Vec<JobStatus>> {
     statuses(

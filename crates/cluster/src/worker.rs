@@ -218,51 +218,44 @@ fn thread_loop(
                     e.insert(job_ctx(store, p, &opts.ingest, item.job_id)?)
                 }
             };
-            let ctx = match setup {
-                Setup::Ready(ctx) => ctx,
+            let r = match setup {
+                // A job this worker cannot run: the item fails as a whole, the worker goes on.
                 Setup::Refused { code, message } => {
                     tracing::warn!(job = item.job_id, item = item.id, "{message}");
-                    let r = refused_item(code, message);
-                    retry("finishing an item", stop, || {
-                        queue::finish(store.pool(), name, item.id, &r)
-                    })?;
-                    held.retain(|i| *i != item.id);
-                    let mut rep = report.lock().unwrap_or_else(|e| e.into_inner());
-                    rep.items += 1;
-                    rep.failed += 1;
-                    progress(&rep);
-                    continue;
+                    refused_item(code, message)
                 }
-            };
-            // A long input (an archive, a video) keeps its claims alive while it runs.
-            let mut last_extend = Instant::now();
-            let mut keep_lease = || -> Result<()> {
-                if last_extend.elapsed().as_secs() as i64 >= (opts.lease_s / 3).max(1) {
-                    queue::extend(store.pool(), name, &held, opts.lease_s)?;
-                    last_extend = Instant::now();
-                }
-                Ok(())
-            };
-            let r = match process(store, p, ctx, &item, stop, &mut keep_lease) {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    // Stopped half way: back to the queue at once; what was stored is known
-                    // by content hash to whoever takes it next.
-                    retry("releasing an item", stop, || {
-                        queue::release(store.pool(), name, item.id)
-                    })?;
-                    break;
-                }
-                Err(e) => {
-                    // The storage failed, not the item: back to the queue for another try
-                    // (its attempts still count, so a persistent failure ends as
-                    // `attempts_exhausted`).
-                    tracing::warn!(item = item.id, error = ?e, "storage error; item re-queued");
-                    retry("releasing an item", stop, || {
-                        queue::release(store.pool(), name, item.id)
-                    })?;
-                    held.retain(|i| *i != item.id);
-                    continue;
+                Setup::Ready(ctx) => {
+                    // A long input (an archive, a video) keeps its claims alive while it runs.
+                    let mut last_extend = Instant::now();
+                    let mut keep_lease = || -> Result<()> {
+                        if last_extend.elapsed().as_secs() as i64 >= (opts.lease_s / 3).max(1) {
+                            queue::extend(store.pool(), name, &held, opts.lease_s)?;
+                            last_extend = Instant::now();
+                        }
+                        Ok(())
+                    };
+                    match process(store, p, ctx, &item, stop, &mut keep_lease) {
+                        Ok(Some(r)) => r,
+                        Ok(None) => {
+                            // Stopped half way: back to the queue at once; what was stored
+                            // is known by content hash to whoever takes it next.
+                            retry("releasing an item", stop, || {
+                                queue::release(store.pool(), name, item.id)
+                            })?;
+                            break;
+                        }
+                        Err(e) => {
+                            // The storage failed, not the item: back to the queue for another
+                            // try (its attempts still count, so a persistent failure ends as
+                            // `attempts_exhausted`).
+                            tracing::warn!(item = item.id, error = ?e, "storage error; item re-queued");
+                            retry("releasing an item", stop, || {
+                                queue::release(store.pool(), name, item.id)
+                            })?;
+                            held.retain(|i| *i != item.id);
+                            continue;
+                        }
+                    }
                 }
             };
             let mine = retry("finishing an item", stop, || {

@@ -30,8 +30,8 @@ pub use audit::{
 pub use cases::{format_utc_ms, Case, CaseReport, CaseSearch, CaseStatus, NewCase};
 pub use error::{AuthError, GovError, PolicyError, Result};
 pub use policy::{
-    decide, policy_file, Action, ActionPattern, AuthzContext, AuthzFacts, DataPolicy, Decision,
-    Effect, Jurisdiction, Policy, Rule, SearchPolicy, DEFAULT_POLICY_TOML, POLICY_FILE,
+    decide, policy_file, quota_for, Action, ActionPattern, AuthzContext, AuthzFacts, DataPolicy,
+    Decision, Effect, Jurisdiction, Policy, Rule, SearchPolicy, DEFAULT_POLICY_TOML, POLICY_FILE,
 };
 pub use receipt::{Receipt, ReceiptError};
 pub use util::{canonical_json, jurisdiction_matches, normalise_jurisdiction};

@@ -466,6 +466,13 @@ pub trait AuthzFacts {
     fn allowed_actions_since(&self, org_id: i64, action: &str, since_ms: i64) -> Result<u64>;
 }
 
+/// The monthly quota `action` counts against in `org`, if any: `search` against the
+/// organisation's `search_quota`. Servers serialise such requests per organisation from
+/// decision to record, so the count taken by [`decide`] cannot be overrun.
+pub fn quota_for(org: &Organisation, action: Action) -> Option<u64> {
+    org.search_quota.filter(|_| action == Action::Search)
+}
+
 /// Decides whether `principal` may do `action`. Order: organisation suspended, trial expired,
 /// policy rules, then for the `[search] applies_to` actions case and purpose, then for
 /// `search` the monthly quota (counted from allowed `search` records in the audit log, so
@@ -542,22 +549,17 @@ pub fn decide(
             }
         }
     }
-    if action == Action::Search {
-        if let Some(quota) = org.search_quota {
-            let used = facts.allowed_actions_since(
-                org.id,
-                Action::Search.as_str(),
-                month_start_utc(now) * 1000,
-            )?;
-            if used >= quota {
-                return Ok(Decision::deny(
-                    "builtin:quota_exhausted",
-                    format!(
-                        "organisation '{}' has used its {quota} searches this month",
-                        org.name
-                    ),
-                ));
-            }
+    if let Some(quota) = quota_for(org, action) {
+        let used =
+            facts.allowed_actions_since(org.id, action.as_str(), month_start_utc(now) * 1000)?;
+        if used >= quota {
+            return Ok(Decision::deny(
+                "builtin:quota_exhausted",
+                format!(
+                    "organisation '{}' has used its {quota} searches this month",
+                    org.name
+                ),
+            ));
         }
     }
     Ok(decision)

@@ -483,10 +483,7 @@ async fn create_job(
         let Some(c) = st.store.collection(&coll_name).map_err(storage)? else {
             return Ok(());
         };
-        let (pack, dim) = {
-            let pl = st.lock_pipeline()?;
-            (pl.pack_id(), pl.pack.recogniser.embedding_dim)
-        };
+        let (pack, _, dim) = crate::catalog::CatalogHost::pack(st)?;
         c.check_pinned(&pack, dim)
             .map_err(|e| ApiError::new(StatusCode::CONFLICT, "pack_mismatch", format!("{e:#}")))
     })
@@ -567,8 +564,8 @@ async fn create_job(
 /// `units_failed`). Progress is over the queue's items (input files); the counters are the
 /// embedded ingest's, summed over the finished items.
 fn job_view(s: queue::JobStatus) -> serde_json::Value {
+    use crate::jobs::str_at;
     use serde_json::Value;
-    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     let a = &s.args;
     let (origin, path) = match a.get("paths").and_then(Value::as_array) {
         // `visage cluster enqueue`
@@ -583,25 +580,18 @@ fn job_view(s: queue::JobStatus) -> serde_json::Value {
             ),
         ),
         None => (
-            text(a, "origin").unwrap_or_else(|| "path".into()),
-            text(a, "path"),
+            str_at(a, &["origin"]).unwrap_or_else(|| "path".into()),
+            str_at(a, &["path"]),
         ),
     };
     let ended = matches!(s.status.as_str(), "completed" | "cancelled");
-    let running = s.status == "running";
     let seen = (s.done + s.failed - s.cancelled).max(0) as u64;
     let total = (s.items - s.cancelled).max(0) as u64;
     let elapsed = s.started_at.map(|t0| {
         let t1 = s.finished_at.unwrap_or_else(visage_gallery::gallery::now);
         (t1 - t0).max(0) as f64
     });
-    let rate = elapsed
-        .filter(|e| *e > 0.0 && s.status != "queued")
-        .map(|e| seen as f64 / e);
-    let eta = match (running, rate) {
-        (true, Some(r)) if r > 0.0 => Some((total.saturating_sub(seen) as f64 / r).round()),
-        _ => None,
-    };
+    let (elapsed_s, rate, eta_s) = crate::jobs::pace(&s.status, seen, Some(total), elapsed);
     let c = &s.counts;
     let view = crate::jobs::IngestJob {
         id: s.id,
@@ -609,13 +599,13 @@ fn job_view(s: queue::JobStatus) -> serde_json::Value {
         cancel_requested: s.cancel_requested && !ended,
         origin,
         collection: Some(s.collection.clone()),
-        source: text(&s.source, "name"),
-        legal_basis: text(&s.source, "legal_basis"),
-        jurisdiction: text(&s.source, "jurisdiction"),
+        source: str_at(&s.source, &["name"]),
+        legal_basis: str_at(&s.source, &["legal_basis"]),
+        jurisdiction: str_at(&s.source, &["jurisdiction"]),
         path,
         files: None,
         upload_bytes: None,
-        created_by: a.get("created_by").and_then(|c| text(c, "username")),
+        created_by: str_at(a, &["created_by", "username"]),
         queued_at: Some(s.created_at),
         started_at: s.started_at,
         updated_at: s.updated_at,
@@ -633,9 +623,9 @@ fn job_view(s: queue::JobStatus) -> serde_json::Value {
         faces_rejected: c.faces_rejected.clone(),
         errors: c.errors,
         errors_by_code: c.errors_by_code.clone(),
-        elapsed_s: elapsed,
-        rate: rate.map(|r| (r * 100.0).round() / 100.0),
-        eta_s: eta,
+        elapsed_s,
+        rate,
+        eta_s,
         error: None,
         report: Some(format!("/v1/ingest/jobs/{}/report", s.id)),
     };
@@ -927,7 +917,7 @@ async fn under_case<Q: CaseRequest>(
         let quota_org = who
             .org
             .as_ref()
-            .filter(|o| Q::ACTION == Action::Search && o.search_quota.is_some())
+            .filter(|o| visage_governance::quota_for(o, Q::ACTION).is_some())
             .map(|o| o.id);
         let _held = match quota_org {
             Some(org) => Some(

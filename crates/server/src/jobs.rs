@@ -868,7 +868,29 @@ fn count_map(v: &Value, k: &str) -> BTreeMap<String, u64> {
         .unwrap_or_default()
 }
 
-fn str_at(v: &Value, path: &[&str]) -> Option<String> {
+/// A job's elapsed seconds, rate (items per second) and seconds left, rounded as the API
+/// shows them: no rate while queued, a time left only while running with a known total.
+pub(crate) fn pace(
+    status: &str,
+    seen: u64,
+    total: Option<u64>,
+    elapsed: Option<f64>,
+) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let rate = elapsed
+        .filter(|e| *e > 0.0 && status != "queued")
+        .map(|e| seen as f64 / e);
+    let eta = match (status == "running", total, rate) {
+        (true, Some(t), Some(r)) if r > 0.0 => Some((t.saturating_sub(seen) as f64 / r).round()),
+        _ => None,
+    };
+    (
+        elapsed.map(|e| (e * 10.0).round() / 10.0),
+        rate.map(|r| (r * 100.0).round() / 100.0),
+        eta,
+    )
+}
+
+pub(crate) fn str_at(v: &Value, path: &[&str]) -> Option<String> {
     let mut cur = v;
     for k in path {
         cur = cur.get(k)?;
@@ -937,8 +959,7 @@ fn view(j: &Job, live: Option<LiveView>) -> IngestJob {
         Some(_) => "queued".to_string(),
         None => j.status.clone(),
     };
-    let running = status == "running";
-    let elapsed = match (live.and_then(|l| l.started), running) {
+    let elapsed = match (live.and_then(|l| l.started), status == "running") {
         (Some(t), true) => Some(t.elapsed().as_secs_f64()),
         _ => c.get("elapsed_s").and_then(Value::as_f64).or_else(|| {
             j.finished_at
@@ -946,13 +967,7 @@ fn view(j: &Job, live: Option<LiveView>) -> IngestJob {
                 .map(|f| (f - j.started_at).max(0) as f64)
         }),
     };
-    let rate = elapsed
-        .filter(|e| *e > 0.0 && status != "queued")
-        .map(|e| seen as f64 / e);
-    let eta = match (running, total, rate) {
-        (true, Some(t), Some(r)) if r > 0.0 => Some(t.saturating_sub(seen) as f64 / r),
-        _ => None,
-    };
+    let (elapsed_s, rate, eta_s) = pace(&status, seen, total, elapsed);
     let report = (origin != "cli").then(|| format!("/v1/ingest/jobs/{}/report", j.id));
     IngestJob {
         id: j.id,
@@ -983,9 +998,9 @@ fn view(j: &Job, live: Option<LiveView>) -> IngestJob {
         faces_rejected,
         errors: count(c, "errors") + refused,
         errors_by_code,
-        elapsed_s: elapsed.map(|e| (e * 10.0).round() / 10.0),
-        rate: rate.map(|r| (r * 100.0).round() / 100.0),
-        eta_s: eta.map(|e| e.round()),
+        elapsed_s,
+        rate,
+        eta_s,
         error: j.error.clone(),
         report,
     }

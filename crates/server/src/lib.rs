@@ -217,9 +217,7 @@ impl AppState {
     /// The policy's excluded jurisdictions (hidden from every result).
     /// The lock of `p`'s organisation's search quota, when `action` counts against one.
     pub(crate) fn quota_lock(&self, p: &Principal, action: Action) -> Option<Arc<Mutex<()>>> {
-        if action != Action::Search || p.org.search_quota.is_none() {
-            return None;
-        }
+        visage_governance::quota_for(&p.org, action)?;
         let mut m = self.quota_locks.lock().unwrap_or_else(|e| e.into_inner());
         Some(m.entry(p.org.id).or_default().clone())
     }
