@@ -9,6 +9,9 @@
 //   VISAGE_FOLDER / VISAGE_FOLDER_GOOD  a server-side folder the administrator queues on the
 //                                       collections page, and how many photos in it are good
 //                                       (the others: one truncated JPEG, one text file)
+//   VISAGE_UPLOAD_FILES / VISAGE_UPLOAD_GOOD  files (JSON array) the administrator uploads on
+//                                       the collections page (staged in the bucket, read by
+//                                       the worker), and how many of them are good photos
 //   VISAGE_SCREENSHOTS, VISAGE_CHROMIUM as web-tests/e2e.mjs
 import { session } from './lib.mjs';
 
@@ -21,6 +24,8 @@ const LABEL = env('VISAGE_EXPECT_LABEL');
 const COLLECTION = env('VISAGE_COLLECTION');
 const FOLDER = env('VISAGE_FOLDER');
 const FOLDER_GOOD = Number(env('VISAGE_FOLDER_GOOD'));
+const UPLOAD = JSON.parse(env('VISAGE_UPLOAD_FILES'));
+const UPLOAD_GOOD = Number(env('VISAGE_UPLOAD_GOOD'));
 
 await s.run(async () => {
   // --- the shell and its headers come from the cluster process ------------------------------
@@ -58,7 +63,7 @@ await s.run(async () => {
   await page.waitForSelector('#jobs-table');
   const jobs = await page.textContent('#jobs-table');
   check(jobs.includes('completed') && jobs.includes('cancelled'), `the jobs table shows the completed and the cancelled job (${jobs.slice(0, 300)})`);
-  check(!(await page.isVisible('#ingest-form')), 'no upload form: a cluster takes no uploads');
+  await page.waitForSelector('#ingest-form');
   await page.waitForSelector('#path-form');
   await shot('collections', { fullPage: true });
   // an empty form is refused in the page
@@ -90,6 +95,25 @@ await s.run(async () => {
   check(failed.length === 2, `the report lists the two bad files (${JSON.stringify(failed)})`);
   step(`ingest: ${summary.slice(0, 200)}`);
   await shot('ingest', { fullPage: true });
+
+  // --- administrator: files uploaded from the page, staged in the bucket, read by a worker ---
+  await page.fill('#ing-collection', 'web-uploads');
+  await page.fill('#ing-source', 'uploaded case files (web)');
+  await page.fill('#ing-legal', 'court order 2026/45 (test)');
+  await page.fill('#ing-jurisdiction', 'GB');
+  await page.setInputFiles('#ing-files', UPLOAD);
+  await page.click('#ing-submit');
+  const card = await page.waitForSelector('#ingest-live .job-live', { timeout: 60_000 });
+  const upId = Number((await card.getAttribute('id')).replace('job-', ''));
+  check(upId > jobId, `the upload is a new job (${upId})`);
+  await page.waitForSelector(`#ingest-result[data-job="${upId}"]`, { timeout: 180_000 });
+  const upStatus = await page.getAttribute('#ingest-result', 'data-status');
+  const upSummary = (await page.textContent('#ingest-result')).replace(/\s+/g, ' ');
+  check(upStatus === 'completed', `the upload job completed (${upStatus}: ${upSummary})`);
+  check(upSummary.includes(`${UPLOAD_GOOD} images and`), `the summary counts ${UPLOAD_GOOD} images (${upSummary})`);
+  check(upSummary.includes('corrupt_image 1'), `the summary names the bad file's reason (${upSummary})`);
+  await page.waitForFunction(() => (document.querySelector('#collections-table')?.textContent || '').includes('web-uploads'));
+  step(`upload: ${upSummary.slice(0, 200)}`);
 
   // --- the other pages answer over the cluster ----------------------------------------------
   await page.goto(`${BASE}/app/admin`);

@@ -3,8 +3,10 @@
 //! embedded job view (images indexed, duplicates, faces rejected, errors by code, progress),
 //! can be cancelled and have a report; `/v1/stats` counts per source and jurisdiction. Then,
 //! in the system Chromium (`web-tests/cluster.mjs`): an investigator opens a case and searches
-//! the cluster's gallery; an administrator reads the collections page and queues a
-//! server-side folder from it, watched until the worker has done it.
+//! the cluster's gallery; an administrator reads the collections page, queues a server-side
+//! folder from it and uploads files, each watched until the worker has done it.
+//! `uploads_over_the_cluster`: the upload path over HTTP (staging in the bucket, provenance,
+//! clean-up, `visage cluster check`).
 
 #[path = "../../server/tests/common/browser.rs"]
 mod browser;
@@ -295,7 +297,7 @@ fn web_app_over_the_cluster() {
             &list["upload_limit"],
             &list["path_jobs"]
         ),
-        (&json!(other_id), &json!(0), &json!(true))
+        (&json!(other_id), &json!(2u64 << 30), &json!(true))
     );
     let rest = get(&format!("{jobs_url}?before={other_id}"), &admin);
     assert_eq!(rest["jobs"][0]["id"], id);
@@ -461,6 +463,10 @@ fn web_app_over_the_cluster() {
     add_user(&config, "ines", "agency", "investigator", inv_pass);
     add_user(&config, "ada", "agency", "admin", adm_pass);
     let _w = waiting_worker(&config, &root.join("worker3.log"));
+    // Files the administrator uploads in the page: two photos and a truncated JPEG.
+    let cut_path = root.join("cut-upload.jpg");
+    std::fs::write(&cut_path, &cut[..2500]).unwrap();
+    let uploads: Vec<&PathBuf> = people[0].1[6..8].iter().chain([&cut_path]).collect();
     let shots = match std::env::var_os("VISAGE_WEB_SCREENSHOTS") {
         Some(d) => PathBuf::from(d),
         None => root.join("screenshots"),
@@ -476,6 +482,11 @@ fn web_app_over_the_cluster() {
         .env("VISAGE_COLLECTION", "main")
         .env("VISAGE_FOLDER", &folder)
         .env("VISAGE_FOLDER_GOOD", folder_good.to_string())
+        .env(
+            "VISAGE_UPLOAD_FILES",
+            serde_json::to_string(&uploads).unwrap(),
+        )
+        .env("VISAGE_UPLOAD_GOOD", "2")
         .env("VISAGE_SCREENSHOTS", &shots);
     let status = browser::run_node(node);
     assert!(
@@ -483,13 +494,497 @@ fn web_app_over_the_cluster() {
         "web-tests/cluster.mjs failed ({status}); see its output above and {}",
         shots.display()
     );
-    // The job queued in the browser names its user.
-    let list = get(&format!("{jobs_url}?limit=1"), &admin);
-    let j = &list["jobs"][0];
+    // The jobs queued in the browser name their user: the upload, then the folder.
+    let list = get(&format!("{jobs_url}?limit=2"), &admin);
+    let (up, j) = (&list["jobs"][0], &list["jobs"][1]);
+    assert_eq!(
+        (
+            &up["collection"],
+            &up["origin"],
+            &up["created_by"],
+            &up["status"]
+        ),
+        (
+            &json!("web-uploads"),
+            &json!("upload"),
+            &json!("ada"),
+            &json!("completed")
+        ),
+        "{up}"
+    );
+    assert_eq!(up["images_indexed"].as_u64(), Some(2), "{up}");
     assert_eq!(
         (&j["collection"], &j["created_by"], &j["status"]),
         (&json!("web-folder"), &json!("ada"), &json!("completed")),
         "{j}"
     );
     assert_eq!(j["images_indexed"].as_u64(), Some(folder_good as u64));
+}
+
+/// A multipart upload job: (status, JSON answer).
+fn upload(url: &str, key: &str, meta: &Value, files: &[(String, Vec<u8>)]) -> (u16, Value) {
+    let boundary = "visage-upload-boundary-7f3a";
+    let mut body = Vec::new();
+    body.extend(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"meta\"\r\n\r\n{meta}\r\n")
+            .bytes(),
+    );
+    for (name, data) in files {
+        body.extend(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
+                 filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .bytes(),
+        );
+        body.extend(data);
+        body.extend(b"\r\n");
+    }
+    body.extend(format!("--{boundary}--\r\n").bytes());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut res = agent
+        .post(url)
+        .header("Authorization", &format!("Bearer {key}"))
+        .content_type(&format!("multipart/form-data; boundary={boundary}"))
+        .send(&body[..])
+        .unwrap_or_else(|e| panic!("upload to {url}: {e}"));
+    let status = res.status().as_u16();
+    let text = res.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+    )
+}
+
+/// A documented path with its parameters filled: every `{param}` segment becomes `1`.
+fn filled(path: &str) -> String {
+    path.split('/')
+        .map(|seg| if seg.starts_with('{') { "1" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A zip archive of `files` (name, bytes), stored.
+fn zip_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in files {
+        z.start_file(name.as_str(), zip::write::SimpleFileOptions::default())
+            .unwrap();
+        z.write_all(data).unwrap();
+    }
+    z.finish().unwrap().into_inner()
+}
+
+/// Uploads over the cluster API (the embedded multipart body): each file is staged in the
+/// bucket and queued as an item, the workers read it from there, reports and provenance name
+/// it `upload:{job}/{name}`, and the staged objects are gone once their items have ended
+/// (done, or cancelled before they were read). `visage cluster check` finds an object left
+/// behind and removes it.
+#[test]
+fn uploads_over_the_cluster() {
+    let Some(lfw) = lfw() else { return };
+    let Some((pg, s3)) = servers() else { return };
+    if !common::installed("open") {
+        return;
+    }
+    let all = people_dirs(&lfw);
+    let people = spread(&all, 3);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let url = pg.create_database("upl").unwrap();
+    let s3cfg = s3.create_bucket("upl").unwrap();
+    let config = write_config(&root, &url, &s3cfg, "upl");
+    // Uploads up to 4 MB (1 GB when measuring), received in a folder of the test's own.
+    let bench = std::env::var("VISAGE_CLUSTER_UPLOAD_BENCH")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    let limit: u64 = if bench.is_some() { 1 << 30 } else { 4_000_000 };
+    let local = root.join("receiving");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("upload_limit = {limit}\nupload_dir = {local:?}\n{toml}"),
+    )
+    .unwrap();
+    add_agency(&config);
+    let admin = add_key(&config, "admin", "admin", "agency");
+    let inv = add_key(&config, "inv", "investigator", "agency");
+    let (_api, a) = serve(&config, &root);
+    let jobs_url = format!("{a}/v1/ingest/jobs");
+    let blobs = visage_cluster::blobs::S3Blobs::connect(&s3cfg).unwrap();
+    let staged = |job: i64| -> Vec<String> {
+        let under = format!("uploads/{job}/");
+        let mut v: Vec<String> = blobs
+            .list_staged()
+            .unwrap()
+            .into_iter()
+            .filter_map(|(k, _)| k.strip_prefix(&under).map(String::from))
+            .collect();
+        v.sort();
+        v
+    };
+    let read = |p: &PathBuf| std::fs::read(p).unwrap();
+    let name = |p: &PathBuf| p.file_name().unwrap().to_string_lossy().to_string();
+    // Three photos of one person, two of another, two of a third in a zip, a truncated JPEG,
+    // a text file and a manifest (refused over HTTP, as embedded).
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for f in &people[0].1[..3] {
+        files.push((name(f), read(f)));
+    }
+    for f in &people[1].1[..2] {
+        files.push((name(f), read(f)));
+    }
+    let zipped: Vec<(String, Vec<u8>)> = people[2].1[..2]
+        .iter()
+        .map(|f| (name(f), read(f)))
+        .collect();
+    files.push(("third person.zip".into(), zip_of(&zipped)));
+    let cut = read(&people[1].1[3]);
+    files.push(("cut.jpg".into(), cut[..2500].to_vec()));
+    files.push(("notes.txt".into(), b"not a photo".to_vec()));
+    files.push(("rows.csv".into(), b"path\n/etc/passwd\n".to_vec()));
+    let meta = json!({"collection": "uploads",
+                      "source": {"name": "case files", "legal_basis": "court order 7 (test)",
+                                 "jurisdiction": "FR"}});
+
+    // ---- Refusals: the policy, a bad description, an upload over the limit ----
+    let (st, v) = upload(&jobs_url, &inv, &meta, &files);
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (403, Some("policy_denied")),
+        "{v}"
+    );
+    let (st, v) = upload(
+        &jobs_url,
+        &admin,
+        &json!({"collection": "uploads", "source": {"name": "x", "legal_basis": ""}}),
+        &files,
+    );
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = upload(
+        &jobs_url,
+        &admin,
+        &json!({"collection": "uploads", "options": {"subject_from_parent": true},
+                "source": {"name": "x", "legal_basis": "y"}}),
+        &files,
+    );
+    assert_eq!(st, 400, "{v}");
+    // Over the limit: refused from the request's head, before its body is read.
+    let answer = {
+        use std::io::{Read, Write};
+        let host = a.trim_start_matches("http://");
+        let mut c = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            c,
+            "POST /v1/ingest/jobs HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {admin}\r\n\
+             Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            limit + 1
+        )
+        .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(
+        answer.starts_with("HTTP/1.1 413") && answer.contains("payload_too_large"),
+        "{answer}"
+    );
+    let list = get(&jobs_url, &admin);
+    assert_eq!(list["jobs"].as_array().map(Vec::len), Some(0), "{list}");
+
+    // ---- The OpenAPI document: the embedded one, and every path in it is served here ----
+    let (st, doc) = call("GET", &format!("{a}/v1/openapi.json"), "", None);
+    assert_eq!(st, 200);
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/v1/ingest/jobs"), "{}", paths.len());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut served = 0;
+    for (path, ops) in paths {
+        let url = format!("{a}{}", filled(path));
+        for method in ops.as_object().unwrap().keys() {
+            let req = ureq::http::Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(&url)
+                .body(())
+                .unwrap();
+            let mut res = agent.run(req).unwrap();
+            let status = res.status().as_u16();
+            let body = res.body_mut().read_to_string().unwrap_or_default();
+            assert!(
+                status != 405 && !body.contains("no such endpoint"),
+                "{method} {path} is documented but not served by the cluster API: \
+                 {status} {body}"
+            );
+            served += 1;
+        }
+    }
+    assert!(served > 40, "{served} operations");
+    assert_eq!(list["upload_limit"], limit);
+
+    // ---- An upload job: staged in the bucket, then read by a worker ----
+    let (st, job) = upload(&jobs_url, &admin, &meta, &files);
+    assert_eq!(st, 202, "{job}");
+    let id = job["id"].as_i64().unwrap();
+    assert_eq!(
+        (
+            &job["status"],
+            &job["origin"],
+            &job["files"],
+            &job["items_total"],
+            &job["created_by"]
+        ),
+        (
+            &json!("queued"),
+            &json!("upload"),
+            &json!(9),
+            &json!(9),
+            &json!("key:admin")
+        ),
+        "{job}"
+    );
+    let sent: u64 = files.iter().map(|f| f.1.len() as u64).sum();
+    assert!(job["upload_bytes"].as_u64().unwrap() >= sent, "{job}");
+    let objects = staged(id);
+    assert_eq!(
+        objects.len(),
+        8,
+        "one object per file but the manifest: {objects:?}"
+    );
+    assert!(
+        objects.iter().any(|o| o.ends_with("-third_person.zip")),
+        "{objects:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&local).unwrap().collect();
+    assert!(left.is_empty(), "the local copies are removed: {left:?}");
+
+    let mut w = worker(&config, &root.join("worker.log"));
+    assert!(w.0.wait().unwrap().success());
+    let j = wait_job(&a, &admin, id, Duration::from_secs(300));
+    assert_eq!(j["status"], "completed", "{j}");
+    assert_eq!(
+        (j["images_indexed"].as_u64(), j["duplicates"].as_u64()),
+        (Some(7), Some(0)),
+        "{j}"
+    );
+    assert_eq!(
+        counts(&j["errors_by_code"]),
+        BTreeMap::from([
+            ("corrupt_image".into(), 1),
+            ("manifest_not_allowed".into(), 1),
+            ("unsupported_format".into(), 1),
+        ]),
+        "{j}"
+    );
+    assert!(j["faces_indexed"].as_u64().unwrap() >= 6, "{j}");
+    assert!(staged(id).is_empty(), "the worker removes what it has read");
+    // The report names the files as uploaded to this job.
+    let (st, text) = {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent
+            .get(&format!("{jobs_url}/{id}/report"))
+            .header("Authorization", &format!("Bearer {admin}"))
+            .call()
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    };
+    assert_eq!(st, 200);
+    let mut locs: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["location"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    locs.sort();
+    assert_eq!(
+        locs,
+        [
+            format!("upload:{id}/00007-cut.jpg"),
+            format!("upload:{id}/00008-notes.txt"),
+            format!("upload:{id}/rows.csv"),
+        ],
+        "{text}"
+    );
+
+    // ---- Provenance: a search finds the uploaded person, named by upload and job ----
+    let (st, case) = call(
+        "POST",
+        &format!("{a}/v1/cases"),
+        &inv,
+        Some(&json!({"number": "U-1", "purpose": "fraud investigation",
+                      "legal_basis": "warrant 1", "offence_category": "fraud"})),
+    );
+    assert_eq!(st, 201, "{case}");
+    let probe = &people[0].1[4];
+    let (st, r) = call(
+        "POST",
+        &format!("{a}/v1/search"),
+        &inv,
+        Some(&json!({
+            "image_base64": base64::engine::general_purpose::STANDARD.encode(read(probe)),
+            "case_id": case["id"], "purpose": "identify the suspect (upload test)"})),
+    );
+    assert_eq!(st, 200, "{r}");
+    let top = &r["probe_faces"][0]["hits"][0];
+    let uri = top["face"]["image"]["uri"].as_str().unwrap_or_default();
+    let first: Vec<String> = people[0].1[..3].iter().map(name).collect();
+    assert!(
+        uri.starts_with(&format!("upload:{id}/"))
+            && first.iter().any(|n| uri.ends_with(n.as_str())),
+        "the top hit is an uploaded photo of the probe's person: {top}"
+    );
+    // Inside the zip, members are named after the upload.
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let member = format!("upload:{id}/00006-third_person.zip!");
+    let uris: Vec<String> = db
+        .query("SELECT uri FROM image ORDER BY uri", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let n = uris.iter().filter(|u| u.starts_with(&member)).count();
+    assert_eq!(
+        n, 2,
+        "the archive's members are named inside the upload: {uris:?}"
+    );
+
+    // ---- The same photos again: known by content; a job cancelled before it is read ----
+    let again = upload(&jobs_url, &admin, &meta, &files[..5]).1["id"]
+        .as_i64()
+        .unwrap();
+    let dropped = upload(&jobs_url, &admin, &meta, &files[5..6]).1["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(staged(dropped).len(), 1);
+    let (st, v) = call(
+        "POST",
+        &format!("{jobs_url}/{dropped}/cancel"),
+        &admin,
+        None,
+    );
+    assert_eq!((st, &v["status"]), (202, &json!("cancelled")), "{v}");
+    assert!(
+        staged(dropped).is_empty(),
+        "a cancelled job's uploads are removed at once"
+    );
+    let mut w = worker(&config, &root.join("worker2.log"));
+    assert!(w.0.wait().unwrap().success());
+    let j = wait_job(&a, &admin, again, Duration::from_secs(300));
+    assert_eq!(
+        (j["images_indexed"].as_u64(), j["duplicates"].as_u64()),
+        (Some(0), Some(5)),
+        "{j}"
+    );
+    assert!(staged(again).is_empty());
+
+    // ---- An object left behind (a worker killed after finishing): found and removed ----
+    let left_key = blobs.staged_key(&id.to_string(), "00001-left.jpg").unwrap();
+    let tmpfile = root.join("left.jpg");
+    std::fs::write(&tmpfile, &files[0].1).unwrap();
+    blobs.stage_file(&left_key, &tmpfile).unwrap();
+    db.execute(
+        "UPDATE ingest_item SET staged_key = $1 WHERE id = \
+         (SELECT MIN(id) FROM ingest_item WHERE job_id = $2)",
+        &[&left_key, &id],
+    )
+    .unwrap();
+    let (ok, v) = cluster_json(&config, &["check"]);
+    assert!(!ok, "{v}");
+    let kinds: Vec<&str> = v["inconsistencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["stale_upload"],
+        "staged uploads are not orphan blobs: {v}"
+    );
+    let (ok, v) = cluster_json(&config, &["check", "--repair"]);
+    assert!(ok, "{v}");
+    assert!(staged(id).is_empty());
+    let (ok, v) = cluster_json(&config, &["check"]);
+    assert!(ok, "{v}");
+
+    // ---- Measured on request: N LFW photos in one upload, then one worker ----
+    let Some(n) = bench else { return };
+    let photos: Vec<(String, Vec<u8>)> = all
+        .iter()
+        .flat_map(|(_, fs)| fs.iter())
+        .take(n)
+        .map(|f| (name(f), read(f)))
+        .collect();
+    let mb = photos.iter().map(|f| f.1.len()).sum::<usize>() as f64 / 1e6;
+    let t0 = std::time::Instant::now();
+    let (st, job) = upload(
+        &jobs_url,
+        &admin,
+        &json!({"collection": "bench", "source": {"name": "bench", "legal_basis": "test"}}),
+        &photos,
+    );
+    let staged_s = t0.elapsed().as_secs_f64();
+    assert_eq!(st, 202, "{job}");
+    let bid = job["id"].as_i64().unwrap();
+    let t1 = std::time::Instant::now();
+    let mut w = worker(&config, &root.join("worker-bench.log"));
+    assert!(w.0.wait().unwrap().success());
+    let j = wait_job(&a, &admin, bid, Duration::from_secs(3600));
+    let ingest_s = t1.elapsed().as_secs_f64();
+    assert_eq!(
+        j["images_indexed"].as_u64(),
+        Some(photos.len() as u64),
+        "{j}"
+    );
+    assert!(staged(bid).is_empty());
+    // The same photos from a server-side folder, for comparison.
+    let folder = root.join("bench-folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    for (i, (n, bytes)) in photos.iter().enumerate() {
+        std::fs::write(folder.join(format!("{i:05}-{n}")), bytes).unwrap();
+    }
+    let t2 = std::time::Instant::now();
+    let pid = post(
+        &jobs_url,
+        &admin,
+        &json!({"collection": "bench-path", "path": folder,
+                "source": {"name": "bench", "legal_basis": "test"}}),
+    )["id"]
+        .as_i64()
+        .unwrap();
+    let mut w = worker(&config, &root.join("worker-bench-path.log"));
+    assert!(w.0.wait().unwrap().success());
+    let j = wait_job(&a, &admin, pid, Duration::from_secs(3600));
+    let path_s = t2.elapsed().as_secs_f64();
+    assert_eq!(
+        j["images_indexed"].as_u64(),
+        Some(photos.len() as u64),
+        "{j}"
+    );
+    eprintln!(
+        "upload bench: the same photos from a server-side folder: {path_s:.1} s ({:.1} images/s)",
+        photos.len() as f64 / path_s
+    );
+    eprintln!(
+        "upload bench: {} photos, {mb:.1} MB: accepted (received + staged in the bucket) in \
+         {staged_s:.1} s ({:.1} MB/s, {:.0} files/s); one worker ingested them in {ingest_s:.1} s \
+         ({:.1} images/s)",
+        photos.len(),
+        mb / staged_s,
+        photos.len() as f64 / staged_s,
+        photos.len() as f64 / ingest_s
+    );
 }

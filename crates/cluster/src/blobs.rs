@@ -1,6 +1,8 @@
 //! Blobs (face crops, thumbnails, originals) in an S3-compatible bucket, named by sha256.
 //!
 //! Object key: `{prefix}{sha[0..2]}/{sha}` (the prefix is used as given; `""` for none).
+//! Uploads staged for the ingest workers live beside them, under `{prefix}uploads/{token}/`
+//! (`stage_file`, `fetch_staged`, `delete_staged`, `list_staged`); `list` leaves them out.
 //! The API is synchronous: each call runs on a private tokio runtime (2 worker threads) owned
 //! by the `S3Blobs`, and the calling thread waits on a std channel, so it works from any
 //! thread, including a worker thread of another tokio runtime (no nested `block_on`).
@@ -183,7 +185,11 @@ impl S3Blobs {
 
     /// Ok when absent.
     pub fn delete(&self, sha: &str) -> Result<()> {
-        let key = self.key(sha)?;
+        self.delete_key(self.key(sha)?)
+    }
+
+    /// Removes the object `key`; Ok when absent.
+    fn delete_key(&self, key: Path) -> Result<()> {
         let store = self.store.clone();
         let k = key.clone();
         self.run(async move {
@@ -196,8 +202,8 @@ impl S3Blobs {
         .with_context(|| self.ctx("DELETE", &key))
     }
 
-    /// (sha256, size) of every blob under the prefix: every object whose key starts with the
-    /// prefix, named by the last segment of its key.
+    /// (sha256, size) of every blob under the prefix: the objects named as `put` names them
+    /// (staged uploads and foreign objects are left out).
     pub fn list(&self) -> Result<Vec<(String, u64)>> {
         let store = self.store.clone();
         let dir = self.list_dir();
@@ -208,11 +214,11 @@ impl S3Blobs {
                 let mut stream = store.list(dir.as_ref());
                 while let Some(meta) = stream.next().await {
                     let meta = meta?;
-                    if !meta.location.as_ref().starts_with(&prefix) {
+                    let Some(rest) = meta.location.as_ref().strip_prefix(&prefix) else {
                         continue;
-                    }
-                    if let Some(name) = meta.location.filename() {
-                        out.push((name.to_string(), meta.size));
+                    };
+                    if let Some(sha) = blob_name(rest) {
+                        out.push((sha.to_string(), meta.size));
                     }
                 }
                 Ok::<_, object_store::Error>(out)
@@ -225,6 +231,150 @@ impl S3Blobs {
                 )
             })?;
         Ok(listed)
+    }
+
+    /// The key of a staged upload: `{prefix}uploads/{token}/{name}`. `token` and `name` are
+    /// `[A-Za-z0-9._-]`, not starting with a dot.
+    pub fn staged_key(&self, token: &str, name: &str) -> Result<String> {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with('.')
+                && s.len() <= 200
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        };
+        if !ok(token) || !ok(name) {
+            bail!("invalid staged upload name {token:?}/{name:?}");
+        }
+        Ok(format!("{}{STAGED_DIR}/{token}/{name}", self.prefix))
+    }
+
+    /// A key of a staged upload, checked to lie under this prefix's `uploads/`.
+    fn staged_path(&self, key: &str) -> Result<Path> {
+        let under = format!("{}{STAGED_DIR}/", self.prefix);
+        if !key.starts_with(&under) {
+            bail!("{key:?} is not a staged upload of this bucket (under {under:?})");
+        }
+        match Path::parse(key) {
+            Ok(p) if p.as_ref() == key => Ok(p),
+            _ => bail!("invalid staged upload key {key:?}"),
+        }
+    }
+
+    /// Copies the local file `from` to the staged upload `key`: one PUT up to 8 MiB, a
+    /// multipart upload in 8 MiB parts above (aborted on error). Returns the bytes copied.
+    pub fn stage_file(&self, key: &str, from: &std::path::Path) -> Result<u64> {
+        use std::io::Read;
+        let path = self.staged_path(key)?;
+        let mut file = std::fs::File::open(from)
+            .with_context(|| format!("cannot open the staged file {}", from.display()))?;
+        let mut read_piece = |buf: &mut Vec<u8>| -> Result<()> {
+            buf.clear();
+            (&mut file)
+                .take(STAGE_CHUNK as u64)
+                .read_to_end(buf)
+                .with_context(|| format!("cannot read {}", from.display()))?;
+            Ok(())
+        };
+        let mut first = Vec::with_capacity(STAGE_CHUNK);
+        read_piece(&mut first)?;
+        let store = self.store.clone();
+        let p = path.clone();
+        if first.len() < STAGE_CHUNK {
+            let n = first.len() as u64;
+            self.run(async move { store.put(&p, PutPayload::from(first)).await })
+                .and_then(|r| r.map_err(anyhow::Error::from))
+                .with_context(|| self.ctx("PUT", &path))?;
+            return Ok(n);
+        }
+        let mut w = self
+            .run(async move { store.put_multipart(&p).await })
+            .and_then(|r| r.map_err(anyhow::Error::from))
+            .map(|u| object_store::WriteMultipart::new_with_chunk_size(u, STAGE_CHUNK))
+            .with_context(|| self.ctx("multipart PUT", &path))?;
+        let mut total = 0u64;
+        let mut piece = first;
+        loop {
+            if piece.is_empty() {
+                return self
+                    .run(async move { w.finish().await })
+                    .and_then(|r| r.map_err(anyhow::Error::from))
+                    .map(|_| total)
+                    .with_context(|| self.ctx("multipart PUT", &path));
+            }
+            total += piece.len() as u64;
+            // Written inside the runtime (the parts are sent by tasks it spawns); at most 4
+            // parts in flight, then the next piece is read.
+            let (back, buf, r) = self.run(async move {
+                w.write(&piece);
+                let r = w.wait_for_capacity(4).await;
+                (w, piece, r)
+            })?;
+            w = back;
+            piece = buf;
+            if let Err(e) = r
+                .map_err(anyhow::Error::from)
+                .and_then(|_| read_piece(&mut piece))
+            {
+                let _ = self.run(async move { w.abort().await });
+                return Err(e.context(self.ctx("multipart PUT", &path)));
+            }
+        }
+    }
+
+    /// Copies the staged upload `key` into the local file `to` (created or truncated).
+    /// Returns the bytes copied, or `None` when the object is gone.
+    pub fn fetch_staged(&self, key: &str, to: &std::path::Path) -> Result<Option<u64>> {
+        use std::io::Write;
+        let path = self.staged_path(key)?;
+        let mut file =
+            std::fs::File::create(to).with_context(|| format!("cannot create {}", to.display()))?;
+        let store = self.store.clone();
+        let p = path.clone();
+        self.run(async move {
+            let mut stream = match store.get(&p).await {
+                Ok(r) => r.into_stream(),
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(anyhow::Error::from(e)),
+            };
+            let mut total = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                total += chunk.len() as u64;
+                file.write_all(&chunk)?;
+            }
+            // A working copy, read at once and removed after: not synced to disk.
+            Ok(Some(total))
+        })
+        .and_then(|r| r)
+        .with_context(|| self.ctx("GET", &path))
+    }
+
+    /// Removes a staged upload; Ok when absent.
+    pub fn delete_staged(&self, key: &str) -> Result<()> {
+        self.delete_key(self.staged_path(key)?)
+    }
+
+    /// Every staged upload: (key, last modified as Unix seconds).
+    pub fn list_staged(&self) -> Result<Vec<(String, i64)>> {
+        let store = self.store.clone();
+        let dir = format!("{}{STAGED_DIR}", self.prefix);
+        let dir = Path::parse(&dir).with_context(|| format!("S3 prefix {dir:?}"))?;
+        let d = dir.clone();
+        self.run(async move {
+            let mut out = Vec::new();
+            let mut stream = store.list(Some(&d));
+            while let Some(meta) = stream.next().await {
+                let meta = meta?;
+                out.push((
+                    meta.location.as_ref().to_string(),
+                    meta.last_modified.timestamp(),
+                ));
+            }
+            Ok::<_, object_store::Error>(out)
+        })
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| format!("S3 LIST of {dir} in bucket {:?}", self.bucket))
     }
 
     fn key(&self, sha: &str) -> Result<Path> {
@@ -264,6 +414,18 @@ impl S3Blobs {
     }
 }
 
+/// Staged uploads' folder under the prefix.
+const STAGED_DIR: &str = "uploads";
+
+/// Staged uploads are copied in pieces of this size (S3 multipart parts must be >= 5 MiB).
+const STAGE_CHUNK: usize = 8 << 20;
+
+/// The sha256 a blob key names, given the key without the prefix: `{sha[0..2]}/{sha}`.
+fn blob_name(rest: &str) -> Option<&str> {
+    let (dir, sha) = rest.split_once('/')?;
+    (check_sha(sha).is_ok() && dir == &sha[..2]).then_some(sha)
+}
+
 /// Runs `fut` on `rt` and waits for it on a std channel (never `block_on`: the caller may be
 /// inside another runtime).
 fn run_on<F, T>(rt: &tokio::runtime::Runtime, fut: F) -> Result<T>
@@ -300,6 +462,16 @@ mod tests {
         assert!(check_sha(&"g".repeat(64)).is_err());
         assert!(check_sha("../etc/passwd").is_err());
         assert!(check_sha("").is_err());
+    }
+
+    #[test]
+    fn only_blob_keys_are_blobs() {
+        let sha = "ab".repeat(32);
+        assert_eq!(blob_name(&format!("ab/{sha}")), Some(sha.as_str()));
+        assert_eq!(blob_name(&format!("cd/{sha}")), None);
+        assert_eq!(blob_name(&format!("uploads/tok/{sha}")), None);
+        assert_eq!(blob_name("uploads/tok/00001-photo.jpg"), None);
+        assert_eq!(blob_name(&sha), None);
     }
 
     #[test]

@@ -39,6 +39,16 @@ pub struct ClusterConfig {
     /// minute, for all API processes together (default 20).
     #[serde(default)]
     pub public_per_minute: Option<u32>,
+    /// Largest upload an API process takes for an ingest job (multipart
+    /// `POST /v1/ingest/jobs`), bytes (default 2 GiB, as `visage serve --upload-limit`);
+    /// 0: no uploads, jobs name server-side paths only.
+    #[serde(default)]
+    pub upload_limit: Option<u64>,
+    /// Local folder where an API process receives an upload before copying it to the
+    /// bucket's `uploads/` (default: the system's temporary folder). Needs room for the
+    /// uploads received at once.
+    #[serde(default)]
+    pub upload_dir: Option<PathBuf>,
 }
 
 impl ClusterConfig {

@@ -21,10 +21,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (8, include_str!("migrations/0008_accounts.sql")),
     (9, include_str!("migrations/0009_rate_limits.sql")),
     (10, include_str!("migrations/0010_job_view.sql")),
+    (11, include_str!("migrations/0011_staged_uploads.sql")),
 ];
 
 /// Newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 10;
+pub const SCHEMA_VERSION: i32 = 11;
 
 /// Key of the advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK: i64 = 0x7669_7361_6765_0001;

@@ -60,9 +60,27 @@ pub struct JobStatus {
 pub struct Claimed {
     pub id: i64,
     pub job_id: i64,
+    /// A path the workers read, or for an upload what reports and provenance show
+    /// (`upload:{job}/{name}`).
     pub location: String,
     pub kind: InputKind,
     pub attempts: i32,
+    /// An upload's object in the bucket (`S3Blobs::fetch_staged`), removed once the item ends.
+    pub staged_key: Option<String>,
+}
+
+/// An input listed for the queue: a path, or an upload staged in the bucket.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The path, or what reports show for an upload (`upload_location`).
+    pub location: String,
+    pub kind: InputKind,
+    pub staged_key: Option<String>,
+}
+
+/// What reports and provenance show for the upload `name` of job `job`.
+pub fn upload_location(job: i64, name: &str) -> String {
+    format!("upload:{job}/{name}")
 }
 
 /// How an item ended.
@@ -141,13 +159,64 @@ pub fn enqueue_with(
     args: serde_json::Value,
     also: impl FnOnce(&mut postgres::Transaction<'_>, i64) -> Result<()>,
 ) -> Result<i64> {
+    let Inputs { files, skipped } = list_inputs(inputs)?;
+    let abs = |p: &Path| std::path::absolute(p).map(|a| a.display().to_string());
+    let listed = files
+        .iter()
+        .map(|(p, kind)| {
+            Ok(Listed {
+                location: abs(p)?,
+                kind: *kind,
+                staged_key: None,
+            })
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let refused = skipped
+        .iter()
+        .map(|(p, why)| {
+            Ok(ItemFailure {
+                location: abs(p)?,
+                code: "skipped".into(),
+                message: why.clone(),
+            })
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    enqueue_listed(
+        pool, None, collection, source, &listed, &refused, args, also,
+    )
+}
+
+/// A job id for `enqueue_listed`, taken before the job exists (uploads are staged under it).
+pub fn reserve_job_id(pool: &Pool) -> Result<i64> {
+    Ok(pool
+        .get()?
+        .query_one(
+            "SELECT nextval(pg_get_serial_sequence('ingest_job', 'id'))",
+            &[],
+        )?
+        .get(0))
+}
+
+/// Queues a job of inputs already listed, in one transaction, with the id `id` (from
+/// `reserve_job_id`) or a new one. `refused` are queued as failed items with their code
+/// (not read: a folder walk's skipped entries, uploads refused on arrival).
+#[allow(clippy::too_many_arguments)]
+pub fn enqueue_listed(
+    pool: &Pool,
+    id: Option<i64>,
+    collection: &str,
+    source: &NewSource,
+    items: &[Listed],
+    refused: &[ItemFailure],
+    args: serde_json::Value,
+    also: impl FnOnce(&mut postgres::Transaction<'_>, i64) -> Result<()>,
+) -> Result<i64> {
     if collection.trim().is_empty() {
         bail!("a collection needs a name");
     }
     if source.name.trim().is_empty() {
         bail!("the source needs a name");
     }
-    let Inputs { files, skipped } = list_inputs(inputs)?;
     let mut c = pool.get()?;
     let mut tx = c.transaction()?;
     let t = now();
@@ -158,31 +227,27 @@ pub fn enqueue_with(
     });
     let job: i64 = tx
         .query_one(
-            "INSERT INTO ingest_job (collection, source, args, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, 'queued', $4, $4) RETURNING id",
-            &[&collection, &src, &args, &t],
+            "INSERT INTO ingest_job (id, collection, source, args, status, created_at,              updated_at) VALUES (COALESCE($5, nextval(pg_get_serial_sequence('ingest_job',              'id'))), $1, $2, $3, 'queued', $4, $4) RETURNING id",
+            &[&collection, &src, &args, &t, &id],
         )?
         .get(0);
-    let abs = |p: &Path| std::path::absolute(p).map(|a| a.display().to_string());
-    for chunk in files.chunks(1000) {
-        let locs: Vec<String> = chunk
-            .iter()
-            .map(|(p, _)| abs(p))
-            .collect::<std::io::Result<_>>()?;
-        let kinds: Vec<&str> = chunk.iter().map(|(_, k)| k.as_str()).collect();
+    for chunk in items.chunks(1000) {
+        let locs: Vec<&str> = chunk.iter().map(|i| i.location.as_str()).collect();
+        let kinds: Vec<&str> = chunk.iter().map(|i| i.kind.as_str()).collect();
+        let keys: Vec<Option<&str>> = chunk.iter().map(|i| i.staged_key.as_deref()).collect();
         tx.execute(
-            "INSERT INTO ingest_item (job_id, location, kind, updated_at) \
-             SELECT $1, loc, kind, $2 FROM unnest($3::text[], $4::text[]) AS u(loc, kind)",
-            &[&job, &t, &locs, &kinds],
+            "INSERT INTO ingest_item (job_id, location, kind, staged_key, updated_at) \
+             SELECT $1, loc, kind, key, $2 \
+             FROM unnest($3::text[], $4::text[], $5::text[]) AS u(loc, kind, key)",
+            &[&job, &t, &locs, &kinds, &keys],
         )?;
     }
-    for (p, why) in &skipped {
-        let loc = abs(p)?;
+    for f in refused {
         tx.execute(
             "INSERT INTO ingest_item (job_id, location, status, outcome, error_code, error, \
              units, units_known, units_failed, updated_at) \
-             VALUES ($1, $2, 'failed', 'failed', 'skipped', $3, 1, 0, 1, $4)",
-            &[&job, &loc, why, &t],
+             VALUES ($1, $2, 'failed', 'failed', $3, $4, 1, 0, 1, $5)",
+            &[&job, &f.location, &f.code, &f.message, &t],
         )?;
     }
     also(&mut tx, job)?;
@@ -240,7 +305,7 @@ pub fn claim(pool: &Pool, worker: &str, n: usize, lease_s: i64) -> Result<Vec<Cl
          WHERE id IN (SELECT id FROM ingest_item \
                       WHERE status = 'queued' OR (status = 'claimed' AND lease_until < $3) \
                       ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-         RETURNING id, job_id, location, kind, attempts",
+         RETURNING id, job_id, location, kind, attempts, staged_key",
         &[&worker, &(t + lease_s), &t, &(n as i64)],
     )?;
     let claimed: Vec<Claimed> = rows
@@ -251,6 +316,7 @@ pub fn claim(pool: &Pool, worker: &str, n: usize, lease_s: i64) -> Result<Vec<Cl
             location: r.get(2),
             kind: InputKind::parse(r.get(3)).unwrap_or(InputKind::File),
             attempts: r.get(4),
+            staged_key: r.get(5),
         })
         .collect();
     if !claimed.is_empty() {
@@ -612,4 +678,63 @@ pub fn release(pool: &Pool, worker: &str, id: i64) -> Result<()> {
         &[&id, &worker, &now()],
     )?;
     Ok(())
+}
+
+/// Staged uploads of items that have ended (done, failed, cancelled), of job `job` or of
+/// every job: (item id, object key). Their objects are no longer needed.
+pub fn ended_staged(pool: &Pool, job: Option<i64>) -> Result<Vec<(i64, String)>> {
+    Ok(pool
+        .get()?
+        .query(
+            "SELECT id, staged_key FROM ingest_item WHERE staged_key IS NOT NULL \
+             AND status IN ('done', 'failed') AND ($1::BIGINT IS NULL OR job_id = $1) \
+             ORDER BY id LIMIT 10000",
+            &[&job],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Forgets the staged objects of ended items once they are removed from the bucket.
+pub fn clear_staged(pool: &Pool, items: &[i64]) -> Result<()> {
+    if !items.is_empty() {
+        pool.get()?.execute(
+            "UPDATE ingest_item SET staged_key = NULL WHERE id = ANY($1) \
+             AND status IN ('done', 'failed')",
+            &[&items],
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether an item still needs the staged object `key` (queued or claimed).
+pub fn staged_in_use(pool: &Pool, key: &str) -> Result<bool> {
+    Ok(pool
+        .get()?
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM ingest_item WHERE staged_key = $1 \
+             AND status IN ('queued', 'claimed'))",
+            &[&key],
+        )?
+        .get(0))
+}
+
+/// Removes the staged objects of ended items (of job `job`, or of every job) from the bucket
+/// and forgets them. Returns how many were removed; a failure is left for the next sweep.
+pub fn sweep_staged(pool: &Pool, blobs: &crate::blobs::S3Blobs, job: Option<i64>) -> Result<u64> {
+    let mut removed = 0;
+    loop {
+        let ended = ended_staged(pool, job)?;
+        if ended.is_empty() {
+            return Ok(removed);
+        }
+        let mut done = Vec::new();
+        for (id, key) in &ended {
+            blobs.delete_staged(key)?;
+            done.push(*id);
+        }
+        clear_staged(pool, &done)?;
+        removed += done.len() as u64;
+    }
 }

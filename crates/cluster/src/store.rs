@@ -78,6 +78,10 @@ pub struct ClusterStore {
     ensured: Mutex<HashSet<i64>>,
 }
 
+/// A staged upload that no item names yet is left alone this long (seconds): the API
+/// process that staged it may still be queueing its job.
+pub const STAGED_GRACE_S: i64 = 3600;
+
 /// What `ClusterStore::check` found (and repaired).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ClusterCheck {
@@ -444,6 +448,50 @@ impl ClusterStore {
         }
     }
 
+    /// Staged uploads (`uploads/` in the bucket) no open item needs: those of ended items
+    /// (a worker died between finishing and removing, or the job was cancelled and no worker
+    /// has swept since), and objects of no item older than `STAGED_GRACE_S` (an API process
+    /// stopped between staging and queueing). With `repair`, removed.
+    fn check_staged(&self, repair: bool, report: &mut ClusterCheck) -> Result<()> {
+        let t = visage_gallery::gallery::now();
+        for (key, modified) in self.blobs.list_staged()? {
+            let (open, known): (bool, bool) = self
+                .pg
+                .get()?
+                .query_one(
+                    "SELECT COALESCE(bool_or(status IN ('queued', 'claimed')), false),                      COUNT(*) > 0 FROM ingest_item WHERE staged_key = $1",
+                    &[&key],
+                )
+                .map(|r| (r.get(0), r.get(1)))?;
+            if open || (!known && t - modified < STAGED_GRACE_S) {
+                continue;
+            }
+            let mut f = Finding {
+                kind: "stale_upload",
+                detail: format!(
+                    "staged upload {key} is needed by no queued item ({})",
+                    if known {
+                        "its item has ended"
+                    } else {
+                        "no item names it"
+                    }
+                ),
+                repaired: false,
+            };
+            if repair {
+                self.blobs.delete_staged(&key)?;
+                self.pg.get()?.execute(
+                    "UPDATE ingest_item SET staged_key = NULL WHERE staged_key = $1 \
+                     AND status IN ('done', 'failed')",
+                    &[&key],
+                )?;
+                f.repaired = true;
+            }
+            report.inconsistencies.push(f);
+        }
+        Ok(())
+    }
+
     /// Compares rows, blobs and vector points; with `repair`, removes orphans (blobs and
     /// points no row uses), re-creates missing points from the stored vectors, finishes owed
     /// deletions, and drops faces whose crop is gone (they can no longer be shown).
@@ -529,6 +577,7 @@ impl ClusterStore {
             }
             report.inconsistencies.push(f);
         }
+        self.check_staged(repair, &mut report)?;
         if let Vectors::Qdrant(q) = &self.vectors {
             let mut c = self.pg.get()?;
             let colls: Vec<(i64, i32)> = c

@@ -196,6 +196,11 @@ fn thread_loop(
             queue::claim(store.pool(), name, opts.batch.max(1), opts.lease_s)
         })?;
         if claimed.is_empty() {
+            // Idle: remove the uploads of items that ended without their worker removing
+            // them (cancelled, given up, a worker that died after finishing).
+            if let Err(e) = queue::sweep_staged(store.pool(), store.blobs(), None) {
+                tracing::warn!(error = ?e, "cannot remove staged uploads of ended items");
+            }
             if opts.exit_when_idle
                 && retry("counting open items", stop, || {
                     queue::open_items(store.pool())
@@ -225,16 +230,7 @@ fn thread_loop(
                     refused_item(code, message)
                 }
                 Setup::Ready(ctx) => {
-                    // A long input (an archive, a video) keeps its claims alive while it runs.
-                    let mut last_extend = Instant::now();
-                    let mut keep_lease = || -> Result<()> {
-                        if last_extend.elapsed().as_secs() as i64 >= (opts.lease_s / 3).max(1) {
-                            queue::extend(store.pool(), name, &held, opts.lease_s)?;
-                            last_extend = Instant::now();
-                        }
-                        Ok(())
-                    };
-                    match process(store, p, ctx, &item, stop, &mut keep_lease) {
+                    match run_item(store, p, ctx, &item, opts, name, &held, stop) {
                         Ok(Some(r)) => r,
                         Ok(None) => {
                             // Stopped half way: back to the queue at once; what was stored
@@ -262,6 +258,16 @@ fn thread_loop(
                 queue::finish(store.pool(), name, item.id, &r)
             })?;
             held.retain(|i| *i != item.id);
+            if let (true, Some(key)) = (mine, &item.staged_key) {
+                // The upload has served: removed now (else by an idle worker's sweep).
+                let gone = store
+                    .blobs()
+                    .delete_staged(key)
+                    .and_then(|_| queue::clear_staged(store.pool(), &[item.id]));
+                if let Err(e) = gone {
+                    tracing::warn!(item = item.id, error = ?e, "cannot remove a staged upload");
+                }
+            }
             retry("extending leases", stop, || {
                 queue::extend(store.pool(), name, &held, opts.lease_s)
             })?;
@@ -283,6 +289,99 @@ fn thread_loop(
         }
     }
     Ok(())
+}
+
+/// One item of a job this worker can run: read from its path, or from a local copy of its
+/// upload, while the claims on `held` are kept alive. `None`: stopped half way; `Err`: the
+/// storage failed (the item goes back to the queue).
+#[allow(clippy::too_many_arguments)]
+fn run_item(
+    store: &ClusterStore,
+    p: &FacePipeline,
+    ctx: &mut JobCtx,
+    item: &Claimed,
+    opts: &WorkerOptions,
+    name: &str,
+    held: &[i64],
+    stop: &AtomicBool,
+) -> Result<Option<ItemResult>> {
+    let (_copy, path) = match local_input(store, item)? {
+        Local::Path(dir, path) => (dir, path),
+        Local::Gone(r) => return Ok(Some(*r)),
+    };
+    // A long input (an archive, a video) keeps its claims alive while it runs.
+    let mut last_extend = Instant::now();
+    let mut keep_lease = || -> Result<()> {
+        if last_extend.elapsed().as_secs() as i64 >= (opts.lease_s / 3).max(1) {
+            queue::extend(store.pool(), name, held, opts.lease_s)?;
+            last_extend = Instant::now();
+        }
+        Ok(())
+    };
+    process(store, p, ctx, item, &path, stop, &mut keep_lease)
+}
+
+/// Where a claimed item is read from.
+enum Local {
+    /// Its path: the queued path, or a copy of its upload in a temporary folder (removed
+    /// when dropped).
+    Path(Option<tempfile::TempDir>, std::path::PathBuf),
+    /// Its upload is gone from the bucket: the item fails with this result.
+    Gone(Box<ItemResult>),
+}
+
+/// The local path of `item`: its own, or for an upload a fresh copy of the staged object
+/// (named as staged, so its extension still tells its kind).
+fn local_input(store: &ClusterStore, item: &Claimed) -> Result<Local> {
+    let Some(key) = &item.staged_key else {
+        return Ok(Local::Path(None, item.location.clone().into()));
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("visage-upload-")
+        .tempdir()?;
+    let name = key.rsplit('/').next().unwrap_or("upload");
+    let path = dir.path().join(name);
+    match store.blobs().fetch_staged(key, &path)? {
+        Some(_) => Ok(Local::Path(Some(dir), path)),
+        None => Ok(Local::Gone(Box::new(refused_item(
+            "upload_missing",
+            &format!("the staged upload {key} is no longer in the bucket"),
+        )))),
+    }
+}
+
+/// Shows `local` (the path of a temporary copy) as `shown` in what a unit reports: its
+/// image's URI, a video's frames and marker, a failure's location. Those start with the
+/// path, or for an archive's members and a WARC's records with the file's name
+/// (`name!member`, `name#offset`).
+fn relocate(unit: &mut ItemOutcome, local: &Path, shown: &str) {
+    let path = local.display().to_string();
+    let name = local
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let fix = |s: &mut String| {
+        let rest = s.strip_prefix(path.as_str()).or_else(|| {
+            s.strip_prefix(name.as_str())
+                .filter(|r| r.is_empty() || r.starts_with(['!', '#']))
+        });
+        if let Some(rest) = rest {
+            *s = format!("{shown}{rest}");
+        }
+    };
+    match unit {
+        ItemOutcome::Known => {}
+        ItemOutcome::Failed(f) => fix(&mut f.location),
+        ItemOutcome::Image(img, _) => img.uri.iter_mut().for_each(fix),
+        ItemOutcome::Video(v) => {
+            for f in v.frames.iter_mut().chain(std::iter::once(&mut v.marker)) {
+                f.uri.iter_mut().for_each(fix);
+            }
+            if let Some(w) = &mut v.warning {
+                fix(&mut w.location);
+            }
+        }
+    }
 }
 
 /// How long a queue operation is retried while PostgreSQL is unreachable (a restart, a
@@ -332,9 +431,12 @@ fn process(
     p: &FacePipeline,
     ctx: &mut JobCtx,
     item: &Claimed,
+    path: &Path,
     stop: &AtomicBool,
     keep_lease: &mut dyn FnMut() -> Result<()>,
 ) -> Result<Option<ItemResult>> {
+    // An upload's copy is shown as the item's location.
+    let shown = (item.staged_key.is_some()).then_some(item.location.as_str());
     let mut r = ItemResult::default();
     let mut stored_new = 0usize;
     let mut stopped = false;
@@ -342,7 +444,10 @@ fn process(
     // `fresh` and checked again at store time.
     let analysed = ctx.supp.generation;
     let mut fresh: Option<SuppressionList> = None;
-    let mut each = |unit: ItemOutcome| -> Result<ControlFlow<()>> {
+    let mut each = |mut unit: ItemOutcome| -> Result<ControlFlow<()>> {
+        if let Some(shown) = shown {
+            relocate(&mut unit, path, shown);
+        }
         r.units += 1;
         // The embedded ingest's counters, counted as it counts them.
         let c = &mut r.counts;
@@ -418,7 +523,7 @@ fn process(
     let done = process_input(
         store,
         p,
-        Path::new(&item.location),
+        path,
         item.kind,
         ctx.collection_id,
         &ctx.source,
@@ -513,6 +618,35 @@ fn store_checked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relocate_names_the_upload() {
+        use visage_engine::ingest::ItemFailure;
+        let local = Path::new("/tmp/visage-upload-x/00002-a.zip");
+        let shown = "upload:7/00002-a.zip";
+        let failed = |loc: &str| {
+            ItemOutcome::Failed(ItemFailure {
+                location: loc.into(),
+                code: "c".into(),
+                message: "m".into(),
+            })
+        };
+        for (loc, want) in [
+            ("/tmp/visage-upload-x/00002-a.zip", shown.to_string()),
+            ("00002-a.zip!b/c.jpg", format!("{shown}!b/c.jpg")),
+            ("00002-a.zip#120", format!("{shown}#120")),
+            // Not this file's: left alone.
+            ("00002-a.zipper!x", "00002-a.zipper!x".into()),
+            ("/elsewhere/00002-a.zip", "/elsewhere/00002-a.zip".into()),
+        ] {
+            let mut u = failed(loc);
+            relocate(&mut u, local, shown);
+            let ItemOutcome::Failed(f) = u else {
+                unreachable!()
+            };
+            assert_eq!(f.location, want, "{loc}");
+        }
+    }
 
     #[test]
     fn retry_rides_out_failures_then_gives_up() {

@@ -170,6 +170,8 @@ fn cluster_config(test: &str, qdrant: Option<String>) -> Option<ClusterConfig> {
         operator_org: None,
         login_per_minute: None,
         public_per_minute: None,
+        upload_limit: None,
+        upload_dir: None,
     })
 }
 

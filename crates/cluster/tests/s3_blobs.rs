@@ -99,11 +99,22 @@ fn keys_are_sharded_under_the_prefix() {
     assert_eq!(dashed.list().unwrap(), vec![(sha(&y), 2)]);
     assert_eq!(nested.get(&sha(&y)).unwrap(), None);
     assert_eq!(dashed.get(&sha(&x)).unwrap().as_deref(), None);
-    // ... the empty prefix sees the whole bucket, named by the last key segment ...
-    assert_eq!(
-        sorted(root.list().unwrap()),
-        sorted(vec![(sha(&x), 1), (sha(&y), 2), (sha(&z), 3)])
-    );
+    // ... the empty prefix too: blobs are the keys named `{sha[0..2]}/{sha}` right under the
+    // prefix, not other prefixes' keys nor staged uploads ...
+    let staged = root.staged_key("12", "00001-photo.jpg").unwrap();
+    assert_eq!(staged, "uploads/12/00001-photo.jpg");
+    let local = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(local.path(), b"a photo").unwrap();
+    assert_eq!(root.stage_file(&staged, local.path()).unwrap(), 7);
+    assert_eq!(root.list().unwrap(), vec![(sha(&z), 3)]);
+    let listed: Vec<String> = root
+        .list_staged()
+        .unwrap()
+        .into_iter()
+        .map(|k| k.0)
+        .collect();
+    assert_eq!(listed, std::slice::from_ref(&staged));
+    root.delete_staged(&staged).unwrap();
     // ... and the keys are `{prefix}{sha[0..2]}/{sha}`, as another S3 client sees them.
     let mut expected: Vec<String> = [("visage/blobs/", &x), ("visage/blobs-", &y), ("", &z)]
         .iter()
@@ -262,4 +273,63 @@ fn postgres_databases_and_stop_on_drop() {
         port_closed(port),
         "PostgreSQL still listening on {port} after drop"
     );
+}
+
+/// Staged uploads (`uploads/{job}/{name}`): a file over one 8 MiB piece goes up as a
+/// multipart upload and comes back byte for byte; a removed one reads as gone; keys outside
+/// `uploads/` or with unsafe names are refused.
+#[test]
+fn staged_uploads_round_trip() {
+    let Some(server) = s3() else { return };
+    let cfg = S3Config {
+        prefix: "v/".into(),
+        ..server.create_bucket("staged").unwrap()
+    };
+    let blobs = S3Blobs::connect(&cfg).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..(20u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let src = dir.path().join("big.bin");
+    std::fs::write(&src, &big).unwrap();
+    let key = blobs.staged_key("5", "00001-big.bin").unwrap();
+    assert_eq!(key, "v/uploads/5/00001-big.bin");
+    assert_eq!(blobs.stage_file(&key, &src).unwrap(), big.len() as u64);
+    let back = dir.path().join("back.bin");
+    assert_eq!(
+        blobs.fetch_staged(&key, &back).unwrap(),
+        Some(big.len() as u64)
+    );
+    assert!(std::fs::read(&back).unwrap() == big, "the same bytes");
+    // An empty file is an object too.
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let k2 = blobs.staged_key("5", "00002-empty").unwrap();
+    assert_eq!(blobs.stage_file(&k2, &empty).unwrap(), 0);
+    let mut keys: Vec<String> = blobs
+        .list_staged()
+        .unwrap()
+        .into_iter()
+        .map(|k| k.0)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, [key.clone(), k2.clone()]);
+    assert!(blobs.list().unwrap().is_empty(), "uploads are not blobs");
+    for k in [&key, &k2] {
+        blobs.delete_staged(k).unwrap();
+    }
+    assert_eq!(blobs.fetch_staged(&key, &back).unwrap(), None);
+    blobs.delete_staged(&key).unwrap();
+    // Names that could leave `uploads/`, and keys of other places, are refused.
+    for (job, name) in [
+        ("5", "../x"),
+        ("..", "a"),
+        ("5", ".hidden"),
+        ("5", "a/b"),
+        ("", "a"),
+    ] {
+        assert!(blobs.staged_key(job, name).is_err(), "{job}/{name}");
+    }
+    for k in ["uploads/5/a", "v/ab/cd", "v/uploads/../ab/cd"] {
+        assert!(blobs.delete_staged(k).is_err(), "{k}");
+        assert!(blobs.fetch_staged(k, &back).is_err(), "{k}");
+    }
 }

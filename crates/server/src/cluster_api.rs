@@ -8,7 +8,8 @@
 //! every search, verification and refusal lands in the cluster's audit log (PostgreSQL, the
 //! governance format: `visage cluster audit-export` + `visage audit verify --file`).
 //!
-//! Served: health, stats, ingest jobs by server-side path (the embedded API's body), cases
+//! Served: health, stats, ingest jobs by server-side path or by upload (the embedded API's
+//! bodies; uploads are staged in the bucket for the workers, docs/CLUSTER.md "Uploads"), cases
 //! (open, list, show, close, report as JSON or HTML), photo and video search, search by
 //! stored face, 1:1 verification, faces (read, thumbnail, delete), collections and subjects
 //! (the embedded handlers of `crate::catalog`, through `CatalogHost`), the organisation's audit
@@ -21,7 +22,7 @@
 //! login with sessions shared by every process, users and their keys, the policy in force
 //! (`crate::accounts_api` through `cluster_accounts.rs`), and the web app (`crate::web`, the
 //! same pages: the collections page shows the queue's jobs in the embedded job view, with
-//! cancel and report; no uploads, see docs/CLUSTER.md "Known gaps").
+//! cancel and report, and both ingest forms).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, Query, Request, State};
+use axum::handler::Handler;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -51,7 +53,7 @@ use crate::gov_api::{
     erasure_target, int_id, operator_only_refusal, report_event, report_html, AuditPage,
     AuditQuery,
 };
-use crate::jobs::{resolve_under_roots, PathJobJson};
+use crate::jobs::resolve_under_roots;
 use crate::public::{
     access_event, access_summary, add_thumbnails, engine_error, new_request_id, opt_out_event,
     opt_out_summary, read_request, valid_request_id, RequestStatus,
@@ -94,6 +96,10 @@ pub struct ClusterInner {
     operator_org: Option<String>,
     /// Requests and searches counted by this process (`/metrics`).
     metrics: crate::metrics::Metrics,
+    /// Largest upload for an ingest job, bytes (0: none taken).
+    upload_limit: u64,
+    /// Where uploads are received before they are copied to the bucket.
+    upload_dir: PathBuf,
 }
 
 impl crate::Observed for ClusterState {
@@ -158,6 +164,13 @@ impl ClusterState {
             public_per_minute: cfg.public_per_minute.unwrap_or(defaults.public_per_minute),
             operator_org: cfg.operator_org.clone(),
             metrics: Default::default(),
+            upload_limit: cfg
+                .upload_limit
+                .unwrap_or(crate::jobs::DEFAULT_UPLOAD_LIMIT),
+            upload_dir: cfg
+                .upload_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("visage-uploads")),
         })))
     }
 
@@ -337,7 +350,6 @@ pub fn router(st: ClusterState) -> Router {
     let authed = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/stats", get(stats))
-        .route("/v1/ingest/jobs", get(list_jobs).post(create_job))
         .route("/v1/ingest/jobs/{id}", get(get_job))
         .route("/v1/ingest/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/ingest/jobs/{id}/report", get(job_report))
@@ -365,8 +377,11 @@ pub fn router(st: ClusterState) -> Router {
         .route("/v1/public/opt-out", post(public_opt_out))
         .route("/v1/public/access", post(public_access))
         .layer(timeout(crate::LONG_REQUEST_TIMEOUT));
+    // `/v1/openapi.json` is the embedded document: every path in it is served here too.
     let public = Router::new()
         .route("/v1/health", get(health))
+        .route("/healthz", get(crate::healthz))
+        .route("/v1/openapi.json", get(crate::openapi))
         .merge(crate::accounts_api::login_route::<ClusterState>())
         .route("/v1/public/requests/{id}", get(public_request_status))
         .layer(timeout(crate::REQUEST_TIMEOUT))
@@ -377,12 +392,24 @@ pub fn router(st: ClusterState) -> Router {
         .route_layer(auth())
         .layer(DefaultBodyLimit::max(VIDEO_BODY_LIMIT))
         .layer(timeout(crate::LONG_REQUEST_TIMEOUT));
+    // Ingest jobs: uploads without the body limit, for up to an hour, as embedded.
+    let ingest = Router::new()
+        .route(
+            "/v1/ingest/jobs",
+            get(list_jobs.layer(timeout(crate::REQUEST_TIMEOUT))).post(
+                create_job
+                    .layer(DefaultBodyLimit::disable())
+                    .layer(timeout(crate::jobs::UPLOAD_TIMEOUT)),
+            ),
+        )
+        .route_layer(auth());
     Router::new()
         .merge(public)
         .merge(authed)
         .merge(long)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .merge(video)
+        .merge(ingest)
         .fallback(crate::not_found)
         .layer(middleware::from_fn_with_state(
             st.clone(),
@@ -449,53 +476,60 @@ async fn stats(
     })))
 }
 
-async fn create_job(
-    State(st): State<ClusterState>,
-    Extension(who): Extension<KeyIdentity>,
-    body: Result<Json<PathJobJson>, axum::extract::rejection::JsonRejection>,
-) -> ApiResult<Response> {
-    let w = who.clone();
-    let (p, d) = crate::blocking(&st, move |st| {
-        st.authorize(&w, Action::Ingest, &AuthzContext::default(), |ev| ev)
-    })
-    .await?;
-    let Json(job) = body.map_err(|e| ApiError::bad_json(e.body_text()))?;
-    if job.collection.trim().is_empty() {
+/// A job request checked: what to queue, and the audit record of its queueing.
+struct CheckedJob {
+    collection: String,
+    source: NewSource,
+    args: serde_json::Value,
+    queued: AuditEvent,
+}
+
+/// Checks what both forms of a job share (collection, source, options) as the embedded
+/// server does: a collection pinned to another pack is 409 `pack_mismatch`, a jurisdiction
+/// the policy excludes is refused (audited). `what` names the inputs (`path`, or `files` of
+/// an upload) in the job's arguments and its audit record.
+#[allow(clippy::too_many_arguments)]
+fn check_job(
+    st: &ClusterState,
+    p: &Principal,
+    d: &Decision,
+    collection: &str,
+    src: &crate::jobs::SourceJson,
+    options: Option<&crate::jobs::JobOptionsJson>,
+    default_kind: &str,
+    what: serde_json::Value,
+) -> ApiResult<CheckedJob> {
+    if collection.trim().is_empty() {
         return Err(ApiError::bad_request("`collection` must not be empty"));
     }
-    if job.source.name.trim().is_empty() || job.source.legal_basis.trim().is_empty() {
+    if src.name.trim().is_empty() || src.legal_basis.trim().is_empty() {
         return Err(ApiError::bad_request(
             "`source.name` and `source.legal_basis` are required",
         ));
     }
-    let jurisdiction = match &job.source.jurisdiction {
+    let jurisdiction = match &src.jurisdiction {
         Some(j) => Some(
             visage_gallery::normalize_jurisdiction(j)
                 .map_err(|e| ApiError::bad_request(format!("source.jurisdiction: {e:#}")))?,
         ),
         None => None,
     };
-    let path = resolve_under_roots(&st.roots, None, &job.path)?;
     // A collection pinned to another model pack than this cluster's would take none of the
     // workers' embeddings: refused here, as the catalogue refuses it.
-    let coll_name = job.collection.clone();
-    crate::blocking(&st, move |st| {
-        let Some(c) = st.store.collection(&coll_name).map_err(storage)? else {
-            return Ok(());
-        };
+    if let Some(c) = st.store.collection(collection).map_err(storage)? {
         let (pack, _, dim) = crate::catalog::CatalogHost::pack(st)?;
         c.check_pinned(&pack, dim)
-            .map_err(|e| ApiError::new(StatusCode::CONFLICT, "pack_mismatch", format!("{e:#}")))
-    })
-    .await?;
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, "pack_mismatch", format!("{e:#}")))?;
+    }
     if let Some(j) = &jurisdiction {
         if let Some(x) = st.policy.jurisdiction_excluded(j) {
             let reason = format!("the source's jurisdiction {j} is excluded by policy ({x})");
-            let ev = AuditEvent::decision(&p, Action::Ingest, &d)
-                .decided(false, "policy:data.excluded_jurisdictions", &reason)
-                .details(json!({"event": "refused", "collection": job.collection,
-                    "source": job.source.name, "jurisdiction": j}));
-            crate::blocking(&st, move |st| st.append(ev)).await?;
+            st.append(
+                AuditEvent::decision(p, Action::Ingest, d)
+                    .decided(false, "policy:data.excluded_jurisdictions", &reason)
+                    .details(json!({"event": "refused", "collection": collection,
+                        "source": src.name, "jurisdiction": j})),
+            )?;
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "jurisdiction_excluded",
@@ -503,59 +537,222 @@ async fn create_job(
             ));
         }
     }
+    let path = what.get("path").and_then(|v| v.as_str()).map(String::from);
     let source = NewSource {
-        name: job.source.name.clone(),
-        kind: job
-            .source
-            .kind
-            .clone()
-            .unwrap_or_else(|| if path.is_dir() { "directory" } else { "files" }.into()),
-        uri: job.source.uri.clone().or_else(|| Some(job.path.clone())),
-        legal_basis: Some(job.source.legal_basis.clone()),
-        licence: job.source.licence.clone(),
+        name: src.name.clone(),
+        kind: src.kind.clone().unwrap_or_else(|| default_kind.into()),
+        uri: src.uri.clone().or(path),
+        legal_basis: Some(src.legal_basis.clone()),
+        licence: src.licence.clone(),
         jurisdiction,
     };
-    let opts = job.options.clone().unwrap_or_default();
-    let args = json!({
-        "origin": "path",
-        "path": job.path,
+    let opts = options.cloned().unwrap_or_default();
+    let mut args = json!({
         "subject_from_parent": opts.subject_from_parent.unwrap_or(false),
         "keep_originals": opts.keep_originals.unwrap_or(false),
         "created_by": {"user_id": p.user_id, "username": p.username, "org_id": p.org.id},
     });
-    let ev = AuditEvent::decision(&p, Action::Ingest, &d).details(json!({
+    let mut details = json!({
         "event": "queued",
-        "collection": job.collection,
-        "path": job.path,
-        "source": job.source.name,
-        "legal_basis": job.source.legal_basis,
-    }));
-    let collection = job.collection.clone();
-    let st2 = st.clone();
-    let status = blocking(move || {
-        let audit = st2.audit();
+        "collection": collection,
+        "source": src.name,
+        "legal_basis": src.legal_basis,
+    });
+    for (k, v) in what.as_object().into_iter().flatten() {
+        args[k] = v.clone();
+        details[k] = v.clone();
+    }
+    Ok(CheckedJob {
+        collection: collection.to_string(),
+        source,
+        args,
+        queued: AuditEvent::decision(p, Action::Ingest, d).details(details),
+    })
+}
+
+/// `POST /v1/ingest/jobs`: a server-side path (JSON, under the config's ingest roots) or
+/// uploads (multipart, the embedded body), queued for the workers. Audited with the job.
+async fn create_job(
+    State(st): State<ClusterState>,
+    Extension(who): Extension<KeyIdentity>,
+    req: Request,
+) -> ApiResult<Response> {
+    let w = who.clone();
+    let authorized = crate::blocking(&st, move |st| {
+        st.authorize(&w, Action::Ingest, &AuthzContext::default(), |ev| ev)
+    })
+    .await;
+    let (p, d) = match authorized {
+        Ok(pd) => pd,
+        Err(e) => return Err(crate::jobs::drained(req, e).await),
+    };
+    let job = match crate::jobs::job_form(req).await? {
+        crate::jobs::JobForm::Upload(req) => return upload_job(st, p, d, req).await,
+        crate::jobs::JobForm::Path(j) => j,
+    };
+    let path = resolve_under_roots(&st.roots, None, &job.path)?;
+    let kind = if path.is_dir() { "directory" } else { "files" };
+    let status = crate::blocking(&st, move |st| {
+        let c = check_job(
+            st,
+            &p,
+            &d,
+            &job.collection,
+            &job.source,
+            job.options.as_ref(),
+            kind,
+            json!({"origin": "path", "path": job.path}),
+        )?;
+        let audit = st.audit();
         let id = queue::enqueue_with(
-            st2.store.pool(),
-            &collection,
-            &source,
+            st.store.pool(),
+            &c.collection,
+            &c.source,
             &[path],
-            args,
+            c.args,
             |tx, id| {
                 audit
-                    .append_in(tx, ev.objects([format!("job:{id}")]))
+                    .append_in(tx, c.queued.objects([format!("job:{id}")]))
                     .map(|_| ())
             },
-        )?;
-        queue::job_status(st2.store.pool(), id)?.context("job vanished")
+        )
+        .map_err(storage)?;
+        load_job(st, id)
     })
     .await?;
+    Ok(job_accepted(status))
+}
+
+fn job_accepted(status: queue::JobStatus) -> Response {
     let loc = format!("/v1/ingest/jobs/{}", status.id);
-    Ok((
+    (
         StatusCode::ACCEPTED,
         [(header::LOCATION, loc)],
         Json(job_view(status)),
     )
-        .into_response())
+        .into_response()
+}
+
+/// The `meta` field of an upload, checked (uploads have no folders to name subjects by).
+fn upload_meta(
+    st: &ClusterState,
+    p: &Principal,
+    d: &Decision,
+    raw: &[u8],
+    what: serde_json::Value,
+) -> ApiResult<CheckedJob> {
+    let m: crate::jobs::UploadMetaJson = serde_json::from_slice(raw)
+        .map_err(|e| ApiError::bad_json(format!("invalid `meta` JSON: {e}")))?;
+    if m.options.as_ref().and_then(|o| o.subject_from_parent) == Some(true) {
+        return Err(ApiError::bad_request(
+            "subject_from_parent applies to path jobs (uploads have no folders)",
+        ));
+    }
+    check_job(
+        st,
+        p,
+        d,
+        &m.collection,
+        &m.source,
+        m.options.as_ref(),
+        "upload",
+        what,
+    )
+}
+
+/// Uploads: received into a local folder (`upload_dir`), each file copied to the bucket
+/// (`uploads/{job}/{name}`) and queued as an item naming its object; the local copies are
+/// removed when the request ends, the objects by the workers once their items end. A job is
+/// queued whole or not at all: on a failure the objects already copied are removed.
+async fn upload_job(
+    st: ClusterState,
+    p: Principal,
+    d: Decision,
+    req: Request,
+) -> ApiResult<Response> {
+    let limit = st.upload_limit;
+    if limit == 0 {
+        let e = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "uploads_disabled",
+            "this cluster takes no uploads (`upload_limit = 0` in its config): queue a \
+             server-side path",
+        );
+        return Err(crate::jobs::drained(req, e).await);
+    }
+    if crate::jobs::content_length(&req).is_some_and(|n| n > limit) {
+        return Err(crate::jobs::too_large(limit));
+    }
+    let stage = crate::jobs::StagingDir::create(&st.upload_dir).await?;
+    let got = crate::jobs::receive_upload(req, &stage.path, limit, |m| {
+        let (p, d) = (p.clone(), d.clone());
+        let st = st.clone();
+        async move {
+            crate::blocking(&st, move |st| {
+                upload_meta(st, &p, &d, &m, json!({})).map(|_| ())
+            })
+            .await
+        }
+    })
+    .await?;
+    let dir = stage.path.clone();
+    let status = crate::blocking(&st, move |st| {
+        let mut what = json!({});
+        crate::jobs::upload_args(&mut what, &got);
+        let c = upload_meta(st, &p, &d, &got.meta, what)?;
+        let pool = st.store.pool();
+        let blobs = st.store.blobs();
+        let id = queue::reserve_job_id(pool).map_err(storage)?;
+        let mut listed = Vec::with_capacity(got.staged.len());
+        let staged = (|| -> anyhow::Result<i64> {
+            for name in &got.staged {
+                let key = blobs.staged_key(&id.to_string(), name)?;
+                let local = dir.join(name);
+                blobs.stage_file(&key, &local)?;
+                listed.push(queue::Listed {
+                    location: queue::upload_location(id, name),
+                    kind: visage_engine::ingest::InputKind::of(&local, false),
+                    staged_key: Some(key),
+                });
+            }
+            let refused: Vec<_> = got
+                .refused
+                .iter()
+                .map(|f| visage_engine::ingest::ItemFailure {
+                    location: queue::upload_location(id, &f.location),
+                    ..f.clone()
+                })
+                .collect();
+            let audit = st.audit();
+            queue::enqueue_listed(
+                pool,
+                Some(id),
+                &c.collection,
+                &c.source,
+                &listed,
+                &refused,
+                c.args,
+                |tx, id| {
+                    audit
+                        .append_in(tx, c.queued.objects([format!("job:{id}")]))
+                        .map(|_| ())
+                },
+            )
+        })();
+        if let Err(e) = staged {
+            // Nothing was queued: the objects copied so far go too.
+            for l in &listed {
+                if let Some(k) = &l.staged_key {
+                    let _ = blobs.delete_staged(k);
+                }
+            }
+            return Err(storage(e));
+        }
+        load_job(st, id)
+    })
+    .await?;
+    drop(stage);
+    Ok(job_accepted(status))
 }
 
 /// A queued job as the embedded server shows its jobs (`crate::jobs::IngestJob`: the web
@@ -603,8 +800,8 @@ fn job_view(s: queue::JobStatus) -> serde_json::Value {
         legal_basis: str_at(&s.source, &["legal_basis"]),
         jurisdiction: str_at(&s.source, &["jurisdiction"]),
         path,
-        files: None,
-        upload_bytes: None,
+        files: a.get("files").and_then(|v| v.as_u64()),
+        upload_bytes: a.get("bytes").and_then(|v| v.as_u64()),
         created_by: str_at(a, &["created_by", "username"]),
         queued_at: Some(s.created_at),
         started_at: s.started_at,
@@ -670,8 +867,8 @@ async fn get_job(
     .await
 }
 
-/// `GET /v1/ingest/jobs`: the embedded answer (`JobList`); no uploads here (`upload_limit`
-/// 0), path jobs when the config names ingest roots.
+/// `GET /v1/ingest/jobs`: the embedded answer (`JobList`): the config's upload limit, path
+/// jobs when the config names ingest roots.
 async fn list_jobs(
     State(st): State<ClusterState>,
     Extension(who): Extension<KeyIdentity>,
@@ -692,7 +889,7 @@ async fn list_jobs(
         Ok(Json(json!({
             "jobs": jobs.into_iter().map(job_view).collect::<Vec<_>>(),
             "next_before": next_before,
-            "upload_limit": 0,
+            "upload_limit": st.upload_limit,
             "path_jobs": !st.roots.is_empty(),
         })))
     })
@@ -733,6 +930,10 @@ async fn cancel_job(
                                 "was": before.status}))
                 .objects([format!("job:{id}")]),
         )?;
+        // The uploads of the items that will not be read are no longer needed.
+        if let Err(e) = queue::sweep_staged(st.store.pool(), st.store.blobs(), Some(id)) {
+            tracing::warn!("cannot remove the staged uploads of cancelled job {id}: {e:#}");
+        }
         Ok((StatusCode::ACCEPTED, Json(job_view(load_job(st, id)?))).into_response())
     })
     .await

@@ -1093,24 +1093,45 @@ pub(crate) async fn start_job(
         Ok(d) => d,
         Err(e) => return Err(drained(req, e).await),
     };
+    match job_form(req).await? {
+        JobForm::Upload(req) => upload_job(st, p, d, req).await,
+        JobForm::Path(j) => path_job(st, p, d, j).await,
+    }
+}
+
+/// A job request: uploads (the request, its body unread) or a server-side path (read).
+pub(crate) enum JobForm {
+    Upload(Request),
+    Path(PathJobJson),
+}
+
+/// Tells the two forms of a job request apart by their content type: multipart/form-data
+/// (uploads) or JSON (a path, at most 1 MiB); anything else is 415.
+pub(crate) async fn job_form(req: Request) -> ApiResult<JobForm> {
     let ctype = crate::input::content_type(&req);
     if ctype.starts_with("multipart/form-data") {
-        upload_job(st, p, d, req).await
-    } else if ctype.starts_with("application/json") {
-        path_job(st, p, d, req).await
-    } else {
+        return Ok(JobForm::Upload(req));
+    }
+    if !ctype.starts_with("application/json") {
         let e = ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "send application/json (a server-side path) or multipart/form-data (uploads)",
         );
-        Err(drained(req, e).await)
+        return Err(drained(req, e).await);
     }
+    if content_length(&req).is_some_and(|n| n > JSON_LIMIT as u64) {
+        return Err(too_large(JSON_LIMIT as u64));
+    }
+    let body = axum::body::to_bytes(req.into_body(), JSON_LIMIT)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
+    Ok(JobForm::Path(crate::input::json(&body)?))
 }
 
 /// Reads and drops a small refused body (up to 1 MiB, for 5 s at most) before answering, so
 /// the client gets the answer instead of a connection reset while it is still sending.
-async fn drained(req: Request, e: ApiError) -> ApiError {
+pub(crate) async fn drained(req: Request, e: ApiError) -> ApiError {
     const DRAIN: usize = 1 << 20;
     if content_length(&req).is_some_and(|n| n <= DRAIN as u64) {
         let body = axum::body::to_bytes(req.into_body(), DRAIN);
@@ -1119,14 +1140,14 @@ async fn drained(req: Request, e: ApiError) -> ApiError {
     e
 }
 
-fn content_length(req: &Request) -> Option<u64> {
+pub(crate) fn content_length(req: &Request) -> Option<u64> {
     req.headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
 }
 
-fn too_large(limit: u64) -> ApiError {
+pub(crate) fn too_large(limit: u64) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
@@ -1134,14 +1155,7 @@ fn too_large(limit: u64) -> ApiError {
     )
 }
 
-async fn path_job(st: AppState, p: Principal, d: Decision, req: Request) -> ApiResult<Response> {
-    if content_length(&req).is_some_and(|n| n > JSON_LIMIT as u64) {
-        return Err(too_large(JSON_LIMIT as u64));
-    }
-    let body = axum::body::to_bytes(req.into_body(), JSON_LIMIT)
-        .await
-        .map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
-    let j: PathJobJson = crate::input::json(&body)?;
+async fn path_job(st: AppState, p: Principal, d: Decision, j: PathJobJson) -> ApiResult<Response> {
     let v = blocking(&st, move |st| {
         let path = match resolve_path(&st.jobs, &j.path) {
             Ok(p) => p,
@@ -1199,10 +1213,10 @@ fn create_report(jobs: &Jobs, id: i64, refused: &[ItemFailure]) -> anyhow::Resul
     Ok(())
 }
 
-/// A folder under `<data>/staging` that is removed when dropped, unless kept.
-struct StagingDir {
-    path: PathBuf,
-    keep: bool,
+/// A staging folder that is removed when dropped, unless kept.
+pub(crate) struct StagingDir {
+    pub(crate) path: PathBuf,
+    pub(crate) keep: bool,
 }
 
 impl Drop for StagingDir {
@@ -1302,35 +1316,53 @@ fn safe_name(shown: &str) -> String {
     }
 }
 
-async fn upload_job(st: AppState, p: Principal, d: Decision, req: Request) -> ApiResult<Response> {
-    let limit = st.jobs.upload_limit;
-    if content_length(&req).is_some_and(|n| n > limit) {
-        return Err(too_large(limit));
+/// An upload read to its end.
+pub(crate) struct Received {
+    /// The `meta` field, as sent.
+    pub(crate) meta: Vec<u8>,
+    /// Names of the files staged in the folder (`NNNNN-name`, `safe_name`), in the order
+    /// received.
+    pub(crate) staged: Vec<String>,
+    /// Files refused on arrival (manifests), located by the client's file name.
+    pub(crate) refused: Vec<ItemFailure>,
+    /// Bytes of the body's fields.
+    pub(crate) bytes: u64,
+}
+
+impl StagingDir {
+    /// A new folder `tmp-<random>` under `root` (created as needed), removed when dropped.
+    pub(crate) async fn create(root: &Path) -> ApiResult<StagingDir> {
+        let mut rnd = [0u8; 8];
+        getrandom::fill(&mut rnd).map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
+        let path = root.join(format!("tmp-{}", hex::encode(rnd)));
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))
+        })
+        .await
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("task failed: {e}")))?
+        .map_err(ApiError::internal)?;
+        Ok(StagingDir { path, keep: false })
     }
-    // Refused before the upload is read, not after.
-    if lock(&st.jobs.reg).queue.len() >= MAX_QUEUED {
-        return Err(queue_full());
-    }
+}
+
+/// Reads a multipart upload: one `meta` field, passed to `check` as soon as it is read (so a
+/// bad description fails before the files are read), and `file` fields, each streamed into
+/// `dir`, `limit` bytes in all (413 `payload_too_large` beyond). Manifests are refused file
+/// by file (`manifest_not_allowed`); an upload without `meta` or without files is a 400.
+pub(crate) async fn receive_upload<F, Fut>(
+    req: Request,
+    dir: &Path,
+    limit: u64,
+    mut check: F,
+) -> ApiResult<Received>
+where
+    F: FnMut(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = ApiResult<()>>,
+{
     let mut mp = Multipart::from_request(req, &())
         .await
         .map_err(|e| ApiError::body(e.status(), e.body_text()))?;
-    let root = st.jobs.staging_root();
-    let mut rnd = [0u8; 8];
-    getrandom::fill(&mut rnd).map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
-    let tmp = root.join(format!("tmp-{}", hex::encode(rnd)));
-    {
-        let tmp = tmp.clone();
-        blocking(&st, move |_| {
-            std::fs::create_dir_all(&tmp)
-                .with_context(|| format!("cannot create {}", tmp.display()))
-                .map_err(ApiError::internal)
-        })
-        .await?;
-    }
-    let mut stage = StagingDir {
-        path: tmp,
-        keep: false,
-    };
     let mut meta: Option<Vec<u8>> = None;
     let mut staged: Vec<String> = Vec::new();
     let mut refused: Vec<ItemFailure> = Vec::new();
@@ -1358,10 +1390,7 @@ async fn upload_job(st: AppState, p: Principal, d: Decision, req: Request) -> Ap
                         )));
                     }
                 }
-                // Checked at once, so a bad description fails before the files are read.
-                let m2 = m.clone();
-                let (st2, p2, d2) = (st.clone(), p.clone(), d.clone());
-                blocking(&st, move |_| parse_meta(&st2, &p2, &d2, &m2).map(|_| ())).await?;
+                check(m.clone()).await?;
                 meta = Some(m);
             }
             "file" => {
@@ -1389,7 +1418,7 @@ async fn upload_job(st: AppState, p: Principal, d: Decision, req: Request) -> Ap
                 }
                 n += 1;
                 let fname = format!("{n:05}-{}", safe_name(&shown));
-                let path = stage.path.join(&fname);
+                let path = dir.join(&fname);
                 let mut out = StagedFile::create(path.clone()).await?;
                 let mut size = 0u64;
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
@@ -1429,28 +1458,57 @@ async fn upload_job(st: AppState, p: Principal, d: Decision, req: Request) -> Ap
             "nothing to ingest: manifests are not read over HTTP".to_string()
         }));
     }
+    Ok(Received {
+        meta,
+        staged,
+        refused,
+        bytes,
+    })
+}
+
+/// What an upload job's record says it received (`args`): files, bytes, refused by code.
+pub(crate) fn upload_args(args: &mut Value, r: &Received) {
+    let files = r.staged.len() + r.refused.len();
+    args["origin"] = json!("upload");
+    args["files"] = json!(files);
+    args["inputs"] = json!([format!("{files} uploaded files")]);
+    args["bytes"] = json!(r.bytes);
+    if !r.refused.is_empty() {
+        let mut by: BTreeMap<&str, u64> = BTreeMap::new();
+        for f in &r.refused {
+            *by.entry(&f.code).or_default() += 1;
+        }
+        args["refused"] = json!(r.refused.len());
+        args["refused_by_code"] = json!(by);
+    }
+}
+
+async fn upload_job(st: AppState, p: Principal, d: Decision, req: Request) -> ApiResult<Response> {
+    let limit = st.jobs.upload_limit;
+    if content_length(&req).is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    // Refused before the upload is read, not after.
+    if lock(&st.jobs.reg).queue.len() >= MAX_QUEUED {
+        return Err(queue_full());
+    }
+    let mut stage = StagingDir::create(&st.jobs.staging_root()).await?;
+    let got = receive_upload(req, &stage.path, limit, |m| {
+        let (st2, p2, d2) = (st.clone(), p.clone(), d.clone());
+        async move { blocking(&st2, move |st| parse_meta(st, &p2, &d2, &m).map(|_| ())).await }
+    })
+    .await?;
     let tmp = stage.path.clone();
     let v = blocking(&st, move |st| {
-        let mut c = parse_meta(st, &p, &d, &meta)?;
-        c.args["origin"] = json!("upload");
-        c.args["files"] = json!(staged.len() + refused.len());
-        c.args["inputs"] = json!([format!("{} uploaded files", staged.len() + refused.len())]);
-        c.args["bytes"] = json!(bytes);
-        if !refused.is_empty() {
-            let mut by: BTreeMap<&str, u64> = BTreeMap::new();
-            for r in &refused {
-                *by.entry(&r.code).or_default() += 1;
-            }
-            c.args["refused"] = json!(refused.len());
-            c.args["refused_by_code"] = json!(by);
-        }
+        let mut c = parse_meta(st, &p, &d, &got.meta)?;
+        upload_args(&mut c.args, &got);
         let collection = c.opts.collection.clone();
         let opts = c.opts;
         let id = st.enqueue(&p, &d, c.args.clone(), &collection, |id| {
             let dir = st.jobs.staging(id);
             std::fs::rename(&tmp, &dir)
                 .with_context(|| format!("cannot move the upload to {}", dir.display()))?;
-            create_report(&st.jobs, id, &refused)?;
+            create_report(&st.jobs, id, &got.refused)?;
             Ok(Spec {
                 inputs: vec![dir],
                 opts,

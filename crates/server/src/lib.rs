@@ -447,7 +447,7 @@ pub struct Health {
 /// Liveness probe (no authentication, ever).
 #[utoipa::path(get, path = "/healthz", tag = "public",
     responses((status = 200, body = Health)))]
-async fn healthz() -> Json<Health> {
+pub(crate) async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
     })
@@ -457,7 +457,7 @@ async fn healthz() -> Json<Health> {
 /// of the API.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "public",
     responses((status = 200, description = "OpenAPI 3 document", body = Object)))]
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(api_doc())
 }
 
