@@ -785,6 +785,20 @@ fn uploads_over_the_cluster() {
     );
     assert!(j["faces_indexed"].as_u64().unwrap() >= 6, "{j}");
     assert!(staged(id).is_empty(), "the worker removes what it has read");
+    // The source exists now: another declaration under its name is refused, as embedded.
+    let (st, v) = upload(
+        &jobs_url,
+        &admin,
+        &json!({"collection": "uploads",
+                "source": {"name": "case files", "legal_basis": "another basis",
+                           "jurisdiction": "FR"}}),
+        &files[..1],
+    );
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("source_conflict")),
+        "{v}"
+    );
     // The report names the files as uploaded to this job.
     let (st, text) = {
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -889,6 +903,52 @@ fn uploads_over_the_cluster() {
         "{j}"
     );
     assert!(staged(again).is_empty());
+
+    // ---- A job cancelled while a worker reads its archive: the worker stops inside it ----
+    let mine: Vec<&str> = people.iter().map(|p| p.0.as_str()).collect();
+    let fresh: Vec<(String, Vec<u8>)> = all
+        .iter()
+        .filter(|(who, _)| !mine.contains(&who.as_str()))
+        .flat_map(|(_, fs)| fs.iter())
+        .take(80)
+        .map(|f| (name(f), read(f)))
+        .collect();
+    let w = waiting_worker(&config, &root.join("worker3.log"));
+    let (st, v) = upload(
+        &jobs_url,
+        &admin,
+        &meta,
+        &[("eighty.zip".to_string(), zip_of(&fresh))],
+    );
+    assert_eq!(st, 202, "{v}");
+    let cz = v["id"].as_i64().unwrap();
+    let t0 = std::time::Instant::now();
+    while get(&format!("{jobs_url}/{cz}"), &admin)["status"] != "running" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the worker never took the archive"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (st, v) = call("POST", &format!("{jobs_url}/{cz}/cancel"), &admin, None);
+    assert_eq!(st, 202, "{v}");
+    let j = wait_job(&a, &admin, cz, Duration::from_secs(120));
+    drop(w);
+    let indexed = j["images_indexed"].as_u64().unwrap();
+    assert_eq!(j["status"], "cancelled", "{j}");
+    assert!(
+        indexed > 0 && indexed < 80,
+        "the worker stopped inside the archive, keeping what it had stored: {j}"
+    );
+    let rep = report(&a, &admin, cz);
+    assert_eq!(
+        rep,
+        [("warning".to_string(), "cancelled".to_string())],
+        "{rep:?}"
+    );
+    assert!(staged(cz).is_empty());
+    eprintln!("cancelled inside an archive after {indexed} of 80 photos");
 
     // ---- An object left behind (a worker killed after finishing): found and removed ----
     let left_key = blobs.staged_key(&id.to_string(), "00001-left.jpg").unwrap();

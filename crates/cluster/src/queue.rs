@@ -331,6 +331,17 @@ pub fn claim(pool: &Pool, worker: &str, n: usize, lease_s: i64) -> Result<Vec<Cl
     Ok(claimed)
 }
 
+/// Whether a cancellation of job `job_id` was asked for.
+pub fn cancel_requested(pool: &Pool, job_id: i64) -> Result<bool> {
+    Ok(pool
+        .get()?
+        .query_opt(
+            "SELECT cancel_requested FROM ingest_job WHERE id = $1",
+            &[&job_id],
+        )?
+        .is_some_and(|r| r.get(0)))
+}
+
 /// Extends the lease of items this worker still holds.
 pub fn extend(pool: &Pool, worker: &str, ids: &[i64], lease_s: i64) -> Result<()> {
     if ids.is_empty() {
@@ -413,7 +424,7 @@ pub fn finish(pool: &Pool, worker: &str, id: i64, r: &ItemResult) -> Result<bool
 }
 
 /// Why an item of a cancelled job was never read.
-const CANCELLED_ITEM: &str = "the job was cancelled before this item was read";
+pub const CANCELLED_ITEM: &str = "the job was cancelled before this item was read";
 
 /// Ends the jobs among `ids` that have nothing open any more: `completed`, or `cancelled`
 /// when a cancellation was asked for. Call it after this transaction's item changes: the job

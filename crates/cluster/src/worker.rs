@@ -220,10 +220,24 @@ fn thread_loop(
             let setup = match jobs.entry(item.job_id) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(job_ctx(store, p, &opts.ingest, item.job_id)?)
+                    // Idempotent (collection and source are ensured by name): retried.
+                    e.insert(retry("reading a job's setup", stop, || {
+                        job_ctx(store, p, &opts.ingest, item.job_id)
+                    })?)
                 }
             };
+            let cancelled = retry("reading a job's status", stop, || {
+                queue::cancel_requested(store.pool(), item.job_id)
+            })?;
             let r = match setup {
+                // Claimed with others before its job was cancelled: ends unread, as the
+                // job's queued items did.
+                _ if cancelled => ItemResult {
+                    outcome: "failed",
+                    error_code: Some("cancelled".into()),
+                    error: Some(queue::CANCELLED_ITEM.into()),
+                    ..Default::default()
+                },
                 // A job this worker cannot run: the item fails as a whole, the worker goes on.
                 Setup::Refused { code, message } => {
                     tracing::warn!(job = item.job_id, item = item.id, "{message}");
@@ -311,12 +325,14 @@ fn run_item(
     };
     // A long input (an archive, a video) keeps its claims alive while it runs.
     let mut last_extend = Instant::now();
-    let mut keep_lease = || -> Result<()> {
+    // At the same pace, it looks whether the job was cancelled meanwhile (`true`: stop).
+    let mut keep_lease = || -> Result<bool> {
         if last_extend.elapsed().as_secs() as i64 >= (opts.lease_s / 3).max(1) {
             queue::extend(store.pool(), name, held, opts.lease_s)?;
             last_extend = Instant::now();
+            return queue::cancel_requested(store.pool(), item.job_id);
         }
-        Ok(())
+        Ok(false)
     };
     process(store, p, ctx, item, &path, stop, &mut keep_lease)
 }
@@ -433,13 +449,15 @@ fn process(
     item: &Claimed,
     path: &Path,
     stop: &AtomicBool,
-    keep_lease: &mut dyn FnMut() -> Result<()>,
+    keep_lease: &mut dyn FnMut() -> Result<bool>,
 ) -> Result<Option<ItemResult>> {
     // An upload's copy is shown as the item's location.
     let shown = (item.staged_key.is_some()).then_some(item.location.as_str());
     let mut r = ItemResult::default();
     let mut stored_new = 0usize;
     let mut stopped = false;
+    // The job was cancelled while this input was read: the rest of it is left unread.
+    let mut cut = false;
     // Units are analysed against the job's opt-out list; one that grew since is loaded into
     // `fresh` and checked again at store time.
     let analysed = ctx.supp.generation;
@@ -499,7 +517,7 @@ fn process(
                         }
                         None => r.counts.images_skipped_known += 1,
                     }
-                    keep_lease()?;
+                    cut |= keep_lease()?;
                 }
                 // The marker last: a video is known only once every frame is stored.
                 if store_checked(store, p, analysed, &mut fresh, v.marker)?.is_some() || new > 0 {
@@ -513,7 +531,10 @@ fn process(
                 }
             }
         }
-        keep_lease()?;
+        cut |= keep_lease()?;
+        if cut {
+            return Ok(ControlFlow::Break(()));
+        }
         if stop.load(Ordering::Relaxed) {
             stopped = true;
             return Ok(ControlFlow::Break(()));
@@ -538,6 +559,18 @@ fn process(
     done?;
     if stopped {
         return Ok(None);
+    }
+    if cut {
+        // What was read is stored and counted; the report says where it stopped.
+        r.warnings.push(visage_engine::ingest::ItemFailure {
+            location: item.location.clone(),
+            code: "cancelled".into(),
+            message: format!(
+                "the job was cancelled while this input was read: {} entries were read, the \
+                 rest (if any) were not",
+                r.units
+            ),
+        });
     }
     r.outcome = if stored_new > 0 || (r.units == 0) {
         "indexed"

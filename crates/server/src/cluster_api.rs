@@ -485,8 +485,9 @@ struct CheckedJob {
 }
 
 /// Checks what both forms of a job share (collection, source, options) as the embedded
-/// server does: a collection pinned to another pack is 409 `pack_mismatch`, a jurisdiction
-/// the policy excludes is refused (audited). `what` names the inputs (`path`, or `files` of
+/// server does: a collection pinned to another pack is 409 `pack_mismatch`, an existing
+/// source declared otherwise 409 `source_conflict`, a jurisdiction the policy excludes is
+/// refused (audited). `what` names the inputs (`path`, or `files` of
 /// an upload) in the job's arguments and its audit record.
 #[allow(clippy::too_many_arguments)]
 fn check_job(
@@ -520,6 +521,14 @@ fn check_job(
         let (pack, _, dim) = crate::catalog::CatalogHost::pack(st)?;
         c.check_pinned(&pack, dim)
             .map_err(|e| ApiError::new(StatusCode::CONFLICT, "pack_mismatch", format!("{e:#}")))?;
+        let sources = st.store.sources(c.id).map_err(storage)?;
+        crate::jobs::same_declaration(
+            collection,
+            &sources,
+            &src.name,
+            &src.legal_basis,
+            &jurisdiction,
+        )?;
     }
     if let Some(j) = &jurisdiction {
         if let Some(x) = st.policy.jurisdiction_excluded(j) {

@@ -479,23 +479,7 @@ fn check_meta(
             ));
         }
         let sources = st.gallery.sources(c.id).map_err(ApiError::internal)?;
-        if let Some(s) = sources.into_iter().find(|s| s.name == name) {
-            if s.legal_basis.as_deref() != Some(legal_basis.as_str())
-                || s.jurisdiction != jurisdiction
-            {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "source_conflict",
-                    format!(
-                        "source {name} of collection {collection} was declared with legal \
-                         basis {:?} and jurisdiction {:?}; declare the same, or use another \
-                         source name",
-                        s.legal_basis.unwrap_or_default(),
-                        s.jurisdiction.unwrap_or_default()
-                    ),
-                ));
-            }
-        }
+        same_declaration(&collection, &sources, &name, &legal_basis, &jurisdiction)?;
     }
     let source = NewSource {
         name: name.clone(),
@@ -520,6 +504,34 @@ fn check_meta(
         "queued_at": unix_now(),
     });
     Ok(Checked { opts, args })
+}
+
+/// An existing source of that name must have been declared with the same legal basis and
+/// jurisdiction (the stores reuse a source by name, so a new declaration would otherwise be
+/// dropped silently and the photos held under the old one): 409 `source_conflict`.
+pub(crate) fn same_declaration(
+    collection: &str,
+    sources: &[visage_gallery::Source],
+    name: &str,
+    legal_basis: &str,
+    jurisdiction: &Option<String>,
+) -> ApiResult<()> {
+    let Some(s) = sources.iter().find(|s| s.name == name) else {
+        return Ok(());
+    };
+    if s.legal_basis.as_deref() == Some(legal_basis) && &s.jurisdiction == jurisdiction {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "source_conflict",
+        format!(
+            "source {name} of collection {collection} was declared with legal basis {:?} and \
+             jurisdiction {:?}; declare the same, or use another source name",
+            s.legal_basis.as_deref().unwrap_or_default(),
+            s.jurisdiction.as_deref().unwrap_or_default()
+        ),
+    ))
 }
 
 fn unix_now() -> i64 {
