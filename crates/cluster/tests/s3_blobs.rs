@@ -316,6 +316,24 @@ fn staged_uploads_round_trip() {
     for k in [&key, &k2] {
         blobs.delete_staged(k).unwrap();
     }
+    // Many at once: small ones concurrently, the large one in parts.
+    let mut batch = Vec::new();
+    for i in 0..40u32 {
+        let f = dir.path().join(format!("s{i}"));
+        std::fs::write(&f, vec![i as u8; 1000 + i as usize]).unwrap();
+        batch.push((blobs.staged_key("6", &format!("s{i}")).unwrap(), f));
+    }
+    batch.push((blobs.staged_key("6", "big").unwrap(), src.clone()));
+    let want: u64 = (0..40u64).map(|i| 1000 + i).sum::<u64>() + big.len() as u64;
+    assert_eq!(blobs.stage_files(&batch).unwrap(), want);
+    assert_eq!(blobs.list_staged().unwrap().len(), 41);
+    for (i, (k, _)) in batch.iter().enumerate().take(40) {
+        assert_eq!(blobs.fetch_staged(k, &back).unwrap(), Some(1000 + i as u64));
+        assert_eq!(std::fs::read(&back).unwrap(), vec![i as u8; 1000 + i]);
+    }
+    for (k, _) in &batch {
+        blobs.delete_staged(k).unwrap();
+    }
     assert_eq!(blobs.fetch_staged(&key, &back).unwrap(), None);
     blobs.delete_staged(&key).unwrap();
     // Names that could leave `uploads/`, and keys of other places, are refused.

@@ -151,6 +151,11 @@ impl ClusterState {
             ),
         };
         let defaults = crate::ServeOptions::default();
+        let upload_dir = cfg
+            .upload_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("visage-uploads"));
+        remove_abandoned_uploads(&upload_dir);
         Ok(ClusterState(Arc::new(ClusterInner {
             store: ClusterStore::open(cfg)?,
             roots,
@@ -167,10 +172,7 @@ impl ClusterState {
             upload_limit: cfg
                 .upload_limit
                 .unwrap_or(crate::jobs::DEFAULT_UPLOAD_LIMIT),
-            upload_dir: cfg
-                .upload_dir
-                .clone()
-                .unwrap_or_else(|| std::env::temp_dir().join("visage-uploads")),
+            upload_dir,
         })))
     }
 
@@ -284,6 +286,30 @@ impl crate::catalog::CatalogHost for ClusterState {
     }
     fn append(&self, ev: AuditEvent) -> ApiResult<()> {
         ClusterState::append(self, ev).map(|_| ())
+    }
+}
+
+/// Removes what a stopped API process left in `upload_dir`: folders of uploads it was
+/// receiving (`tmp-*`) older than the upload timeout, so no request can still be writing
+/// them (other API processes may share the folder).
+fn remove_abandoned_uploads(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let limit = crate::jobs::UPLOAD_TIMEOUT + std::time::Duration::from_secs(60);
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > limit);
+        if old && e.file_name().to_string_lossy().starts_with("tmp-") {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => tracing::info!("removed an abandoned upload: {}", e.path().display()),
+                Err(err) => tracing::warn!("cannot remove {}: {err}", e.path().display()),
+            }
+        }
     }
 }
 
@@ -714,16 +740,18 @@ async fn upload_job(
         let id = queue::reserve_job_id(pool).map_err(storage)?;
         let mut listed = Vec::with_capacity(got.staged.len());
         let staged = (|| -> anyhow::Result<i64> {
+            let mut copies = Vec::with_capacity(got.staged.len());
             for name in &got.staged {
                 let key = blobs.staged_key(&id.to_string(), name)?;
                 let local = dir.join(name);
-                blobs.stage_file(&key, &local)?;
                 listed.push(queue::Listed {
                     location: queue::upload_location(id, name),
                     kind: visage_engine::ingest::InputKind::of(&local, false),
-                    staged_key: Some(key),
+                    staged_key: Some(key.clone()),
                 });
+                copies.push((key, local));
             }
+            blobs.stage_files(&copies)?;
             let refused: Vec<_> = got
                 .refused
                 .iter()
