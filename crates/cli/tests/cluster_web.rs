@@ -800,19 +800,8 @@ fn uploads_over_the_cluster() {
         "{v}"
     );
     // The report names the files as uploaded to this job.
-    let (st, text) = {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut r = agent
-            .get(&format!("{jobs_url}/{id}/report"))
-            .header("Authorization", &format!("Bearer {admin}"))
-            .call()
-            .unwrap();
-        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
-    };
-    assert_eq!(st, 200);
+    // (get_text fails on any status but 2xx.)
+    let text = get_text(&format!("{jobs_url}/{id}/report"), &admin);
     let mut locs: Vec<String> = text
         .lines()
         .map(|l| {

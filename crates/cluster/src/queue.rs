@@ -3,6 +3,7 @@
 //! when its lease runs out, and storing by content hash makes the redo a no-op where the first
 //! attempt had already committed. So no item is lost and no face is written twice.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -227,7 +228,9 @@ pub fn enqueue_listed(
     });
     let job: i64 = tx
         .query_one(
-            "INSERT INTO ingest_job (id, collection, source, args, status, created_at,              updated_at) VALUES (COALESCE($5, nextval(pg_get_serial_sequence('ingest_job',              'id'))), $1, $2, $3, 'queued', $4, $4) RETURNING id",
+            "INSERT INTO ingest_job (id, collection, source, args, status, created_at, \
+             updated_at) VALUES (COALESCE($5, nextval(pg_get_serial_sequence('ingest_job', \
+             'id'))), $1, $2, $3, 'queued', $4, $4) RETURNING id",
             &[&collection, &src, &args, &t, &id],
         )?
         .get(0);
@@ -331,29 +334,23 @@ pub fn claim(pool: &Pool, worker: &str, n: usize, lease_s: i64) -> Result<Vec<Cl
     Ok(claimed)
 }
 
-/// Whether a cancellation of job `job_id` was asked for.
-pub fn cancel_requested(pool: &Pool, job_id: i64) -> Result<bool> {
-    Ok(pool
-        .get()?
-        .query_opt(
-            "SELECT cancel_requested FROM ingest_job WHERE id = $1",
-            &[&job_id],
-        )?
-        .is_some_and(|r| r.get(0)))
-}
-
-/// Extends the lease of items this worker still holds.
-pub fn extend(pool: &Pool, worker: &str, ids: &[i64], lease_s: i64) -> Result<()> {
+/// Extends the lease of items this worker still holds; returns the jobs of those items whose
+/// cancellation was asked for (the worker ends or stops their items).
+pub fn extend(pool: &Pool, worker: &str, ids: &[i64], lease_s: i64) -> Result<HashSet<i64>> {
     if ids.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
     let mut c = pool.get()?;
-    c.execute(
-        "UPDATE ingest_item SET lease_until = $3 WHERE id = ANY($1) AND claimed_by = $2 \
-         AND status = 'claimed'",
+    Ok(c.query(
+        "WITH held AS (UPDATE ingest_item SET lease_until = $3 WHERE id = ANY($1) \
+         AND claimed_by = $2 AND status = 'claimed' RETURNING job_id) \
+         SELECT DISTINCT j.id FROM ingest_job j JOIN held h ON h.job_id = j.id \
+         WHERE j.cancel_requested",
         &[&ids, &worker, &(now() + lease_s)],
-    )?;
-    Ok(())
+    )?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
 }
 
 /// Failed units and warnings listed per item; further failures are counted only
@@ -693,7 +690,7 @@ pub fn release(pool: &Pool, worker: &str, id: i64) -> Result<()> {
 
 /// Staged uploads of items that have ended (done, failed, cancelled), of job `job` or of
 /// every job: (item id, object key). Their objects are no longer needed.
-pub fn ended_staged(pool: &Pool, job: Option<i64>) -> Result<Vec<(i64, String)>> {
+fn ended_staged(pool: &Pool, job: Option<i64>) -> Result<Vec<(i64, String)>> {
     Ok(pool
         .get()?
         .query(
@@ -717,18 +714,6 @@ pub fn clear_staged(pool: &Pool, items: &[i64]) -> Result<()> {
         )?;
     }
     Ok(())
-}
-
-/// Whether an item still needs the staged object `key` (queued or claimed).
-pub fn staged_in_use(pool: &Pool, key: &str) -> Result<bool> {
-    Ok(pool
-        .get()?
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM ingest_item WHERE staged_key = $1 \
-             AND status IN ('queued', 'claimed'))",
-            &[&key],
-        )?
-        .get(0))
 }
 
 /// Removes the staged objects of ended items (of job `job`, or of every job) from the bucket

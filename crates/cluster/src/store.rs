@@ -455,14 +455,18 @@ impl ClusterStore {
     fn check_staged(&self, repair: bool, report: &mut ClusterCheck) -> Result<()> {
         let t = visage_gallery::gallery::now();
         for (key, modified) in self.blobs.list_staged()? {
-            let (open, known): (bool, bool) = self
+            // Whether an open item needs it, and the ended items that name it.
+            let (open, ended): (bool, Vec<i64>) = self
                 .pg
                 .get()?
                 .query_one(
-                    "SELECT COALESCE(bool_or(status IN ('queued', 'claimed')), false),                      COUNT(*) > 0 FROM ingest_item WHERE staged_key = $1",
+                    "SELECT COALESCE(bool_or(status IN ('queued', 'claimed')), false), \
+                     COALESCE(array_agg(id) FILTER (WHERE status IN ('done', 'failed')), '{}') \
+                     FROM ingest_item WHERE staged_key = $1",
                     &[&key],
                 )
                 .map(|r| (r.get(0), r.get(1)))?;
+            let known = !ended.is_empty();
             if open || (!known && t - modified < STAGED_GRACE_S) {
                 continue;
             }
@@ -480,11 +484,7 @@ impl ClusterStore {
             };
             if repair {
                 self.blobs.delete_staged(&key)?;
-                self.pg.get()?.execute(
-                    "UPDATE ingest_item SET staged_key = NULL WHERE staged_key = $1 \
-                     AND status IN ('done', 'failed')",
-                    &[&key],
-                )?;
+                crate::queue::clear_staged(&self.pg, &ended)?;
                 f.repaired = true;
             }
             report.inconsistencies.push(f);

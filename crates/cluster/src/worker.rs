@@ -212,6 +212,10 @@ fn thread_loop(
             continue;
         }
         let mut held: Vec<i64> = claimed.iter().map(|c| c.id).collect();
+        // Jobs of the held items whose cancellation was asked for, as of the last extension.
+        let mut cancelled = retry("extending leases", stop, || {
+            queue::extend(store.pool(), name, &held, opts.lease_s)
+        })?;
         for item in claimed {
             if stop.load(Ordering::Relaxed) {
                 // Unfinished claims return to the queue when their lease runs out.
@@ -226,13 +230,10 @@ fn thread_loop(
                     })?)
                 }
             };
-            let cancelled = retry("reading a job's status", stop, || {
-                queue::cancel_requested(store.pool(), item.job_id)
-            })?;
             let r = match setup {
                 // Claimed with others before its job was cancelled: ends unread, as the
                 // job's queued items did.
-                _ if cancelled => ItemResult {
+                _ if cancelled.contains(&item.job_id) => ItemResult {
                     outcome: "failed",
                     error_code: Some("cancelled".into()),
                     error: Some(queue::CANCELLED_ITEM.into()),
@@ -282,7 +283,7 @@ fn thread_loop(
                     tracing::warn!(item = item.id, error = ?e, "cannot remove a staged upload");
                 }
             }
-            retry("extending leases", stop, || {
+            cancelled = retry("extending leases", stop, || {
                 queue::extend(store.pool(), name, &held, opts.lease_s)
             })?;
             let mut rep = report.lock().unwrap_or_else(|e| e.into_inner());
@@ -325,12 +326,12 @@ fn run_item(
     };
     // A long input (an archive, a video) keeps its claims alive while it runs.
     let mut last_extend = Instant::now();
-    // At the same pace, it looks whether the job was cancelled meanwhile (`true`: stop).
+    // The extension tells whether the job was cancelled meanwhile (`true`: stop).
     let mut keep_lease = || -> Result<bool> {
         if last_extend.elapsed().as_secs() as i64 >= (opts.lease_s / 3).max(1) {
-            queue::extend(store.pool(), name, held, opts.lease_s)?;
+            let cancelled = queue::extend(store.pool(), name, held, opts.lease_s)?;
             last_extend = Instant::now();
-            return queue::cancel_requested(store.pool(), item.job_id);
+            return Ok(cancelled.contains(&item.job_id));
         }
         Ok(false)
     };
