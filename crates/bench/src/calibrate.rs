@@ -222,11 +222,13 @@ fn observe(scores: &[f32], threshold: f32, estimated: f64) -> Observed {
 }
 
 /// Checks a calibration on `pairs.txt`: at the score where the estimate says `fmr`, how often
-/// do different people actually reach it?
+/// do different people actually reach it? `folds` limits the check to the protocol's first
+/// folds (its folds hold disjoint sets of people), `None` takes them all.
 pub fn validate(
     pool: &PipelinePool,
     data: &Path,
     cal: &Calibration,
+    folds: Option<usize>,
     progress: impl Fn(usize, usize) + Sync,
 ) -> Result<ValidationReport> {
     let t0 = Instant::now();
@@ -234,8 +236,23 @@ pub fn validate(
     let path = data.join(VALIDATION_PAIRS);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    let pairs = parse_pairs(&text)?;
-    let rels = images_of(data, VALIDATION_PAIRS)?;
+    let all_pairs = parse_pairs(&text)?;
+    let in_protocol = all_pairs.iter().map(|p| p.fold + 1).max().unwrap_or(0);
+    let folds = match folds {
+        None => in_protocol,
+        Some(0) => bail!("--folds must be at least 1"),
+        Some(f) if f > in_protocol => {
+            bail!("--folds {f}: {VALIDATION_PAIRS} has {in_protocol} folds")
+        }
+        Some(f) => f,
+    };
+    let pairs: Vec<_> = all_pairs.into_iter().filter(|p| p.fold < folds).collect();
+    let mut rels: Vec<String> = pairs
+        .iter()
+        .flat_map(|p| [p.a.clone(), p.b.clone()])
+        .collect();
+    rels.sort();
+    rels.dedup();
     let total = rels.len();
     let (items, failed) = embed_all(pool, &root, &rels, |d| progress(d, total));
     let by_rel: BTreeMap<&str, &Embedded> = items.iter().map(|e| (e.rel.as_str(), e)).collect();
@@ -274,7 +291,12 @@ pub fn validate(
         pack: pool.first().pack_id(),
         calibration_source: cal.source.clone(),
         validation_source: format!(
-            "LFW {VALIDATION_PAIRS}: its different-person pairs, and every different-person pair among its images not used for calibration"
+            "LFW {VALIDATION_PAIRS} ({}): its different-person pairs, and every different-person pair among its images not used for calibration",
+            if folds == in_protocol {
+                format!("all {folds} folds")
+            } else {
+                format!("folds 1-{folds} of {in_protocol}")
+            }
         ),
         images: items.len(),
         images_shared_with_calibration: items.len() - unseen.len(),
