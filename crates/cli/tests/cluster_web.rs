@@ -715,7 +715,9 @@ fn uploads_over_the_cluster() {
                 .uri(&url)
                 .body(())
                 .unwrap();
-            let mut res = agent.run(req).unwrap();
+            let mut res = agent
+                .run(req)
+                .unwrap_or_else(|e| panic!("{method} {path}: no answer from the cluster API: {e}"));
             let status = res.status().as_u16();
             let body = res.body_mut().read_to_string().unwrap_or_default();
             assert!(

@@ -37,6 +37,9 @@ pub fn serve(config: &Path, root: &Path) -> (Proc, String) {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(a) = line.split("listening on http://").nth(1) {
                 let _ = tx.send(a.trim().to_string());
+            } else {
+                // Shown with a failing test's output (a panic, a refused request).
+                eprintln!("[visage serve] {line}");
             }
         }
     });
