@@ -230,9 +230,9 @@ pub struct ClusterStats {
 }
 
 impl ClusterStore {
-    /// Counts per collection, per source and per jurisdiction (images and faces), from
-    /// grouped scans of `face` and `image` (seconds at 100M faces; keep counters before
-    /// calling this often at that scale).
+    /// Counts per collection, per source and per jurisdiction (images and faces), from the
+    /// counts the triggers of migration 12 keep in `tally` (a few rows per source and
+    /// jurisdiction, whatever the number of faces); subjects are counted from their table.
     pub fn stats(&self) -> anyhow::Result<ClusterStats> {
         let mut c = self.pg.get()?;
         let grouped = |c: &mut postgres::Client, sql: &str| -> anyhow::Result<HashMap<i64, u64>> {
@@ -245,8 +245,14 @@ impl ClusterStore {
             &mut c,
             "SELECT collection_id, COUNT(*) FROM subject GROUP BY 1",
         )?;
-        let src_images = grouped(&mut c, "SELECT source_id, COUNT(*) FROM image GROUP BY 1")?;
-        let src_faces = grouped(&mut c, "SELECT source_id, COUNT(*) FROM face GROUP BY 1")?;
+        let src_images = grouped(
+            &mut c,
+            "SELECT source_id, SUM(images)::BIGINT FROM tally GROUP BY 1",
+        )?;
+        let src_faces = grouped(
+            &mut c,
+            "SELECT source_id, SUM(faces)::BIGINT FROM tally GROUP BY 1",
+        )?;
         // A source belongs to one collection: the collection's counts are its sources' sums.
         let mut sources: HashMap<i64, Vec<NamedCount>> = HashMap::new();
         for r in c.query(
@@ -262,10 +268,9 @@ impl ClusterStore {
         }
         let mut jurisdictions: HashMap<i64, Vec<NamedCount>> = HashMap::new();
         for r in c.query(
-            "SELECT i.collection_id, i.jurisdiction, COUNT(*), \
-             COALESCE(SUM(f.n), 0)::BIGINT FROM image i \
-             LEFT JOIN (SELECT image_id, COUNT(*) AS n FROM face GROUP BY image_id) f \
-             ON f.image_id = i.id GROUP BY 1, 2 ORDER BY 2 NULLS LAST",
+            "SELECT collection_id, NULLIF(jurisdiction, ''), SUM(images)::BIGINT, \
+             SUM(faces)::BIGINT FROM tally GROUP BY 1, 2 HAVING SUM(images) > 0 \
+             ORDER BY 2 NULLS LAST",
             &[],
         )? {
             jurisdictions.entry(r.get(0)).or_default().push(NamedCount {
@@ -330,10 +335,13 @@ impl Catalog for ClusterStore {
             let n: i64 = c.query_one(sql, &[&collection.id]).map_err(other)?.get(0);
             Ok(n as u64)
         };
-        let faces = count(&mut c, "SELECT COUNT(*) FROM face WHERE collection_id = $1")?;
+        let faces = count(
+            &mut c,
+            "SELECT COALESCE(SUM(faces), 0)::BIGINT FROM tally WHERE collection_id = $1",
+        )?;
         let images = count(
             &mut c,
-            "SELECT COUNT(*) FROM image WHERE collection_id = $1",
+            "SELECT COALESCE(SUM(images), 0)::BIGINT FROM tally WHERE collection_id = $1",
         )?;
         let subjects = count(
             &mut c,
@@ -342,21 +350,16 @@ impl Catalog for ClusterStore {
         let mut per_source: HashMap<i64, (u64, u64)> = HashMap::new();
         for r in c
             .query(
-                "SELECT source_id, COUNT(*) FROM image WHERE collection_id = $1 GROUP BY source_id",
+                "SELECT source_id, SUM(images)::BIGINT, SUM(faces)::BIGINT FROM tally \
+                 WHERE collection_id = $1 GROUP BY source_id",
                 &[&collection.id],
             )
             .map_err(other)?
         {
-            per_source.entry(r.get(0)).or_default().0 = r.get::<_, i64>(1) as u64;
-        }
-        for r in c
-            .query(
-                "SELECT source_id, COUNT(*) FROM face WHERE collection_id = $1 GROUP BY source_id",
-                &[&collection.id],
-            )
-            .map_err(other)?
-        {
-            per_source.entry(r.get(0)).or_default().1 = r.get::<_, i64>(1) as u64;
+            per_source.insert(
+                r.get(0),
+                (r.get::<_, i64>(1) as u64, r.get::<_, i64>(2) as u64),
+            );
         }
         drop(c);
         let sources = self

@@ -22,10 +22,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (9, include_str!("migrations/0009_rate_limits.sql")),
     (10, include_str!("migrations/0010_job_view.sql")),
     (11, include_str!("migrations/0011_staged_uploads.sql")),
+    (12, include_str!("migrations/0012_tally.sql")),
 ];
 
 /// Newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 11;
+pub const SCHEMA_VERSION: i32 = 12;
 
 /// Key of the advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK: i64 = 0x7669_7361_6765_0001;

@@ -389,13 +389,13 @@ impl ClusterStore {
         Ok((top.into_sorted(), matched))
     }
 
-    /// Faces of one collection committed in PostgreSQL.
+    /// Faces of one collection committed in PostgreSQL (from the counts in `tally`).
     fn face_count_of(&self, collection_id: i64) -> Result<u64> {
         let n: i64 = self
             .pg
             .get()?
             .query_one(
-                "SELECT COUNT(*) FROM face WHERE collection_id = $1",
+                "SELECT COALESCE(SUM(faces), 0)::BIGINT FROM tally WHERE collection_id = $1",
                 &[&collection_id],
             )?
             .get(0);
@@ -492,6 +492,78 @@ impl ClusterStore {
         Ok(())
     }
 
+    /// Compares the counts in `tally` with the rows they count, per source and jurisdiction,
+    /// both read in one snapshot (the triggers move them in the writing transaction, so a
+    /// concurrent ingest cannot make them differ). With `repair`, rebuilds the counts from
+    /// the rows while writes wait.
+    fn check_tally(&self, repair: bool, report: &mut ClusterCheck) -> Result<()> {
+        type Counts = HashMap<(i64, String), (i64, i64)>;
+        let mut c = self.pg.get()?;
+        let mut tx = c
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let read = |tx: &mut postgres::Transaction<'_>, sql: &str| -> Result<Counts> {
+            Ok(tx
+                .query(sql, &[])?
+                .iter()
+                .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
+                .filter(|(_, n)| *n != (0, 0))
+                .collect())
+        };
+        let kept = read(
+            &mut tx,
+            "SELECT source_id, jurisdiction, SUM(images)::BIGINT, SUM(faces)::BIGINT \
+             FROM tally GROUP BY 1, 2",
+        )?;
+        let rows = read(
+            &mut tx,
+            "SELECT COALESCE(i.source_id, f.source_id), COALESCE(i.jurisdiction, f.jurisdiction), \
+             COALESCE(i.n, 0), COALESCE(f.n, 0) FROM \
+             (SELECT source_id, COALESCE(jurisdiction, '') AS jurisdiction, COUNT(*) AS n \
+              FROM image GROUP BY 1, 2) i FULL JOIN \
+             (SELECT f.source_id, COALESCE(i.jurisdiction, '') AS jurisdiction, COUNT(*) AS n \
+              FROM face f JOIN image i ON i.id = f.image_id GROUP BY 1, 2) f \
+             ON f.source_id = i.source_id AND f.jurisdiction = i.jurisdiction",
+        )?;
+        tx.commit()?;
+        let mut keys: Vec<&(i64, String)> = kept.keys().chain(rows.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let mut found = Vec::new();
+        for key in keys {
+            let (k, r) = (
+                kept.get(key).copied().unwrap_or_default(),
+                rows.get(key).copied().unwrap_or_default(),
+            );
+            if k != r {
+                let j = if key.1.is_empty() { "none" } else { &key.1 };
+                found.push(format!(
+                    "source {} (jurisdiction {j}): counted {} images and {} faces, the rows \
+                     hold {} and {}",
+                    key.0, k.0, k.1, r.0, r.1
+                ));
+            }
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        if repair {
+            let mut tx = c.transaction()?;
+            tx.batch_execute("LOCK TABLE image, face IN SHARE MODE; SELECT tally_rebuild()")?;
+            tx.commit()?;
+        }
+        report
+            .inconsistencies
+            .extend(found.into_iter().map(|detail| Finding {
+                kind: "tally_mismatch",
+                detail,
+                repaired: repair,
+            }));
+        Ok(())
+    }
+
     /// Compares rows, blobs and vector points; with `repair`, removes orphans (blobs and
     /// points no row uses), re-creates missing points from the stored vectors, finishes owed
     /// deletions, and drops faces whose crop is gone (they can no longer be shown).
@@ -578,6 +650,7 @@ impl ClusterStore {
             report.inconsistencies.push(f);
         }
         self.check_staged(repair, &mut report)?;
+        self.check_tally(repair, &mut report)?;
         if let Vectors::Qdrant(q) = &self.vectors {
             let mut c = self.pg.get()?;
             let colls: Vec<(i64, i32)> = c
@@ -1247,14 +1320,18 @@ impl FaceStore for ClusterStore {
 
     fn face_count(&self) -> Result<u64> {
         let mut c = self.pg.get()?;
-        Ok(c.query_one("SELECT COUNT(*) FROM face", &[])?
-            .get::<_, i64>(0) as u64)
+        Ok(
+            c.query_one("SELECT COALESCE(SUM(faces), 0)::BIGINT FROM tally", &[])?
+                .get::<_, i64>(0) as u64,
+        )
     }
 
     fn image_count(&self) -> Result<u64> {
         let mut c = self.pg.get()?;
-        Ok(c.query_one("SELECT COUNT(*) FROM image", &[])?
-            .get::<_, i64>(0) as u64)
+        Ok(
+            c.query_one("SELECT COALESCE(SUM(images), 0)::BIGINT FROM tally", &[])?
+                .get::<_, i64>(0) as u64,
+        )
     }
 
     fn suppressions(&self, pack: &str) -> Result<Vec<Suppression>> {
@@ -1346,13 +1423,8 @@ impl FaceStore for ClusterStore {
     }
 
     fn sample_vectors(&self, collection_id: i64, n: usize) -> Result<Vec<Vec<f32>>> {
+        let total = self.face_count_of(collection_id)?;
         let mut c = self.pg.get()?;
-        let total: i64 = c
-            .query_one(
-                "SELECT count(*) FROM face WHERE collection_id = $1",
-                &[&collection_id],
-            )?
-            .get(0);
         let step = (total as usize).div_ceil(n.max(1)).max(1) as i64;
         // Ids first (an index scan), then only the chosen rows' vectors.
         let ids: Vec<i64> = c

@@ -15,7 +15,7 @@
 mod common;
 
 use common::{dot, normalised, Rng, PG};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, LazyLock};
@@ -309,6 +309,12 @@ mod late_matches {
 mod checked_writes {
     on!(checked_writes => suite_checked_writes, cluster_exact);
     on!(checked_writes => suite_checked_writes, cluster_qdrant);
+}
+
+/// The counts the triggers of migration 12 keep (`tally`): the cluster backends only.
+mod tally {
+    on!(tally => suite_tally, cluster_exact);
+    on!(tally => suite_tally, cluster_qdrant);
 }
 
 /// `visage migrate`: an embedded gallery copied into the cluster store under test.
@@ -2739,4 +2745,163 @@ fn suite_migrate(store: &dyn FaceStore, ctx: &Ctx) {
     assert_eq!((again.images_copied, again.images_already_there), (0, 120));
     assert_eq!(again.suppressions_copied, 0);
     assert_eq!(store.face_count().unwrap(), 121);
+}
+
+/// Images and faces per source and jurisdiction, as `ClusterStore::stats` answers them.
+type Tallies = BTreeMap<(String, String), (u64, u64)>;
+
+fn stats_tallies(cluster: &ClusterStore, coll: &Collection) -> (Tallies, Tallies) {
+    let st = cluster.stats().expect("stats");
+    let c = st
+        .collections
+        .iter()
+        .find(|c| c.id == coll.id)
+        .expect("the collection in stats");
+    let by_name = |v: &[visage_gallery::gallery::NamedCount]| -> Tallies {
+        v.iter()
+            .filter(|n| (n.images, n.faces) != (0, 0))
+            .map(|n| ((n.name.clone(), String::new()), (n.images, n.faces)))
+            .collect()
+    };
+    (by_name(&c.sources), by_name(&c.jurisdictions))
+}
+
+/// Expected per-source and per-jurisdiction counts of the images still held.
+fn expected_tallies(plans: &[ImgPlan], held: impl Fn(&ImgPlan) -> bool) -> (Tallies, Tallies) {
+    let (mut by_source, mut by_j) = (Tallies::new(), Tallies::new());
+    for p in plans.iter().filter(|p| held(p)) {
+        let j = p.jurisdiction.clone().unwrap_or_else(|| "unknown".into());
+        for e in [
+            by_source
+                .entry((p.source.name.clone(), String::new()))
+                .or_default(),
+            by_j.entry((j, String::new())).or_default(),
+        ] {
+            e.0 += 1;
+            e.1 += p.faces.len() as u64;
+        }
+    }
+    (by_source, by_j)
+}
+
+/// The counts behind `/v1/stats`, collection summaries and `/metrics` are kept by triggers
+/// (migration 12), not counted from the rows: they follow concurrent writes from two
+/// processes, duplicates, erasure by jurisdiction and by source; `visage cluster check` finds
+/// counts that disagree with the rows (`tally_mismatch`) and `--repair` rebuilds them.
+fn suite_tally(store: &dyn FaceStore, ctx: &Ctx) {
+    let cfg = ctx.cluster.as_ref().expect("cluster backends only");
+    let one = ClusterStore::open(cfg).expect("opening a store");
+    let two = ClusterStore::open(cfg).expect("opening a second store");
+    let coll = store.ensure_collection("tally", PACK, DIM).unwrap();
+    let a = source(store, &coll, "a", None);
+    let b = source(store, &coll, "b", Some("DE"));
+    let juris = [None, Some("DE"), Some("US-CA"), Some("US-NY")];
+    let plans: Vec<ImgPlan> = (0..80)
+        .map(|i| {
+            let src = if i % 2 == 0 { &a } else { &b };
+            let faces = (0..i % 3).map(|k| fp((i + k) % 30, None)).collect();
+            let mut p = plan(format!("tally{i}"), src, faces);
+            p.jurisdiction = juris[(i / 2) % 4].map(String::from);
+            p
+        })
+        .collect();
+    let mut people = People::new(23, 30);
+    let built = build(&coll, &mut people, &plans);
+    // Both stores write every image at once (one of each pair is a duplicate), each through
+    // its own connections (so its own slots).
+    let barrier = Barrier::new(2);
+    std::thread::scope(|s| {
+        for st in [&one, &two] {
+            let (barrier, built) = (&barrier, &built);
+            s.spawn(move || {
+                barrier.wait();
+                for (img, _) in built {
+                    st.add_images(std::slice::from_ref(img)).unwrap();
+                }
+            });
+        }
+    });
+    let want = expected_tallies(&plans, |_| true);
+    assert_eq!(stats_tallies(&one, &coll), want);
+    let faces: u64 = want.0.values().map(|v| v.1).sum();
+    assert_eq!(store.face_count().unwrap(), faces);
+    assert_eq!(store.image_count().unwrap(), 80);
+    let summary = Catalog::describe_collection(&two, "tally").unwrap();
+    assert_eq!((summary.images, summary.faces), (80, faces));
+    let per_source: Tallies = summary
+        .sources
+        .iter()
+        .map(|s| ((s.source.name.clone(), String::new()), (s.images, s.faces)))
+        .collect();
+    assert_eq!(per_source, want.0);
+
+    // Erasure by jurisdiction (US covers US-CA and US-NY).
+    store
+        .delete(&DeleteTarget::Jurisdiction("US".into()))
+        .unwrap();
+    let not_us = |p: &ImgPlan| !p.jurisdiction.as_deref().unwrap_or("").starts_with("US");
+    let want = expected_tallies(&plans, not_us);
+    assert_eq!(stats_tallies(&two, &coll), want);
+    let check = one.check(false).unwrap();
+    assert!(
+        check
+            .inconsistencies
+            .iter()
+            .all(|f| f.kind != "tally_mismatch"),
+        "{:?}",
+        check.inconsistencies
+    );
+
+    // Counts that disagree with the rows are reported, then rebuilt.
+    one.pool()
+        .get()
+        .unwrap()
+        .execute(
+            "INSERT INTO tally (source_id, jurisdiction, slot, collection_id, faces) \
+             VALUES ($1, 'DE', 99, $2, 3)",
+            &[&b.id, &coll.id],
+        )
+        .unwrap();
+    let (by_source, _) = stats_tallies(&one, &coll);
+    assert_eq!(
+        by_source[&("b".to_string(), String::new())].1,
+        want.0[&("b".to_string(), String::new())].1 + 3,
+        "stats read the kept counts"
+    );
+    let check = one.check(false).unwrap();
+    let found: Vec<_> = check
+        .inconsistencies
+        .iter()
+        .filter(|f| f.kind == "tally_mismatch")
+        .collect();
+    assert_eq!(found.len(), 1, "{:?}", check.inconsistencies);
+    assert!(
+        found[0]
+            .detail
+            .contains(&format!("source {} (jurisdiction DE)", b.id))
+            && !found[0].repaired,
+        "{:?}",
+        found[0]
+    );
+    let repaired = one.check(true).unwrap();
+    assert!(repaired
+        .inconsistencies
+        .iter()
+        .any(|f| f.kind == "tally_mismatch" && f.repaired));
+    assert_eq!(one.check(false).unwrap().unrepaired(), 0);
+    assert_eq!(stats_tallies(&two, &coll), want);
+
+    // Erasing a source removes its counts with it.
+    store.delete(&DeleteTarget::Source(b.id)).unwrap();
+    let n: i64 = one
+        .pool()
+        .get()
+        .unwrap()
+        .query_one("SELECT COUNT(*) FROM tally WHERE source_id = $1", &[&b.id])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let want = expected_tallies(&plans, |p| not_us(p) && p.source.id == a.id);
+    assert_eq!(stats_tallies(&one, &coll), want);
+    assert_eq!(one.check(false).unwrap().unrepaired(), 0);
 }
