@@ -16,7 +16,7 @@ use visage_vision::{
     main_face, AnalyzeOptions, Calibration, DecodeLimits, FacePipeline, PipelinePool,
 };
 
-use crate::lfw::parse_pairs;
+use crate::lfw::{distinct_images, parse_pairs};
 
 /// The calibration split: LFW's View 1 training pairs.
 pub const CALIBRATION_PAIRS: &str = "pairsDevTrain.txt";
@@ -49,13 +49,7 @@ fn images_of(data: &Path, pairs_file: &str) -> Result<Vec<String>> {
     let path = data.join(pairs_file);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    let mut rels: Vec<String> = parse_pairs(&text)?
-        .into_iter()
-        .flat_map(|p| [p.a, p.b])
-        .collect();
-    rels.sort();
-    rels.dedup();
-    Ok(rels)
+    Ok(distinct_images(&parse_pairs(&text)?))
 }
 
 fn image_root(data: &Path) -> Result<std::path::PathBuf> {
@@ -247,12 +241,7 @@ pub fn validate(
         Some(f) => f,
     };
     let pairs: Vec<_> = all_pairs.into_iter().filter(|p| p.fold < folds).collect();
-    let mut rels: Vec<String> = pairs
-        .iter()
-        .flat_map(|p| [p.a.clone(), p.b.clone()])
-        .collect();
-    rels.sort();
-    rels.dedup();
+    let rels = distinct_images(&pairs);
     let total = rels.len();
     let (items, failed) = embed_all(pool, &root, &rels, |d| progress(d, total));
     let by_rel: BTreeMap<&str, &Embedded> = items.iter().map(|e| (e.rel.as_str(), e)).collect();

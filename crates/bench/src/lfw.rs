@@ -31,6 +31,17 @@ fn image_rel(name: &str, idx: &str) -> Result<String> {
     Ok(format!("{name}/{name}_{n:04}.jpg"))
 }
 
+/// The distinct images of `pairs`, sorted.
+pub fn distinct_images(pairs: &[Pair]) -> Vec<String> {
+    let mut rels: Vec<String> = pairs
+        .iter()
+        .flat_map(|p| [p.a.clone(), p.b.clone()])
+        .collect();
+    rels.sort();
+    rels.dedup();
+    rels
+}
+
 /// Parses `pairs.txt` (header `folds n`, then per fold n same pairs and n different pairs),
 /// or the single-set development files (`pairsDevTrain.txt`: header `n`).
 pub fn parse_pairs(text: &str) -> Result<Vec<Pair>> {
@@ -232,12 +243,7 @@ pub fn run(
             root.display()
         );
     }
-    let mut rels: Vec<String> = pairs
-        .iter()
-        .flat_map(|p| [p.a.clone(), p.b.clone()])
-        .collect();
-    rels.sort();
-    rels.dedup();
+    let rels = distinct_images(&pairs);
     let total = rels.len();
     let t0 = Instant::now();
     let (emb, failed) = embed_images(pool, &root, &rels, flip, max_upscale, |d| {

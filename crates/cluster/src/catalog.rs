@@ -245,25 +245,30 @@ impl ClusterStore {
             &mut c,
             "SELECT collection_id, COUNT(*) FROM subject GROUP BY 1",
         )?;
-        let src_images = grouped(
-            &mut c,
-            "SELECT source_id, SUM(images)::BIGINT FROM tally GROUP BY 1",
-        )?;
-        let src_faces = grouped(
-            &mut c,
-            "SELECT source_id, SUM(faces)::BIGINT FROM tally GROUP BY 1",
-        )?;
+        let per_source: HashMap<i64, (u64, u64)> = c
+            .query(
+                "SELECT source_id, SUM(images)::BIGINT, SUM(faces)::BIGINT FROM tally GROUP BY 1",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    (r.get::<_, i64>(1) as u64, r.get::<_, i64>(2) as u64),
+                )
+            })
+            .collect();
         // A source belongs to one collection: the collection's counts are its sources' sums.
         let mut sources: HashMap<i64, Vec<NamedCount>> = HashMap::new();
         for r in c.query(
             "SELECT id, collection_id, name FROM source ORDER BY name",
             &[],
         )? {
-            let id: i64 = r.get(0);
+            let (images, faces) = per_source.get(&r.get(0)).copied().unwrap_or_default();
             sources.entry(r.get(1)).or_default().push(NamedCount {
                 name: r.get(2),
-                images: src_images.get(&id).copied().unwrap_or(0),
-                faces: src_faces.get(&id).copied().unwrap_or(0),
+                images,
+                faces,
             });
         }
         let mut jurisdictions: HashMap<i64, Vec<NamedCount>> = HashMap::new();
