@@ -744,25 +744,7 @@ pub fn faces(dir: &Path, cmd: FacesCmd) -> Result<ExitCode> {
             if targets.is_empty() {
                 bail!("nothing to delete: give face ids, --image, --subject, --source or --jurisdiction");
             }
-            let mut reports = Vec::new();
-            for t in &targets {
-                reports.push(g.delete(t)?);
-            }
-            let total = |f: fn(&visage_gallery::DeleteReport) -> usize| {
-                reports.iter().map(f).sum::<usize>()
-            };
-            receipt(
-                dir,
-                "erasure",
-                serde_json::json!({
-                    "targets": targets.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>(),
-                    "faces": total(|r| r.faces),
-                    "images": total(|r| r.images),
-                    "sources": total(|r| r.sources),
-                    "subjects": total(|r| r.subjects),
-                }),
-                receipt_path.as_deref(),
-            )?;
+            let reports = erase_recorded(dir, &g, targets, receipt_path.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&reports)?);
             } else {
@@ -955,6 +937,54 @@ pub fn access(home: &Home, inf: &InferenceOptions, dir: &Path, a: OptOutArgs) ->
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Deletes `targets`. With governance in the data directory (`visage admin init`), the
+/// deletion is announced, done and then recorded in the audit log with a signed erasure
+/// receipt (`visage_server::erasure`: never left unrecorded, deletions an earlier
+/// interruption left pending are finished first); the receipt is written to `out` if given.
+fn erase_recorded(
+    dir: &Path,
+    g: &Gallery,
+    targets: Vec<DeleteTarget>,
+    out: Option<&Path>,
+) -> Result<Vec<visage_gallery::DeleteReport>> {
+    use visage_server::erasure;
+    if !dir.join(visage_governance::DB_FILE).exists() {
+        return targets.iter().map(|t| g.delete(t)).collect();
+    }
+    let gov = visage_governance::Governance::open(dir)?;
+    let resumed = erasure::resume(g, &gov)?;
+    if !resumed.recorded.is_empty() {
+        eprintln!(
+            "finished and recorded {} deletion(s) an earlier interruption left unrecorded",
+            resumed.recorded.len()
+        );
+    }
+    let named: Vec<String> = targets.iter().map(|t| format!("{t:?}")).collect();
+    let actor = crate::gov_cmds::cli_actor();
+    let done = erasure::run(
+        g,
+        &gov,
+        erasure::Order {
+            targets,
+            event: visage_governance::AuditEvent::admin(&actor, None, "erase")
+                .details(serde_json::json!({"targets": named})),
+            report_in_details: false,
+            receipt: Some(erasure::ReceiptPlan {
+                by: actor,
+                org_id: None,
+                kind: "erasure".into(),
+                body: serde_json::json!({"targets": named}),
+            }),
+        },
+    )?;
+    if let (Some(p), Some(r)) = (out, &done.receipt) {
+        std::fs::write(p, serde_json::to_string_pretty(r)? + "\n")
+            .with_context(|| format!("cannot write {}", p.display()))?;
+        eprintln!("signed erasure receipt {} written to {}", r.id, p.display());
+    }
+    Ok(done.per_target)
 }
 
 /// Refuses up front a `--receipt` that could not be signed (before anything is changed).

@@ -48,14 +48,29 @@ pub fn issue(
     body: Value,
     event: Option<AuditEvent>,
 ) -> Result<Receipt> {
-    let receipt = Receipt::issue(audit.key(), kind, body)?;
     let mut c = pool.get()?;
     let mut tx = c.transaction()?;
-    if let Some(ev) = event {
-        audit.append_in(&mut tx, ev)?;
-    }
-    store_in(&mut tx, audit, &receipt, by, org_id)?;
+    let receipt = issue_in(&mut tx, audit, by, org_id, kind, body, event)?;
     tx.commit().context("committing the receipt")?;
+    Ok(receipt)
+}
+
+/// [`issue`] inside the caller's transaction, so the receipt and its records commit with
+/// what it attests (an erasure: `ClusterStore::delete_recorded`).
+pub fn issue_in(
+    tx: &mut Transaction<'_>,
+    audit: &PgAudit<'_>,
+    by: &Actor,
+    org_id: Option<i64>,
+    kind: &str,
+    body: Value,
+    event: Option<AuditEvent>,
+) -> Result<Receipt> {
+    let receipt = Receipt::issue(audit.key(), kind, body)?;
+    if let Some(ev) = event {
+        audit.append_in(tx, ev)?;
+    }
+    store_in(tx, audit, &receipt, by, org_id)?;
     Ok(receipt)
 }
 

@@ -402,6 +402,131 @@ impl ClusterStore {
         Ok(n as u64)
     }
 
+    /// Deletes `target` and, in the same transaction, lets `record` write what must commit
+    /// with the deletion (its audit record, its receipt): an erasure is never done without
+    /// its record, nor recorded without being done. `record` sees the report as it will be
+    /// returned; `blobs_removed` counts the blobs no row uses any more, whose removal is
+    /// scheduled in that transaction (`pending_delete`) and done after it commits. If that
+    /// removal fails, the deletion stands (logged): the next deletion, an idle worker or
+    /// `visage cluster check --repair` finishes it.
+    pub fn delete_recorded<R>(
+        &self,
+        target: &DeleteTarget,
+        record: impl FnOnce(&mut postgres::Transaction<'_>, &DeleteReport) -> Result<R>,
+    ) -> Result<(DeleteReport, R)> {
+        let mut report = DeleteReport::default();
+        let recorded = {
+            let mut c = self.pg.get()?;
+            let mut tx = c.transaction()?;
+            let face_ids: Vec<i64>;
+            let mut image_ids: Vec<i64> = vec![];
+            match target {
+                DeleteTarget::Faces(ids) => {
+                    face_ids = tx
+                        .query("SELECT id FROM face WHERE id = ANY($1) ORDER BY id", &[ids])?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                }
+                DeleteTarget::Image(id) => {
+                    face_ids = ids_of(&mut tx, "SELECT id FROM face WHERE image_id = $1", id)?;
+                    image_ids = ids_of(&mut tx, "SELECT id FROM image WHERE id = $1", id)?;
+                }
+                DeleteTarget::Source(id) => {
+                    face_ids = ids_of(&mut tx, "SELECT id FROM face WHERE source_id = $1", id)?;
+                    image_ids = ids_of(&mut tx, "SELECT id FROM image WHERE source_id = $1", id)?;
+                }
+                DeleteTarget::Subject(id) => {
+                    face_ids = ids_of(&mut tx, "SELECT id FROM face WHERE subject_id = $1", id)?;
+                }
+                DeleteTarget::Jurisdiction(code) => {
+                    let c = visage_gallery::normalize_jurisdiction(code)?;
+                    let like = format!("{c}-%");
+                    face_ids = tx
+                        .query(
+                            "SELECT f.id FROM face f JOIN image i ON i.id = f.image_id \
+                             WHERE i.jurisdiction = $1 OR i.jurisdiction LIKE $2",
+                            &[&c, &like],
+                        )?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                    image_ids = tx
+                        .query(
+                            "SELECT id FROM image WHERE jurisdiction = $1 OR jurisdiction LIKE $2",
+                            &[&c, &like],
+                        )?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                }
+            }
+            let t = now();
+            let mut candidate_blobs: Vec<String> = Vec::new();
+            let point_kind = matches!(self.vectors, Vectors::Qdrant(_));
+            for r in tx.query(
+                "DELETE FROM face WHERE id = ANY($1) RETURNING id, collection_id, crop_sha, thumb_sha",
+                &[&face_ids],
+            )? {
+                candidate_blobs.push(r.get(2));
+                candidate_blobs.push(r.get(3));
+                if point_kind {
+                    let (id, coll): (i64, i64) = (r.get(0), r.get(1));
+                    tx.execute(
+                        "INSERT INTO pending_delete (kind, collection_id, face_id, created_at) \
+                         VALUES ('point', $1, $2, $3)",
+                        &[&coll, &id, &t],
+                    )?;
+                }
+            }
+            for r in tx.query(
+                "DELETE FROM image WHERE id = ANY($1) RETURNING original_sha",
+                &[&image_ids],
+            )? {
+                if let Some(s) = r.get::<_, Option<String>>(0) {
+                    candidate_blobs.push(s);
+                }
+            }
+            match target {
+                DeleteTarget::Source(id) => {
+                    report.sources =
+                        tx.execute("DELETE FROM source WHERE id = $1", &[id])? as usize;
+                }
+                DeleteTarget::Subject(id) => {
+                    report.subjects =
+                        tx.execute("DELETE FROM subject WHERE id = $1", &[id])? as usize;
+                }
+                _ => {}
+            }
+            candidate_blobs.sort();
+            candidate_blobs.dedup();
+            for sha in candidate_blobs {
+                if !blob_referenced(&mut tx, &sha)? {
+                    tx.execute(
+                        "INSERT INTO pending_delete (kind, sha, created_at) VALUES ('blob', $1, $2)",
+                        &[&sha, &t],
+                    )?;
+                    report.blobs_removed += 1;
+                }
+            }
+            report.faces = face_ids.len();
+            report.images = image_ids.len();
+            report.face_ids = face_ids;
+            let recorded = record(&mut tx, &report)?;
+            tx.commit().context("committing the deletion")?;
+            recorded
+        };
+        // The rows are gone (never returned again); now the points and blobs.
+        if let Err(e) = self.finish_pending_deletes() {
+            tracing::warn!(
+                error = ?e,
+                "deleted rows committed; removing their points and blobs failed and is retried \
+                 by the next deletion, an idle worker or `visage cluster check --repair`"
+            );
+        }
+        Ok((report, recorded))
+    }
+
     /// Removes the points and blobs that committed deletions still owe. Returns the number of
     /// blobs removed.
     pub fn finish_pending_deletes(&self) -> Result<usize> {
@@ -1204,108 +1329,7 @@ impl FaceStore for ClusterStore {
     }
 
     fn delete(&self, target: &DeleteTarget) -> Result<DeleteReport> {
-        let mut report = DeleteReport::default();
-        {
-            let mut c = self.pg.get()?;
-            let mut tx = c.transaction()?;
-            let face_ids: Vec<i64>;
-            let mut image_ids: Vec<i64> = vec![];
-            match target {
-                DeleteTarget::Faces(ids) => {
-                    face_ids = tx
-                        .query("SELECT id FROM face WHERE id = ANY($1) ORDER BY id", &[ids])?
-                        .iter()
-                        .map(|r| r.get(0))
-                        .collect();
-                }
-                DeleteTarget::Image(id) => {
-                    face_ids = ids_of(&mut tx, "SELECT id FROM face WHERE image_id = $1", id)?;
-                    image_ids = ids_of(&mut tx, "SELECT id FROM image WHERE id = $1", id)?;
-                }
-                DeleteTarget::Source(id) => {
-                    face_ids = ids_of(&mut tx, "SELECT id FROM face WHERE source_id = $1", id)?;
-                    image_ids = ids_of(&mut tx, "SELECT id FROM image WHERE source_id = $1", id)?;
-                }
-                DeleteTarget::Subject(id) => {
-                    face_ids = ids_of(&mut tx, "SELECT id FROM face WHERE subject_id = $1", id)?;
-                }
-                DeleteTarget::Jurisdiction(code) => {
-                    let c = visage_gallery::normalize_jurisdiction(code)?;
-                    let like = format!("{c}-%");
-                    face_ids = tx
-                        .query(
-                            "SELECT f.id FROM face f JOIN image i ON i.id = f.image_id \
-                             WHERE i.jurisdiction = $1 OR i.jurisdiction LIKE $2",
-                            &[&c, &like],
-                        )?
-                        .iter()
-                        .map(|r| r.get(0))
-                        .collect();
-                    image_ids = tx
-                        .query(
-                            "SELECT id FROM image WHERE jurisdiction = $1 OR jurisdiction LIKE $2",
-                            &[&c, &like],
-                        )?
-                        .iter()
-                        .map(|r| r.get(0))
-                        .collect();
-                }
-            }
-            let t = now();
-            let mut candidate_blobs: Vec<String> = Vec::new();
-            let point_kind = matches!(self.vectors, Vectors::Qdrant(_));
-            for r in tx.query(
-                "DELETE FROM face WHERE id = ANY($1) RETURNING id, collection_id, crop_sha, thumb_sha",
-                &[&face_ids],
-            )? {
-                candidate_blobs.push(r.get(2));
-                candidate_blobs.push(r.get(3));
-                if point_kind {
-                    let (id, coll): (i64, i64) = (r.get(0), r.get(1));
-                    tx.execute(
-                        "INSERT INTO pending_delete (kind, collection_id, face_id, created_at) \
-                         VALUES ('point', $1, $2, $3)",
-                        &[&coll, &id, &t],
-                    )?;
-                }
-            }
-            for r in tx.query(
-                "DELETE FROM image WHERE id = ANY($1) RETURNING original_sha",
-                &[&image_ids],
-            )? {
-                if let Some(s) = r.get::<_, Option<String>>(0) {
-                    candidate_blobs.push(s);
-                }
-            }
-            match target {
-                DeleteTarget::Source(id) => {
-                    report.sources =
-                        tx.execute("DELETE FROM source WHERE id = $1", &[id])? as usize;
-                }
-                DeleteTarget::Subject(id) => {
-                    report.subjects =
-                        tx.execute("DELETE FROM subject WHERE id = $1", &[id])? as usize;
-                }
-                _ => {}
-            }
-            candidate_blobs.sort();
-            candidate_blobs.dedup();
-            for sha in candidate_blobs {
-                if !blob_referenced(&mut tx, &sha)? {
-                    tx.execute(
-                        "INSERT INTO pending_delete (kind, sha, created_at) VALUES ('blob', $1, $2)",
-                        &[&sha, &t],
-                    )?;
-                }
-            }
-            tx.commit()?;
-            report.faces = face_ids.len();
-            report.images = image_ids.len();
-            report.face_ids = face_ids;
-        }
-        // The rows are gone (never returned again); now the points and blobs.
-        report.blobs_removed = self.finish_pending_deletes()?;
-        Ok(report)
+        Ok(self.delete_recorded(target, |_, _| Ok(()))?.0)
     }
 
     fn blob(&self, sha: &str) -> Result<Vec<u8>> {

@@ -197,9 +197,13 @@ fn thread_loop(
         })?;
         if claimed.is_empty() {
             // Idle: remove the uploads of items that ended without their worker removing
-            // them (cancelled, given up, a worker that died after finishing).
+            // them (cancelled, given up, a worker that died after finishing),
             if let Err(e) = queue::sweep_staged(store.pool(), store.blobs(), None) {
                 tracing::warn!(error = ?e, "cannot remove staged uploads of ended items");
+            }
+            // and the points and blobs of committed deletions whose removal failed.
+            if let Err(e) = store.finish_pending_deletes() {
+                tracing::warn!(error = ?e, "cannot finish owed deletions of points and blobs");
             }
             if opts.exit_when_idle
                 && retry("counting open items", stop, || {

@@ -317,6 +317,13 @@ mod tally {
     on!(tally => suite_tally, cluster_qdrant);
 }
 
+/// A deletion and its records commit together (`ClusterStore::delete_recorded`): the
+/// cluster backends only.
+mod recorded_deletion {
+    on!(recorded_deletion => suite_recorded_deletion, cluster_exact);
+    on!(recorded_deletion => suite_recorded_deletion, cluster_qdrant);
+}
+
 /// `visage migrate`: an embedded gallery copied into the cluster store under test.
 mod migrate {
     on!(migrate => suite_migrate, cluster_exact);
@@ -2904,4 +2911,134 @@ fn suite_tally(store: &dyn FaceStore, ctx: &Ctx) {
     let want = expected_tallies(&plans, |p| not_us(p) && p.source.id == a.id);
     assert_eq!(stats_tallies(&one, &coll), want);
     assert_eq!(one.check(false).unwrap().unrepaired(), 0);
+}
+
+/// An erasure and its audit record and receipt commit in one transaction: a record that
+/// cannot be written (an error, or a process dying in the middle: a panic here) leaves every
+/// row, blob and point in place and owes no removal; a written one commits with the
+/// deletion, and `blobs_removed` counts the blobs that left the bucket.
+fn suite_recorded_deletion(store: &dyn FaceStore, ctx: &Ctx) {
+    let cfg = ctx.cluster.as_ref().expect("cluster backends only");
+    let cluster = ClusterStore::open(cfg).expect("opening a store");
+    let audit = visage_cluster::audit::PgAudit::new(
+        cluster.pool(),
+        ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+    );
+    let coll = store.ensure_collection("recorded", PACK, DIM).unwrap();
+    let a = source(store, &coll, "a", None);
+    let b = source(store, &coll, "b", None);
+    let plans: Vec<ImgPlan> = (0..12)
+        .map(|i| {
+            let src = if i < 8 { &a } else { &b };
+            plan(
+                format!("rec{i}"),
+                src,
+                vec![fp(i % 5, None), fp(5 + i % 3, None)],
+            )
+        })
+        .collect();
+    let mut people = People::new(31, 8);
+    let faces = store_images(store, &coll, &mut people, &plans);
+    let of_a: Vec<&Stored> = faces.iter().filter(|f| f.source_id == a.id).collect();
+    let pending = || -> i64 {
+        cluster
+            .pool()
+            .get()
+            .unwrap()
+            .query_one("SELECT COUNT(*) FROM pending_delete", &[])
+            .unwrap()
+            .get(0)
+    };
+    let unchanged = |what: &str| {
+        assert_eq!(store.face_count().unwrap(), faces.len() as u64, "{what}");
+        assert_eq!(store.image_count().unwrap(), 12, "{what}");
+        assert!(
+            store.sources(coll.id).unwrap().iter().any(|s| s.id == a.id),
+            "{what}: source a"
+        );
+        for f in &of_a {
+            assert!(
+                store.face(f.face_id).unwrap().is_some(),
+                "{what}: face kept"
+            );
+        }
+        assert_eq!(audit.head().unwrap(), None, "{what}: no record");
+        assert_eq!(pending(), 0, "{what}: no removal owed");
+        let known = by_id(&faces);
+        let hits = search(store, &coll, &of_a[0].vector, 5, None, &filter(), &known);
+        assert!(ids(&hits).contains(&of_a[0].face_id), "{what}: still found");
+    };
+    let blobs_before = blob_set(store);
+    let event = |n: usize| {
+        visage_governance::AuditEvent::new(&visage_governance::Actor::system(), "erase")
+            .result_count(n as u64)
+    };
+
+    let failed =
+        cluster.delete_recorded(&DeleteTarget::Source(a.id), |tx, r| -> anyhow::Result<()> {
+            audit.append_in(tx, event(r.faces))?;
+            anyhow::bail!("the receipt cannot be stored")
+        });
+    assert!(
+        format!("{:#}", failed.unwrap_err()).contains("the receipt cannot be stored"),
+        "the record's error is returned"
+    );
+    unchanged("after a failed record");
+    assert_eq!(blob_set(store), blobs_before);
+
+    let died = catch_unwind(AssertUnwindSafe(|| {
+        cluster.delete_recorded(&DeleteTarget::Source(a.id), |tx, r| -> anyhow::Result<()> {
+            audit.append_in(tx, event(r.faces)).unwrap();
+            panic!("the process dies before the commit")
+        })
+    }));
+    assert!(died.is_err());
+    unchanged("after a death before the commit");
+
+    let (report, receipt) = cluster
+        .delete_recorded(&DeleteTarget::Source(a.id), |tx, r| {
+            visage_cluster::receipts::issue_in(
+                tx,
+                &audit,
+                &visage_governance::Actor::system(),
+                None,
+                "erasure",
+                serde_json::json!({"faces": r.faces, "blobs_removed": r.blobs_removed}),
+                Some(event(r.faces)),
+            )
+        })
+        .unwrap();
+    assert_eq!(
+        (report.faces, report.images, report.sources),
+        (of_a.len(), 8, 1)
+    );
+    let mut want_ids: Vec<i64> = of_a.iter().map(|f| f.face_id).collect();
+    want_ids.sort();
+    assert_eq!(report.face_ids, want_ids);
+    let records = audit.records(.., 10).unwrap();
+    assert_eq!(records.len(), 2, "the erasure's record and the receipt's");
+    assert_eq!(records[0].result_count, Some(of_a.len() as u64));
+    assert_eq!(
+        visage_cluster::receipts::get(cluster.pool(), &receipt.id)
+            .unwrap()
+            .expect("the receipt is stored")
+            .body["faces"],
+        serde_json::json!(of_a.len())
+    );
+    assert_eq!(
+        store.face_count().unwrap(),
+        (faces.len() - of_a.len()) as u64
+    );
+    assert_eq!(pending(), 0, "removals done after the commit");
+    let gone = blobs_before.difference(&blob_set(store)).count();
+    assert!(gone > 0);
+    assert_eq!(report.blobs_removed, gone, "blobs_removed counts what left");
+    assert_eq!(receipt.body["blobs_removed"], serde_json::json!(gone));
+    if let Some(points) = ctx.qdrant_ids(coll.id) {
+        assert!(
+            points.iter().all(|p| !want_ids.contains(p)),
+            "points removed"
+        );
+    }
+    assert_eq!(cluster.check(false).unwrap().unrepaired(), 0);
 }

@@ -234,7 +234,8 @@ pub struct SearchTrace {
 }
 
 /// What to delete.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DeleteTarget {
     Faces(Vec<i64>),
     Image(i64),
@@ -244,7 +245,7 @@ pub enum DeleteTarget {
     Jurisdiction(String),
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct DeleteReport {
     pub faces: usize,
     pub images: usize,
@@ -991,8 +992,53 @@ impl Gallery {
     }
 
     /// Deletes for real: rows (secure_delete), vectors (purged from the index and its file),
-    /// crops and thumbnails (unlinked). Deleted face ids never come back.
+    /// crops and thumbnails (unlinked). Deleted face ids never come back. `blobs_removed`
+    /// counts the files no row uses any more: unlinked now, or, if that fails after the rows
+    /// left, at the next open (`pending_unlink`).
     pub fn delete(&self, target: &DeleteTarget) -> Result<DeleteReport> {
+        self.delete_inner(target, None)
+    }
+
+    /// [`Gallery::delete`], writing its report to the deletion journal under `intent` in the
+    /// deletion's own transaction: whoever recorded the intent first (an erasure's audit
+    /// record and receipt, in governance.sqlite) can learn after any interruption whether
+    /// the rows left and what left ([`Gallery::journaled`]), and record exactly that. An
+    /// intent already journaled deletes nothing again: its report is returned.
+    pub fn delete_journaled(&self, target: &DeleteTarget, intent: &str) -> Result<DeleteReport> {
+        self.delete_inner(target, Some(intent))
+    }
+
+    /// The report journaled under `intent`, if that deletion committed.
+    pub fn journaled(&self, intent: &str) -> Result<Option<DeleteReport>> {
+        let json: Option<String> = lock(&self.conn)
+            .query_row(
+                "SELECT report FROM deletion_journal WHERE intent = ?1",
+                [intent],
+                |r| r.get(0),
+            )
+            .optional()?;
+        json.map(|j| serde_json::from_str(&j).context("reading a journaled deletion report"))
+            .transpose()
+    }
+
+    /// Intents journaled and not yet forgotten (oldest first).
+    pub fn journaled_intents(&self) -> Result<Vec<String>> {
+        let conn = lock(&self.conn);
+        let mut st = conn.prepare("SELECT intent FROM deletion_journal ORDER BY created_at")?;
+        let out = st
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(out)
+    }
+
+    /// Drops a journaled report once its caller has recorded it.
+    pub fn forget_journaled(&self, intent: &str) -> Result<()> {
+        self.require_writable()?;
+        lock(&self.conn).execute("DELETE FROM deletion_journal WHERE intent = ?1", [intent])?;
+        Ok(())
+    }
+
+    fn delete_inner(&self, target: &DeleteTarget, intent: Option<&str>) -> Result<DeleteReport> {
         self.require_writable()?;
         let _w = lock(&self.write);
         let mut report = DeleteReport::default();
@@ -1001,6 +1047,18 @@ impl Gallery {
         {
             let mut conn = lock(&self.conn);
             let tx = conn.transaction()?;
+            if let Some(intent) = intent {
+                let done: Option<String> = tx
+                    .query_row(
+                        "SELECT report FROM deletion_journal WHERE intent = ?1",
+                        [intent],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(j) = done {
+                    return serde_json::from_str(&j).context("reading a journaled deletion report");
+                }
+            }
             let (face_sql, image_sql, extra): (String, Option<String>, Option<String>) =
                 match target {
                     DeleteTarget::Faces(ids) => {
@@ -1107,10 +1165,17 @@ impl Gallery {
                     unlink.push(sha);
                 }
             }
-            tx.commit()?;
             report.faces = face_ids.len();
             report.images = image_ids.len();
             report.face_ids = face_ids;
+            report.blobs_removed = unlink.len();
+            if let Some(intent) = intent {
+                tx.execute(
+                    "INSERT INTO deletion_journal (intent, report, created_at) VALUES (?1, ?2, ?3)",
+                    params![intent, serde_json::to_string(&report)?, t],
+                )?;
+            }
+            tx.commit()?;
         }
         // The rows are gone; now the vectors and files.
         let seq: i64 =
@@ -1136,9 +1201,7 @@ impl Gallery {
             state.dirty.store(true, Ordering::Release);
         }
         for sha in &unlink {
-            if self.blobs.remove(sha)? {
-                report.blobs_removed += 1;
-            }
+            self.blobs.remove(sha)?;
         }
         {
             let conn = lock(&self.conn);

@@ -113,6 +113,18 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX suppression_pack ON suppression(pack);
     "#,
+    // 3 -> 4: deletions journaled under an intent id, so an erasure interrupted after its
+    // rows left can still be recorded with its counts (`Gallery::delete_journaled`).
+    r#"
+    -- The report of a deletion, written in the deletion's own transaction under the id of
+    -- the intent the caller recorded first (governance.sqlite `pending_change`); removed
+    -- once the caller has recorded it.
+    CREATE TABLE deletion_journal (
+        intent     TEXT PRIMARY KEY,
+        report     TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

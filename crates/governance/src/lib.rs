@@ -1,5 +1,6 @@
 //! Governance for visage: organisations, users, API keys, the policy file and authorisation,
-//! cases, the hash-chained and signed audit log, and signed receipts.
+//! cases, the hash-chained and signed audit log, signed receipts, and changes to other stores
+//! announced before they are made (`pending_change`: an erasure is never left unrecorded).
 //!
 //! Synchronous and storage-only: one SQLite file (`governance.sqlite`) and one Ed25519 key
 //! (`audit-signing.key`) in a directory. [`Governance`] is `Send + Sync`; its connection sits
@@ -10,6 +11,7 @@ mod accounts;
 mod audit;
 mod cases;
 mod error;
+mod pending;
 mod policy;
 mod receipt;
 mod schema;
@@ -29,6 +31,7 @@ pub use audit::{
 };
 pub use cases::{format_utc_ms, Case, CaseReport, CaseSearch, CaseStatus, NewCase};
 pub use error::{AuthError, GovError, PolicyError, Result};
+pub use pending::{PendingChange, ReceiptOrder};
 pub use policy::{
     decide, policy_file, quota_for, Action, ActionPattern, AuthzContext, AuthzFacts, DataPolicy,
     Decision, Effect, Jurisdiction, Policy, Rule, SearchPolicy, DEFAULT_POLICY_TOML, POLICY_FILE,

@@ -125,16 +125,29 @@ impl Governance {
         kind: &str,
         body: Value,
     ) -> Result<Receipt> {
-        let receipt = Receipt::issue(&self.signing, kind, body)?;
-        let json = serde_json::to_string(&receipt).map_err(anyhow::Error::from)?;
         let mut conn = self.db();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let receipt = self.sign_receipt_tx(&tx, by, org_id, kind, body)?;
+        tx.commit()?;
+        Ok(receipt)
+    }
+
+    /// [`Governance::sign_receipt`] inside the caller's transaction.
+    pub(crate) fn sign_receipt_tx(
+        &self,
+        tx: &rusqlite::Transaction,
+        by: &Actor,
+        org_id: Option<i64>,
+        kind: &str,
+        body: Value,
+    ) -> Result<Receipt> {
+        let receipt = Receipt::issue(&self.signing, kind, body)?;
+        let json = serde_json::to_string(&receipt).map_err(anyhow::Error::from)?;
         tx.execute(
             "INSERT INTO receipt (id, kind, issued_at, json) VALUES (?1, ?2, ?3, ?4)",
             params![receipt.id, receipt.kind, receipt.issued_at, json],
         )?;
-        self.append_tx(&tx, receipt.audit_event(by, org_id))?;
-        tx.commit()?;
+        self.append_tx(tx, receipt.audit_event(by, org_id))?;
         Ok(receipt)
     }
 

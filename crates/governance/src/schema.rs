@@ -100,6 +100,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER receipt_no_delete BEFORE DELETE ON receipt
         BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END;
     "#,
+    // 1 -> 2: changes to other stores announced before they are made (an erasure of the
+    // gallery), finished with their records in one transaction (`Governance::finish_change`).
+    r#"
+    CREATE TABLE pending_change (
+        id         TEXT PRIMARY KEY,
+        kind       TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        json       TEXT NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -1292,14 +1292,20 @@ async fn delete_face(
     let id = crate::face_id(&raw)?;
     crate::blocking(&st, move |st| {
         let (p, d) = st.authorize(&who, Action::Delete, &AuthzContext::default(), |ev| ev)?;
-        let report = st
+        // The record commits with the deletion (none when there was nothing to delete).
+        let audit = st.audit();
+        let (report, _) = st
             .store
-            .delete(&visage_gallery::DeleteTarget::Faces(vec![id]))
+            .delete_recorded(&visage_gallery::DeleteTarget::Faces(vec![id]), |tx, r| {
+                if r.faces > 0 {
+                    audit.append_in(tx, delete_event(&p, &d, r))?;
+                }
+                Ok(())
+            })
             .map_err(storage)?;
         if report.faces == 0 {
             return Err(ApiError::not_found(format!("no face with id {id}")));
         }
-        st.append(delete_event(&p, &d, &report))?;
         Ok(Json(report).into_response())
     })
     .await
@@ -1370,8 +1376,9 @@ async fn audit_verify(
 
 /// `POST /v1/erasures`: the embedded API's erasure (same body, answer and records): every face
 /// of a source, subject or jurisdiction leaves PostgreSQL, the vector store and the bucket,
-/// and a receipt signed with the cluster's audit key is issued; the erasure's audit record
-/// and the receipt commit together.
+/// and a receipt signed with the cluster's audit key is issued; the rows' deletion, the
+/// erasure's audit record and the receipt commit in one transaction
+/// (`ClusterStore::delete_recorded`), so no erasure is done unrecorded.
 async fn erase(
     State(st): State<ClusterState>,
     Extension(who): Extension<KeyIdentity>,
@@ -1380,17 +1387,21 @@ async fn erase(
     crate::blocking(&st, move |st| {
         let (p, d) = st.authorize(&who, Action::Erase, &AuthzContext::default(), |ev| ev)?;
         let (target, described) = erasure_target(&body)?;
-        let report = st.store.delete(&target).map_err(storage)?;
-        let receipt = receipts::issue(
-            st.store.pool(),
-            &st.audit(),
-            &Actor::from(&p),
-            Some(p.org.id),
-            "erasure",
-            erasure_receipt_body(&described, &report, &p),
-            Some(erasure_event(&p, &d, &report, &described)),
-        )
-        .map_err(storage)?;
+        let audit = st.audit();
+        let (report, receipt) = st
+            .store
+            .delete_recorded(&target, |tx, report| {
+                receipts::issue_in(
+                    tx,
+                    &audit,
+                    &Actor::from(&p),
+                    Some(p.org.id),
+                    "erasure",
+                    erasure_receipt_body(&described, report, &p),
+                    Some(erasure_event(&p, &d, report, &described)),
+                )
+            })
+            .map_err(storage)?;
         Ok((
             StatusCode::CREATED,
             Json(json!({"report": report, "receipt": receipt})),

@@ -81,15 +81,20 @@ pub(crate) async fn delete_face(
     let d = authorize(&st, &p, Action::Delete, &none())?;
     st.writable()?;
     blocking(&st, move |st| {
-        let report = st
-            .gallery
-            .delete(&DeleteTarget::Faces(vec![id]))
-            .map_err(ApiError::internal)?;
-        if report.faces == 0 {
+        if st.gallery.face(id).map_err(ApiError::internal)?.is_none() {
             return Err(ApiError::not_found(format!("no face with id {id}")));
         }
-        st.gov.append(delete_event(&p, &d, &report))?;
-        Ok(Json(report).into_response())
+        let order = crate::erasure::Order {
+            targets: vec![DeleteTarget::Faces(vec![id])],
+            event: AuditEvent::decision(&p, Action::Delete, &d),
+            report_in_details: true,
+            receipt: None,
+        };
+        let done = crate::erasure::run(&st.gallery, &st.gov, order).map_err(ApiError::internal)?;
+        if done.report.faces == 0 {
+            return Err(ApiError::not_found(format!("no face with id {id}")));
+        }
+        Ok(Json(done.report).into_response())
     })
     .await
 }
@@ -441,13 +446,22 @@ pub(crate) async fn erase(
     let (target, described) = erasure_target(&body)?;
     st.writable()?;
     let out = blocking(&st, move |st| {
-        let report = st.gallery.delete(&target).map_err(ApiError::internal)?;
-        st.gov.append(erasure_event(&p, &d, &report, &described))?;
-        let body = erasure_receipt_body(&described, &report, &p);
-        let receipt = st
-            .gov
-            .sign_receipt(&Actor::from(&p), Some(p.org.id), "erasure", body)?;
-        Ok(serde_json::json!({"report": report, "receipt": receipt}))
+        // Announced, done, then recorded with its receipt: never left unrecorded
+        // (`crate::erasure`).
+        let order = crate::erasure::Order {
+            targets: vec![target],
+            event: AuditEvent::decision(&p, Action::Erase, &d)
+                .details(serde_json::json!({"target": described})),
+            report_in_details: false,
+            receipt: Some(crate::erasure::ReceiptPlan {
+                by: Actor::from(&p),
+                org_id: Some(p.org.id),
+                kind: "erasure".into(),
+                body: erasure_receipt_base(&described, &p),
+            }),
+        };
+        let done = crate::erasure::run(&st.gallery, &st.gov, order).map_err(ApiError::internal)?;
+        Ok(serde_json::json!({"report": done.report, "receipt": done.receipt}))
     })
     .await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
@@ -497,15 +511,16 @@ pub(crate) fn erasure_receipt_body(
     report: &visage_gallery::DeleteReport,
     p: &Principal,
 ) -> serde_json::Value {
+    crate::erasure::with_counts(erasure_receipt_base(described, p), report)
+}
+
+/// An erasure receipt's body before the deletion: the target and who asked.
+pub(crate) fn erasure_receipt_base(
+    described: &serde_json::Value,
+    p: &Principal,
+) -> serde_json::Value {
     serde_json::json!({
         "target": described,
-        "faces": report.faces,
-        "images": report.images,
-        "sources": report.sources,
-        "subjects": report.subjects,
-        "blobs_removed": report.blobs_removed,
-        "face_ids_count": report.face_ids.len(),
-        "when": visage_gallery::gallery::now(),
         "by": p.username,
         "org_id": p.org.id,
     })

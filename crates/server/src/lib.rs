@@ -11,6 +11,7 @@ mod accounts_api;
 mod auth;
 mod catalog;
 pub mod cluster_api;
+pub mod erasure;
 mod gov_api;
 mod input;
 mod jobs;
@@ -171,6 +172,11 @@ impl AppState {
             ),
         };
         let gov = Governance::open_with_policy(data_dir, policy)?;
+        if !opts.read_only {
+            // Deletions an interruption left unrecorded are finished and recorded first.
+            erasure::resume(&gallery, &gov)
+                .context("finishing the deletions an interruption left unrecorded")?;
+        }
         let admin = gov.init_admin(&opts.admin_jurisdiction)?;
         let operator_org = match &admin {
             Some(a) => Some(a.org.id),
