@@ -132,6 +132,26 @@ impl Governance {
         Ok(receipt)
     }
 
+    /// [`Governance::sign_receipt`] and the records of what it attests (`events`, given the
+    /// receipt: they name its id) in one transaction, so neither is kept without the other.
+    pub fn sign_receipt_recorded(
+        &self,
+        by: &Actor,
+        org_id: Option<i64>,
+        kind: &str,
+        body: Value,
+        events: impl FnOnce(&Receipt) -> Vec<crate::AuditEvent>,
+    ) -> Result<Receipt> {
+        let mut conn = self.db();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let receipt = self.sign_receipt_tx(&tx, by, org_id, kind, body)?;
+        for ev in events(&receipt) {
+            self.append_tx(&tx, ev)?;
+        }
+        tx.commit()?;
+        Ok(receipt)
+    }
+
     /// [`Governance::sign_receipt`] inside the caller's transaction.
     pub(crate) fn sign_receipt_tx(
         &self,

@@ -219,11 +219,13 @@ pub(crate) async fn opt_out(
             optout::opt_out(&st.gallery, &p, &request_id, &selfies).map_err(engine_error)?
         };
         let summary = opt_out_summary(&request_id, selfies.len(), &outcome);
-        let receipt = st
-            .gov
-            .sign_receipt(&Actor::public(), None, "opt_out", summary.clone())?;
-        st.gov
-            .append(opt_out_event(&request_id, &receipt.id, &outcome))?;
+        let receipt = st.gov.sign_receipt_recorded(
+            &Actor::public(),
+            None,
+            "opt_out",
+            summary.clone(),
+            |r| vec![opt_out_event(&request_id, &r.id, &outcome)],
+        )?;
         st.requests
             .insert(
                 &request_id,
@@ -314,11 +316,13 @@ pub(crate) async fn access(
         let n = add_thumbnails(&|sha| st.gallery.blob(sha).ok(), &mut report);
         let summary = access_summary(&request_id, selfies.len(), n);
         // What was disclosed, signed (counts only; no images, no face data).
-        let receipt = st
-            .gov
-            .sign_receipt(&Actor::public(), None, "access", summary.clone())?;
-        st.gov
-            .append(access_event(&request_id, selfies.len(), n, &receipt.id))?;
+        let receipt = st.gov.sign_receipt_recorded(
+            &Actor::public(),
+            None,
+            "access",
+            summary.clone(),
+            |r| vec![access_event(&request_id, selfies.len(), n, &r.id)],
+        )?;
         st.requests
             .insert(&request_id, "access", &contact, Some(&receipt.id), &summary)
             .map_err(ApiError::internal)?;
