@@ -877,14 +877,31 @@ pub fn opt_out(home: &Home, inf: &InferenceOptions, dir: &Path, a: OptOutArgs) -
             .unwrap_or_default();
         format!("optout-{}-{}", t.as_secs(), std::process::id())
     });
-    let r = visage_engine::optout::opt_out(&gallery, &p, &request_id, &selfies)?;
-    receipt(
-        dir,
-        "opt_out",
-        serde_json::json!({"request_id": r.request_id, "selfies": r.selfies,
-            "faces_deleted": r.faces_deleted, "suppressed_embeddings": r.suppressed_embeddings}),
-        a.receipt.as_deref(),
-    )?;
+    let r = if dir.join(visage_governance::DB_FILE).exists() {
+        // Recorded: the audit record and the receipt cannot be lost to an interruption
+        // (visage_server::opt_outs); earlier interrupted ones are finished first.
+        let gov = visage_governance::Governance::open(dir)?;
+        for done in visage_server::opt_outs::resume(&gallery, &gov, &p)? {
+            eprintln!(
+                "finished and recorded opt-out {}, which an earlier interruption left unrecorded",
+                done.pending.request_id
+            );
+        }
+        let pending = visage_server::opt_outs::Pending {
+            request_id: request_id.clone(),
+            pack: p.pack_id(),
+            selfies: selfies.len(),
+            contact: String::new(),
+            by: crate::gov_cmds::cli_actor(),
+        };
+        let done = visage_server::opt_outs::run(&gallery, &gov, &p, pending, &selfies)?;
+        if let (Some(path), Some(rc)) = (a.receipt.as_deref(), &done.receipt) {
+            write_receipt(path, rc)?;
+        }
+        done.outcome
+    } else {
+        visage_engine::optout::opt_out(&gallery, &p, &request_id, &selfies)?
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -1018,9 +1035,19 @@ fn receipt(
     let gov = visage_governance::Governance::open(dir)?;
     let r = gov.sign_receipt(&crate::gov_cmds::cli_actor(), None, kind, body)?;
     if let Some(p) = out {
-        std::fs::write(p, serde_json::to_string_pretty(&r)? + "\n")
-            .with_context(|| format!("cannot write {}", p.display()))?;
-        eprintln!("signed {kind} receipt {} written to {}", r.id, p.display());
+        write_receipt(p, &r)?;
     }
     Ok(Some(r))
+}
+
+fn write_receipt(p: &Path, r: &visage_governance::Receipt) -> Result<()> {
+    std::fs::write(p, serde_json::to_string_pretty(r)? + "\n")
+        .with_context(|| format!("cannot write {}", p.display()))?;
+    eprintln!(
+        "signed {} receipt {} written to {}",
+        r.kind,
+        r.id,
+        p.display()
+    );
+    Ok(())
 }

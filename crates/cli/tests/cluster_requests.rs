@@ -292,6 +292,107 @@ fn opt_out_access_and_erasure_over_the_cluster_api() {
         leaver.0
     );
 
+    // ---- An opt-out whose API process dies half way ----
+    // A second API process, killed (by the test hook) right after the opt-out's first
+    // deletion committed: the requester gets no answer, and nothing is recorded yet.
+    let third = three[2];
+    let emb3 = common::run_json(
+        &[
+            "opt-out",
+            third.1[0].to_str().unwrap(),
+            "--request-id",
+            "reference-3",
+            "--json",
+        ],
+        &data,
+    );
+    let emb_after3 = embedded_subjects(&data);
+    let (mut doomed, d) = serve_with_env(
+        &config,
+        &root,
+        &[("VISAGE_TEST_ABORT_OPT_OUT_AFTER_DELETIONS", "1")],
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let answer = agent
+        .post(&format!("{d}/v1/public/opt-out"))
+        .content_type("application/json")
+        .send(
+            json!({"selfie_base64": b64(&third.1[0]), "contact": "third@example.org"}).to_string(),
+        );
+    assert!(answer.is_err(), "the doomed process answered: {answer:?}");
+    let status = doomed.0.wait().unwrap();
+    assert!(!status.success(), "the doomed process exited cleanly");
+    let pending: Vec<String> = db
+        .query("SELECT request_id FROM pending_opt_out", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(pending.len(), 1, "the opt-out is announced: {pending:?}");
+    let rid3 = pending[0].clone();
+    let partly = cluster_subjects(&mut db)
+        .get(&third.0)
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        partly < emb_before[&third.0],
+        "the doomed process deleted nothing"
+    );
+    let (st, _) = call("GET", &format!("{a}/v1/public/requests/{rid3}"), "", None);
+    assert_eq!(st, 404, "recorded before it was done");
+    // The running API process takes it over within a minute (its resumer runs every
+    // minute); a process that starts takes it over at once.
+    let (_api2, a2) = serve(&config, &root);
+    let t0 = std::time::Instant::now();
+    loop {
+        let n: i64 = db
+            .query_one("SELECT count(*) FROM pending_opt_out", &[])
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "the interrupted opt-out was not finished"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (st, s3r) = call("GET", &format!("{a2}/v1/public/requests/{rid3}"), "", None);
+    assert_eq!(st, 200, "{s3r}");
+    let receipt3 = check_receipt(&s3r["receipt"], "opt_out", &public_key);
+    assert_eq!(receipt3.body, s3r["summary"]);
+    assert_eq!(s3r["summary"]["resumed_after_interruption"], true, "{s3r}");
+    eprintln!(
+        "{} ({} faces): the killed process deleted {} before it died; recorded after the \
+         takeover: {} faces deleted (embedded, uninterrupted: {})",
+        third.0,
+        emb_before[&third.0],
+        emb_before[&third.0] - partly,
+        s3r["summary"]["faces_deleted"],
+        emb3["faces_deleted"]
+    );
+    assert_eq!(
+        s3r["summary"]["faces_deleted"], emb3["faces_deleted"],
+        "the record counts the faces of both runs"
+    );
+    let main_after3: BTreeMap<String, i64> = cluster_subjects(&mut db)
+        .into_iter()
+        .filter(|(l, _)| !extra_labels.contains(&l.as_str()))
+        .collect();
+    assert_eq!(
+        main_after3, emb_after3,
+        "the same faces remain on both backends"
+    );
+    let journal: i64 = db
+        .query_one("SELECT count(*) FROM opt_out_journal", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(journal, 0, "the journal is dropped with the record");
+
     // ---- Access ----
     let (st, acc) = call(
         "POST",
@@ -472,9 +573,13 @@ fn opt_out_access_and_erasure_over_the_cluster_api() {
         .filter(|r| r.get("action").is_some())
         .collect();
     let count = |action: &str| recs.iter().filter(|r| r["action"] == action).count();
-    assert_eq!(count("opt_out"), 1);
+    assert_eq!(count("opt_out"), 2);
     assert_eq!(count("access_request"), 1);
-    assert_eq!(count("receipt"), 3, "opt-out, access and erasure receipts");
+    assert_eq!(
+        count("receipt"),
+        4,
+        "two opt-outs, access and erasure receipts"
+    );
     let erase_recs: Vec<&Value> = recs.iter().filter(|r| r["action"] == "erase").collect();
     assert_eq!(erase_recs.len(), 2, "the refusal and the erasure");
     assert_eq!(erase_recs[1]["allowed"], true);
@@ -488,9 +593,23 @@ fn opt_out_access_and_erasure_over_the_cluster_api() {
         deleted,
         "the opt-out's record lists the deleted faces"
     );
+    let resumed: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["action"] == "opt_out" && r["details"]["resumed_after_interruption"] == true)
+        .collect();
+    assert_eq!(resumed.len(), 1, "the interrupted opt-out is recorded once");
+    assert_eq!(
+        resumed[0]["details"]["request_id"].as_str(),
+        Some(rid3.as_str())
+    );
+    assert_eq!(
+        resumed[0]["object_ids"].as_array().unwrap().len() as u64,
+        emb3["faces_deleted"].as_u64().unwrap(),
+        "its record lists the faces of both runs"
+    );
     let text = std::fs::read_to_string(&export).unwrap();
     assert!(
-        !text.contains("leaver@example.org"),
+        !text.contains("leaver@example.org") && !text.contains("third@example.org"),
         "contacts stay out of the log"
     );
 

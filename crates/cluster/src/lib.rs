@@ -22,6 +22,7 @@ pub mod config;
 pub mod gov;
 pub mod keys;
 pub mod migrate;
+pub mod pending;
 pub mod pg;
 pub mod qdrant;
 pub mod queue;

@@ -23,10 +23,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (10, include_str!("migrations/0010_job_view.sql")),
     (11, include_str!("migrations/0011_staged_uploads.sql")),
     (12, include_str!("migrations/0012_tally.sql")),
+    (13, include_str!("migrations/0013_pending_opt_out.sql")),
 ];
 
 /// Newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 12;
+pub const SCHEMA_VERSION: i32 = 13;
 
 /// Key of the advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK: i64 = 0x7669_7361_6765_0001;
@@ -35,7 +36,14 @@ pub const QUOTA_LOCK_BASE: i64 = 0x7669_7361_0000_0000;
 
 /// A session advisory lock, held on a connection of its own until dropped. The connection is
 /// closed then (never returned to the pool), which releases the lock whatever happened.
-pub struct SessionLock(#[allow(dead_code)] Client);
+pub struct SessionLock(Client);
+
+impl SessionLock {
+    /// The connection that holds the lock (work done on it keeps the lock).
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.0
+    }
+}
 
 pub struct Pool {
     url: String,
@@ -129,6 +137,34 @@ impl Pool {
             .execute("SELECT pg_advisory_lock($1)", &[&key])
             .context("taking an advisory lock")?;
         Ok(SessionLock(client))
+    }
+
+    /// Runs `f` in a transaction of a pooled connection and commits (`what` names it in the
+    /// error); rolled back if `f` fails.
+    pub fn in_transaction<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut c = self.get()?;
+        let mut tx = c.transaction()?;
+        let out = f(&mut tx)?;
+        tx.commit().with_context(|| format!("committing {what}"))?;
+        Ok(out)
+    }
+
+    /// The session advisory lock `key` if nobody holds it now; `None` otherwise.
+    pub fn try_lock_session(&self, key: i64) -> Result<Option<SessionLock>> {
+        let mut c = self.get()?;
+        let got: bool = c
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .context("trying an advisory lock")?
+            .get(0);
+        if !got {
+            return Ok(None);
+        }
+        let client = c.client.take().context("pooled connection already taken")?;
+        Ok(Some(SessionLock(client)))
     }
 
     /// The schema version of the database (0: empty).

@@ -48,11 +48,9 @@ pub fn issue(
     body: Value,
     event: Option<AuditEvent>,
 ) -> Result<Receipt> {
-    let mut c = pool.get()?;
-    let mut tx = c.transaction()?;
-    let receipt = issue_in(&mut tx, audit, by, org_id, kind, body, event)?;
-    tx.commit().context("committing the receipt")?;
-    Ok(receipt)
+    pool.in_transaction("the receipt", |tx| {
+        issue_in(tx, audit, by, org_id, kind, body, event)
+    })
 }
 
 /// [`issue`] inside the caller's transaction, so the receipt and its records commit with
@@ -108,11 +106,24 @@ pub fn record_public_request(
     summary: Value,
     event: impl FnOnce(&Receipt) -> AuditEvent,
 ) -> Result<Receipt> {
+    pool.in_transaction("the public request", |tx| {
+        record_public_request_in(tx, audit, request_id, kind, contact, summary, event)
+    })
+}
+
+/// [`record_public_request`] inside the caller's transaction.
+pub fn record_public_request_in(
+    tx: &mut Transaction<'_>,
+    audit: &PgAudit<'_>,
+    request_id: &str,
+    kind: &str,
+    contact: &str,
+    summary: Value,
+    event: impl FnOnce(&Receipt) -> AuditEvent,
+) -> Result<Receipt> {
     let receipt = Receipt::issue(audit.key(), kind, summary.clone())?;
-    let mut c = pool.get()?;
-    let mut tx = c.transaction()?;
-    store_in(&mut tx, audit, &receipt, &Actor::public(), None)?;
-    audit.append_in(&mut tx, event(&receipt))?;
+    store_in(tx, audit, &receipt, &Actor::public(), None)?;
+    audit.append_in(tx, event(&receipt))?;
     tx.execute(
         "INSERT INTO public_request (id, kind, status, created_at, contact, receipt_id, summary) \
          VALUES ($1, $2, 'completed', $3, $4, $5, $6)",
@@ -126,7 +137,6 @@ pub fn record_public_request(
         ],
     )
     .context("storing the public request")?;
-    tx.commit().context("committing the public request")?;
     Ok(receipt)
 }
 

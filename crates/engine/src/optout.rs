@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Result};
 use serde::Serialize;
 use visage_gallery::{
-    DeleteTarget, FaceRecord, FaceStore, Filter, Gallery, NewSuppression, SearchQuery,
+    DeleteReport, DeleteTarget, FaceRecord, FaceStore, Filter, Gallery, NewSuppression, SearchQuery,
 };
 use visage_vision::{AnalyzeOptions, DecodeLimits, FacePipeline};
 
@@ -282,8 +282,8 @@ impl<'a> Matcher<'a> {
 
 /// Carries out an opt-out: puts the selfies' embeddings on the suppression list, finds the
 /// requester's faces from them, adds those faces' embeddings to the list, then deletes the
-/// faces (in that order, so a crash in between leaves the faces suppressed; running the same
-/// request again finishes the deletion).
+/// faces (in that order, so a crash in between leaves the faces suppressed; [`resume_opt_out`]
+/// finishes the deletion from the stored embeddings).
 ///
 /// The selfies go on the list before the gallery is searched so that a concurrent ingest
 /// (another process of a cluster) cannot slip a photo of the requester in between: a write
@@ -295,10 +295,23 @@ pub fn opt_out(
     request_id: &str,
     selfies: &[Vec<u8>],
 ) -> Result<OptOutOutcome> {
+    opt_out_with(gallery, p, request_id, selfies, &mut |t| gallery.delete(t))
+}
+
+/// A deletion an opt-out makes; the caller may journal it (`visage_server`'s recorded
+/// opt-outs do, so that an interrupted one is recorded with every count).
+pub type Deleter<'a> = dyn FnMut(&DeleteTarget) -> Result<DeleteReport> + 'a;
+
+/// [`opt_out`], deleting through `delete`.
+pub fn opt_out_with(
+    gallery: &dyn FaceStore,
+    p: &FacePipeline,
+    request_id: &str,
+    selfies: &[Vec<u8>],
+    delete: &mut Deleter<'_>,
+) -> Result<OptOutOutcome> {
     let pack = p.pack_id();
     let (seeds, unusable) = usable_selfies(p, selfies)?;
-    let selfie_rule = rule(p, SELFIE_FMR, SELFIE_Z);
-    let expand_rule = rule(p, EXPAND_FMR, EXPAND_Z);
     let m = Matcher::new(gallery, &pack)?;
     let selfie_entries: Vec<NewSuppression> = seeds
         .iter()
@@ -313,11 +326,74 @@ pub fn opt_out(
         })
         .collect();
     let (_, mark) = gallery.add_suppressions_marked(&pack, request_id, &selfie_entries)?;
+    let mut out = carry_out(gallery, p, &m, request_id, &seeds, &[], mark, delete)?;
+    out.selfies = selfies.len();
+    out.unusable_selfies = unusable;
+    out.suppressed_embeddings += selfie_entries.len();
+    Ok(out)
+}
+
+/// Finishes an opt-out that was interrupted after its selfies went on the suppression list
+/// (the selfies themselves are not kept): the requester's faces are found again from the
+/// list's entries of `request_id` (selfies at the selfie rule, faces matched before the
+/// interruption at the stricter rule, as seeds of the expansion) and the rest is done as in
+/// [`opt_out`]. `None` when the list holds nothing of the request: it was interrupted before
+/// anything was changed. The outcome's counts are those of this run; `selfies` is the number
+/// of selfie embeddings on the list.
+pub fn resume_opt_out(
+    gallery: &dyn FaceStore,
+    p: &FacePipeline,
+    request_id: &str,
+    delete: &mut Deleter<'_>,
+) -> Result<Option<OptOutOutcome>> {
+    let pack = p.pack_id();
+    let (seeds, known): (Vec<_>, Vec<_>) = gallery
+        .suppressions(&pack)?
+        .into_iter()
+        .filter(|s| s.request_id == request_id)
+        .partition(|s| s.origin == "selfie");
+    if seeds.is_empty() {
+        return Ok(None);
+    }
+    let seeds: Vec<Vec<f32>> = seeds.into_iter().map(|s| s.vector).collect();
+    let known: Vec<Vec<f32>> = known.into_iter().map(|s| s.vector).collect();
+    // Every entry of the request is in already: faces stored from now on are checked
+    // against them by the writers.
+    let (_, mark) = gallery.add_suppressions_marked(&pack, request_id, &[])?;
+    let m = Matcher::new(gallery, &pack)?;
+    let mut out = carry_out(gallery, p, &m, request_id, &seeds, &known, mark, delete)?;
+    out.selfies = seeds.len();
+    out.suppressed_embeddings += seeds.len() + known.len();
+    Ok(Some(out))
+}
+
+/// The part of an opt-out after the selfies' entries are on the list (`mark`: the face id
+/// mark of those entries): find the faces from `seeds` (selfie rule) and `known` (faces
+/// matched earlier, stricter rule), suppress what is not suppressed yet, delete. The
+/// outcome's `selfies` and `unusable_selfies` are the caller's to fill.
+#[allow(clippy::too_many_arguments)]
+fn carry_out(
+    gallery: &dyn FaceStore,
+    p: &FacePipeline,
+    m: &Matcher<'_>,
+    request_id: &str,
+    seeds: &[Vec<f32>],
+    known: &[Vec<f32>],
+    mark: i64,
+    delete: &mut Deleter<'_>,
+) -> Result<OptOutOutcome> {
+    let pack = p.pack_id();
+    let selfie_rule = rule(p, SELFIE_FMR, SELFIE_Z);
+    let expand_rule = rule(p, EXPAND_FMR, EXPAND_Z);
     let mut suppress: Vec<NewSuppression> = Vec::new();
     let mut found: BTreeSet<i64> = BTreeSet::new();
     let mut frontier: Vec<i64> = Vec::new();
-    for v in &seeds {
-        let (hits, _) = m.matches(v, selfie_rule)?;
+    let starts = seeds
+        .iter()
+        .map(|v| (v, selfie_rule))
+        .chain(known.iter().map(|v| (v, expand_rule)));
+    for (v, r) in starts {
+        let (hits, _) = m.matches(v, r)?;
         for (id, _) in hits {
             if found.insert(id) {
                 frontier.push(id);
@@ -368,6 +444,10 @@ pub fn opt_out(
         let Some(v) = gallery.face_vector(id)? else {
             continue;
         };
+        // Already on the list (a resumed opt-out's faces matched before the interruption).
+        if known.contains(&v) {
+            continue;
+        }
         let (med, mad) = match stats.get(&id) {
             Some(s) => *s,
             None => score_stats(&v, &m.samples),
@@ -387,36 +467,40 @@ pub fn opt_out(
         let list = SuppressionList::from_store(gallery, p)?;
         found.extend(late_matches(gallery, &list, &pack, mark)?);
     }
-    let ids: Vec<i64> = found.into_iter().collect();
-    let mut images = BTreeSet::new();
-    for &id in &ids {
-        if let Some(r) = gallery.face(id)? {
-            images.insert(r.image.id);
-        }
-    }
-    let mut report = if ids.is_empty() {
-        Default::default()
-    } else {
-        gallery.delete(&DeleteTarget::Faces(ids.clone()))?
-    };
     // A photo left without faces goes too (its row still says where a photo of the person
-    // was); photos that still show other people stay, without the requester's face.
-    for img in images {
-        if gallery.image_face_count(img)? == 0 {
-            report.images += gallery.delete(&DeleteTarget::Image(img))?.images;
+    // was); photos that still show other people stay, without the requester's face. A photo
+    // all of whose faces go is deleted whole, in one step, so no interruption can leave it
+    // without faces.
+    let mut by_image: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for &id in &found {
+        if let Some(r) = gallery.face(id)? {
+            by_image.entry(r.image.id).or_default().push(id);
         }
     }
+    let mut report = DeleteReport::default();
+    let mut partial: Vec<i64> = Vec::new();
+    for (img, faces) in by_image {
+        if gallery.image_face_count(img)? <= faces.len() as u64 {
+            report.add(delete(&DeleteTarget::Image(img))?);
+        } else {
+            partial.extend(faces);
+        }
+    }
+    if !partial.is_empty() {
+        report.add(delete(&DeleteTarget::Faces(partial))?);
+    }
+    report.face_ids.sort_unstable();
     Ok(OptOutOutcome {
         request_id: request_id.to_string(),
         pack,
-        selfies: selfies.len(),
+        selfies: 0,
         selfies_used: seeds.len(),
-        unusable_selfies: unusable,
+        unusable_selfies: Vec::new(),
         faces_deleted: report.faces,
         face_ids: report.face_ids,
         images_deleted: report.images,
         subjects_deleted,
-        suppressed_embeddings: selfie_entries.len() + suppress.len(),
+        suppressed_embeddings: suppress.len(),
         rules: [selfie_rule, expand_rule],
     })
 }

@@ -255,6 +255,18 @@ pub struct DeleteReport {
     pub face_ids: Vec<i64>,
 }
 
+impl DeleteReport {
+    /// Adds another deletion's counts and face ids to these.
+    pub fn add(&mut self, r: DeleteReport) {
+        self.faces += r.faces;
+        self.images += r.images;
+        self.sources += r.sources;
+        self.subjects += r.subjects;
+        self.blobs_removed += r.blobs_removed;
+        self.face_ids.extend(r.face_ids);
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
     pub schema_version: i64,

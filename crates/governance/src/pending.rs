@@ -84,28 +84,28 @@ impl Governance {
             .collect()
     }
 
-    /// Finishes a change: appends `events`, signs and records the receipt if ordered, and
-    /// drops the pending row, all in one transaction. [`GovError::NotFound`] when the change
+    /// Finishes a change: signs and records the receipt if ordered, appends `events` (given
+    /// the receipt, so they can name it), and drops the pending row, all in one transaction. [`GovError::NotFound`] when the change
     /// is not pending (finished or abandoned already, e.g. by another process): nothing is
     /// written then.
     pub fn finish_change(
         &self,
         id: &str,
-        events: Vec<AuditEvent>,
         receipt: Option<ReceiptOrder>,
+        events: impl FnOnce(Option<&Receipt>) -> Vec<AuditEvent>,
     ) -> Result<Option<Receipt>> {
         let mut conn = self.db();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if tx.execute("DELETE FROM pending_change WHERE id = ?1", [id])? == 0 {
             return Err(GovError::NotFound(format!("no pending change {id}")));
         }
-        for ev in events {
-            self.append_tx(&tx, ev)?;
-        }
         let receipt = match receipt {
             Some(o) => Some(self.sign_receipt_tx(&tx, &o.by, o.org_id, &o.kind, o.body)?),
             None => None,
         };
+        for ev in events(receipt.as_ref()) {
+            self.append_tx(&tx, ev)?;
+        }
         tx.commit()?;
         Ok(receipt)
     }

@@ -55,8 +55,8 @@ use crate::gov_api::{
 };
 use crate::jobs::resolve_under_roots;
 use crate::public::{
-    access_event, access_summary, add_thumbnails, engine_error, new_request_id, opt_out_event,
-    opt_out_summary, read_request, valid_request_id, RequestStatus,
+    access_event, access_summary, add_thumbnails, engine_error, new_request_id, read_request,
+    valid_request_id, RequestStatus,
 };
 use crate::search::{
     add_audit_id, ctx, pipeline_calibration, read_face_search, read_photo_search, read_verify,
@@ -1443,22 +1443,19 @@ async fn public_opt_out(
     let (selfies, contact) = read_request(req).await?;
     let request_id = new_request_id()?;
     crate::blocking(&st, move |st| {
-        let outcome = {
+        let done = {
             let pipeline = st.lock_pipeline()?;
-            optout::opt_out(&st.store, &pipeline, &request_id, &selfies)
+            let announced = visage_cluster::pending::PendingOptOut {
+                request_id: request_id.clone(),
+                pack: pipeline.pack_id(),
+                selfies: selfies.len(),
+                contact,
+                created_at: visage_gallery::gallery::now(),
+            };
+            crate::cluster_opt_outs::run(&st.store, &st.audit(), &pipeline, announced, &selfies)
         }
         .map_err(opt_out_error)?;
-        let summary = opt_out_summary(&request_id, selfies.len(), &outcome);
-        let receipt = receipts::record_public_request(
-            st.store.pool(),
-            &st.audit(),
-            &request_id,
-            "opt_out",
-            &contact,
-            summary.clone(),
-            |r| opt_out_event(&request_id, &r.id, &outcome),
-        )
-        .map_err(storage)?;
+        let (summary, receipt) = (done.summary, done.receipt);
         Ok((
             StatusCode::CREATED,
             Json(json!({
@@ -1566,6 +1563,27 @@ pub fn run_cluster(
     }
     crate::runtime()?.block_on(async move {
         let listener = crate::listen(bind).await?;
+        // Opt-outs whose process died are finished and recorded by whichever API process
+        // finds them first: now and every minute.
+        let resumer = st.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let st = resumer.clone();
+                let res = tokio::task::spawn_blocking(move || {
+                    let pipeline = st.lock_pipeline().map_err(|e| anyhow::anyhow!(e.message))?;
+                    crate::cluster_opt_outs::resume_abandoned(&st.store, &st.audit(), &pipeline)
+                })
+                .await;
+                match res {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"),
+                        "finishing interrupted opt-outs failed; retried in a minute"),
+                    Err(e) => tracing::error!(error = %e, "the opt-out resumer panicked"),
+                }
+            }
+        });
         on_ready(listener.local_addr()?);
         axum::serve(
             listener,

@@ -80,12 +80,7 @@ pub fn with_counts(mut body: Value, report: &DeleteReport) -> Value {
 fn sum(reports: &[DeleteReport]) -> DeleteReport {
     let mut t = DeleteReport::default();
     for r in reports {
-        t.faces += r.faces;
-        t.images += r.images;
-        t.sources += r.sources;
-        t.subjects += r.subjects;
-        t.blobs_removed += r.blobs_removed;
-        t.face_ids.extend(&r.face_ids);
+        t.add(r.clone());
     }
     t
 }
@@ -160,7 +155,7 @@ fn finish(
         kind: r.kind.clone(),
         body: with_counts(r.body.clone(), &report),
     });
-    let receipt = match gov.finish_change(id, vec![ev], receipt) {
+    let receipt = match gov.finish_change(id, receipt, |_| vec![ev]) {
         Ok(r) => r,
         // Finished by another process meanwhile: recorded once, by it.
         Err(GovError::NotFound(_)) => None,

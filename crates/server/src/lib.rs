@@ -11,11 +11,13 @@ mod accounts_api;
 mod auth;
 mod catalog;
 pub mod cluster_api;
+mod cluster_opt_outs;
 pub mod erasure;
 mod gov_api;
 mod input;
 mod jobs;
 mod metrics;
+pub mod opt_outs;
 mod public;
 mod search;
 mod web;
@@ -177,12 +179,19 @@ impl AppState {
             erasure::resume(&gallery, &gov)
                 .context("finishing the deletions an interruption left unrecorded")?;
         }
+        let requests = public::Requests::open(data_dir)?;
+        if !opts.read_only {
+            for r in opt_outs::resume(&gallery, &gov, &pipeline)
+                .context("finishing the opt-outs an interruption left unrecorded")?
+            {
+                requests.insert_recorded(&r)?;
+            }
+        }
         let admin = gov.init_admin(&opts.admin_jurisdiction)?;
         let operator_org = match &admin {
             Some(a) => Some(a.org.id),
             None => gov.get_org_by_name("default").ok().map(|o| o.id),
         };
-        let requests = public::Requests::open(data_dir)?;
         let jobs = jobs::Jobs::open(data_dir, &gallery, pipeline.pack.clone(), opts)?;
         let inner = Inner {
             gallery,

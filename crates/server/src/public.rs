@@ -76,6 +76,17 @@ impl Requests {
         })
     }
 
+    /// Stores a recorded opt-out (one resumed after an interruption too).
+    pub(crate) fn insert_recorded(&self, r: &crate::opt_outs::Recorded) -> anyhow::Result<()> {
+        self.insert(
+            &r.pending.request_id,
+            "opt_out",
+            &r.pending.contact,
+            r.receipt.as_ref().map(|r| r.id.as_str()),
+            &r.summary,
+        )
+    }
+
     fn insert(
         &self,
         id: &str,
@@ -211,30 +222,25 @@ pub(crate) async fn opt_out(
     let (selfies, contact) = read_request(req).await?;
     let request_id = new_request_id()?;
     let out = blocking(&st, move |st| {
-        let outcome = {
+        let done = {
             let p = st
                 .pipeline
                 .lock()
                 .map_err(|_| ApiError::internal(anyhow::anyhow!("pipeline lock poisoned")))?;
-            optout::opt_out(&st.gallery, &p, &request_id, &selfies).map_err(engine_error)?
+            let pending = crate::opt_outs::Pending {
+                request_id: request_id.clone(),
+                pack: p.pack_id(),
+                selfies: selfies.len(),
+                contact: contact.clone(),
+                by: Actor::public(),
+            };
+            crate::opt_outs::run(&st.gallery, &st.gov, &p, pending, &selfies)
+                .map_err(engine_error)?
         };
-        let summary = opt_out_summary(&request_id, selfies.len(), &outcome);
-        let receipt = st.gov.sign_receipt_recorded(
-            &Actor::public(),
-            None,
-            "opt_out",
-            summary.clone(),
-            |r| vec![opt_out_event(&request_id, &r.id, &outcome)],
-        )?;
         st.requests
-            .insert(
-                &request_id,
-                "opt_out",
-                &contact,
-                Some(&receipt.id),
-                &summary,
-            )
+            .insert_recorded(&done)
             .map_err(ApiError::internal)?;
+        let (summary, receipt) = (done.summary, done.receipt);
         Ok(serde_json::json!({
             "request_id": request_id,
             "status": "completed",
@@ -347,27 +353,46 @@ pub(crate) fn opt_out_summary(
     request_id: &str,
     selfies: usize,
     o: &optout::OptOutOutcome,
+    resumed: bool,
 ) -> serde_json::Value {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "request_id": request_id,
         "selfies": selfies,
         "faces_deleted": o.faces_deleted,
         "suppressed_embeddings": o.suppressed_embeddings,
         "unusable_selfies": o.unusable_selfies,
-    })
+    });
+    if resumed {
+        // Finished by another run after an interruption; the counts are of both runs.
+        v["resumed_after_interruption"] = true.into();
+    }
+    v
 }
 
 /// The audit record of an opt-out: the deleted face ids, the request and its receipt.
 pub(crate) fn opt_out_event(
+    by: &Actor,
     request_id: &str,
     receipt_id: &str,
     o: &optout::OptOutOutcome,
+    resumed: bool,
 ) -> AuditEvent {
-    AuditEvent::new(&Actor::public(), "opt_out")
-        .decided(true, "public:opt_out", "public opt-out request")
+    let (rule, reason) = if *by == Actor::public() {
+        ("public:opt_out", "public opt-out request")
+    } else {
+        (
+            "operator:opt_out",
+            "opt-out request carried out by the operator",
+        )
+    };
+    AuditEvent::new(by, "opt_out")
+        .decided(true, rule, reason)
         .result_count(o.face_ids.len() as u64)
         .objects(o.face_ids.iter().map(|i| i.to_string()))
-        .details(serde_json::json!({"request_id": request_id, "receipt_id": receipt_id}))
+        .details(
+            serde_json::json!({"request_id": request_id, "receipt_id": receipt_id,
+            "resumed_after_interruption": resumed}),
+        )
 }
 
 /// What an access receipt attests (counts only; no images, no face data).

@@ -208,7 +208,8 @@ fn a_journal_left_after_the_record_is_forgotten_without_a_second_record() {
     g.delete_journaled(&DeleteTarget::Source(a), &format!("{id}/0"))
         .unwrap();
     // Recorded, then the process dies before forgetting the journal.
-    gov.finish_change(&id, vec![o.event.clone()], None).unwrap();
+    gov.finish_change(&id, None, |_| vec![o.event.clone()])
+        .unwrap();
     assert_eq!(g.journaled_intents().unwrap().len(), 1);
     let r = erasure::resume(&g, &gov).unwrap();
     assert!(r.recorded.is_empty());

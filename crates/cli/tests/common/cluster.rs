@@ -22,7 +22,13 @@ impl Drop for Proc {
 
 /// `visage serve --config` on a free port; its address from the listening line.
 pub fn serve(config: &Path, root: &Path) -> (Proc, String) {
+    serve_with_env(config, root, &[])
+}
+
+/// [`serve`] with these environment variables set.
+pub fn serve_with_env(config: &Path, root: &Path, env: &[(&str, &str)]) -> (Proc, String) {
     let mut child = visage()
+        .envs(env.iter().copied())
         .args(["serve", "--bind", "127.0.0.1:0", "--config"])
         .arg(config)
         .arg("--ingest-root")

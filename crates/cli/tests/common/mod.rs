@@ -152,12 +152,9 @@ pub fn copy_people(people: &[&(String, Vec<PathBuf>)], dest: &Path) {
     }
 }
 
-/// Faces per subject label (`-` for none) in an embedded gallery's collection.
-pub fn faces_per_subject(
-    data: &Path,
-    collection: &str,
-) -> std::collections::BTreeMap<String, usize> {
-    let mut out = std::collections::BTreeMap::new();
+/// Every face of an embedded gallery's collection (`visage faces list`, paged), in id order.
+pub fn faces_of(data: &Path, collection: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
     let mut after = 0i64;
     loop {
         let page = run_json(
@@ -180,10 +177,22 @@ pub fn faces_per_subject(
         }
         for f in page {
             after = after.max(f["id"].as_i64().unwrap());
-            let label = f["subject"]["label"].as_str().unwrap_or("-").to_string();
-            *out.entry(label).or_default() += 1;
+            out.push(f.clone());
         }
     }
+}
+
+/// Faces per subject label (`-` for none) in an embedded gallery's collection.
+pub fn faces_per_subject(
+    data: &Path,
+    collection: &str,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for f in faces_of(data, collection) {
+        let label = f["subject"]["label"].as_str().unwrap_or("-").to_string();
+        *out.entry(label).or_default() += 1;
+    }
+    out
 }
 
 /// `n` people with 8 to 30 photos, evenly spread over the alphabet.
