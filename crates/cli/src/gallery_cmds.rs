@@ -988,6 +988,7 @@ fn erase_recorded(
             event: visage_governance::AuditEvent::admin(&actor, None, "erase")
                 .details(serde_json::json!({"targets": named})),
             report_in_details: false,
+            counts_in_details: false,
             receipt: Some(erasure::ReceiptPlan {
                 by: actor,
                 org_id: None,

@@ -326,6 +326,21 @@ fn catalogue_over_the_cluster_api() {
     ] {
         assert!(text.contains(&format!("\"op\":\"{op}\"")), "no {op} record");
     }
+    // The subject deleted with its faces is recorded in the deletion's transaction, with
+    // the faces' ids and the counts.
+    let with_faces: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["details"]["op"] == "delete_subject" && r["details"]["delete_faces"] == true)
+        .collect();
+    assert_eq!(with_faces.len(), 1, "{with_faces:?}");
+    assert_eq!(
+        with_faces[0]["object_ids"].as_array().map(Vec::len),
+        Some(p1.len()),
+        "{}",
+        with_faces[0]
+    );
+    assert_eq!(with_faces[0]["details"]["faces"], p1.len().to_string());
     for secret in ["Label-Alpha-7", "Label-Gamma-9", "Note-Secret-9"] {
         assert!(!text.contains(secret), "the audit log holds {secret}");
     }

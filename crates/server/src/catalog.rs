@@ -19,7 +19,7 @@ use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use visage_gallery::gallery::subjects::{CatalogError, CollectionSummary, Subject, MAX_PAGE};
-use visage_gallery::{Catalog, DeleteTarget};
+use visage_gallery::{Catalog, DeleteReport, DeleteTarget};
 use visage_governance::{Action, AuditEvent, AuthzContext, Decision, Principal};
 
 use crate::auth::Auth;
@@ -42,6 +42,11 @@ pub(crate) trait CatalogHost: Clone + Send + Sync + 'static {
     /// The model pack this server embeds with: (`name@version`, name, dimension).
     fn pack(&self) -> ApiResult<(String, String, usize)>;
     fn append(&self, ev: AuditEvent) -> ApiResult<()>;
+    /// Deletes `target` and appends its audit record (`event`, to which the deleted face ids,
+    /// their count and the counts in its details are added: `erasure::counts_in_details`) so
+    /// that neither is kept without the other, whatever interrupts it (embedded:
+    /// `erasure::run`; cluster: `ClusterStore::delete_recorded`).
+    fn delete_recorded(&self, target: DeleteTarget, event: AuditEvent) -> ApiResult<DeleteReport>;
 }
 
 impl CatalogHost for AppState {
@@ -73,6 +78,18 @@ impl CatalogHost for AppState {
     fn append(&self, ev: AuditEvent) -> ApiResult<()> {
         self.gov.append(ev)?;
         Ok(())
+    }
+    fn delete_recorded(&self, target: DeleteTarget, event: AuditEvent) -> ApiResult<DeleteReport> {
+        let order = crate::erasure::Order {
+            targets: vec![target],
+            event,
+            report_in_details: false,
+            counts_in_details: true,
+            receipt: None,
+        };
+        crate::erasure::run(&self.gallery, &self.gov, order)
+            .map(|done| done.report)
+            .map_err(ApiError::internal)
     }
 }
 
@@ -698,23 +715,17 @@ pub(crate) async fn delete_subject<H: CatalogHost>(
             });
         }
         st.catalog().subject(id, &[])?;
-        let report = st
-            .catalog()
-            .delete(&DeleteTarget::Subject(id))
-            .map_err(ApiError::internal)?;
+        // Deleted and recorded together (a subject deleted meanwhile by another request is
+        // recorded with nothing deleted, and answered 404).
+        let report = st.delete_recorded(
+            DeleteTarget::Subject(id),
+            AuditEvent::decision(&p, action, &d).details(
+                json!({"op": "delete_subject", "subject_id": id.to_string(), "delete_faces": true}),
+            ),
+        )?;
         if report.subjects == 0 {
             return Err(ApiError::not_found(format!("no subject with id {id}")));
         }
-        record(
-            st,
-            &p,
-            action,
-            &d,
-            &report.face_ids,
-            json!({"op": "delete_subject", "subject_id": id.to_string(), "delete_faces": true,
-                   "faces": report.faces.to_string(), "images": report.images.to_string(),
-                   "blobs_removed": report.blobs_removed.to_string()}),
-        )?;
         Ok(SubjectDeleted {
             subject_id: id,
             faces_unassigned: 0,

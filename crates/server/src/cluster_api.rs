@@ -287,6 +287,24 @@ impl crate::catalog::CatalogHost for ClusterState {
     fn append(&self, ev: AuditEvent) -> ApiResult<()> {
         ClusterState::append(self, ev).map(|_| ())
     }
+    fn delete_recorded(
+        &self,
+        target: visage_gallery::DeleteTarget,
+        event: AuditEvent,
+    ) -> ApiResult<visage_gallery::DeleteReport> {
+        let audit = self.audit();
+        let (report, ()) = self
+            .store
+            .delete_recorded(&target, |tx, r| {
+                let ev = event
+                    .objects(r.face_ids.iter().map(|i| i.to_string()))
+                    .result_count(r.faces as u64);
+                audit.append_in(tx, crate::erasure::counts_in_details(ev, r))?;
+                Ok(())
+            })
+            .map_err(storage)?;
+        Ok(report)
+    }
 }
 
 /// Removes what a stopped API process left in `upload_dir`: folders of uploads it was

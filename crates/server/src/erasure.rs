@@ -37,6 +37,10 @@ pub struct Order {
     pub event: AuditEvent,
     /// Details of the record: the report (face deletions by id) rather than the event's own.
     pub report_in_details: bool,
+    /// The event's own details with the counts added (`faces`, `images`, `blobs_removed`,
+    /// as strings): [`counts_in_details`].
+    #[serde(default)]
+    pub counts_in_details: bool,
     /// The receipt to sign, its body without the counts ([`with_counts`] adds them).
     pub receipt: Option<ReceiptPlan>,
 }
@@ -75,6 +79,24 @@ pub fn with_counts(mut body: Value, report: &DeleteReport) -> Value {
         o.insert("when".into(), visage_gallery::gallery::now().into());
     }
     body
+}
+
+/// The record's details with a deletion's counts added (as strings, as the catalogue's
+/// records write them); the deleted face ids and their count go in its objects and result
+/// count. Used by the cluster's recorded deletions as well.
+pub fn counts_in_details(ev: AuditEvent, report: &DeleteReport) -> AuditEvent {
+    let mut d = ev.details.clone();
+    if !d.is_object() {
+        d = json!({});
+    }
+    for (k, v) in [
+        ("faces", report.faces),
+        ("images", report.images),
+        ("blobs_removed", report.blobs_removed),
+    ] {
+        d[k] = v.to_string().into();
+    }
+    ev.details(d)
 }
 
 fn sum(reports: &[DeleteReport]) -> DeleteReport {
@@ -140,6 +162,8 @@ fn finish(
         .result_count(report.faces as u64);
     if order.report_in_details {
         ev = ev.details(serde_json::to_value(&report)?);
+    } else if order.counts_in_details {
+        ev = counts_in_details(ev, &report);
     }
     if resumed {
         let mut d = ev.details.clone();

@@ -88,6 +88,7 @@ pub(crate) async fn delete_face(
             targets: vec![DeleteTarget::Faces(vec![id])],
             event: AuditEvent::decision(&p, Action::Delete, &d),
             report_in_details: true,
+            counts_in_details: false,
             receipt: None,
         };
         let done = crate::erasure::run(&st.gallery, &st.gov, order).map_err(ApiError::internal)?;
@@ -453,6 +454,7 @@ pub(crate) async fn erase(
             event: AuditEvent::decision(&p, Action::Erase, &d)
                 .details(serde_json::json!({"target": described})),
             report_in_details: false,
+            counts_in_details: false,
             receipt: Some(crate::erasure::ReceiptPlan {
                 by: Actor::from(&p),
                 org_id: Some(p.org.id),

@@ -697,6 +697,13 @@ fn collections_and_subjects_over_http() {
     assert_eq!(ds[1]["action"], "delete");
     assert_eq!(ds[1]["actor"], "c-comp");
     assert_eq!(ds[1]["result_count"], 3);
+    // Recorded with the deletion (erasure::run): the faces' ids and the counts.
+    assert_eq!(ds[1]["details"]["delete_faces"], true);
+    assert_eq!(ds[1]["details"]["faces"], "3");
+    assert_eq!(
+        ds[1]["object_ids"],
+        json!(tony_faces.iter().map(|f| f.to_string()).collect::<Vec<_>>())
+    );
     // refusals are recorded too
     assert!(recs
         .iter()

@@ -69,6 +69,7 @@ fn order(targets: Vec<DeleteTarget>) -> Order {
         targets,
         event: AuditEvent::admin(&Actor::system(), None, "erase").details(json!({"why": "test"})),
         report_in_details: false,
+        counts_in_details: false,
         receipt: Some(ReceiptPlan {
             by: Actor::system(),
             org_id: None,
