@@ -333,6 +333,25 @@ pub fn opt_out_with(
     Ok(out)
 }
 
+/// The suppression entries opt-out `request_id` added to `pack`'s list.
+fn entries_of(
+    gallery: &dyn FaceStore,
+    pack: &str,
+    request_id: &str,
+) -> Result<Vec<visage_gallery::Suppression>> {
+    Ok(gallery
+        .suppressions(pack)?
+        .into_iter()
+        .filter(|s| s.request_id == request_id)
+        .collect())
+}
+
+/// Whether opt-out `request_id` changed the gallery (its first step puts the selfies on
+/// `pack`'s suppression list): one that did not can be dropped, one that did must be finished.
+pub fn has_started(gallery: &dyn FaceStore, pack: &str, request_id: &str) -> Result<bool> {
+    Ok(!entries_of(gallery, pack, request_id)?.is_empty())
+}
+
 /// Finishes an opt-out that was interrupted after its selfies went on the suppression list
 /// (the selfies themselves are not kept): the requester's faces are found again from the
 /// list's entries of `request_id` (selfies at the selfie rule, faces matched before the
@@ -347,10 +366,8 @@ pub fn resume_opt_out(
     delete: &mut Deleter<'_>,
 ) -> Result<Option<OptOutOutcome>> {
     let pack = p.pack_id();
-    let (seeds, known): (Vec<_>, Vec<_>) = gallery
-        .suppressions(&pack)?
+    let (seeds, known): (Vec<_>, Vec<_>) = entries_of(gallery, &pack, request_id)?
         .into_iter()
-        .filter(|s| s.request_id == request_id)
         .partition(|s| s.origin == "selfie");
     if seeds.is_empty() {
         return Ok(None);

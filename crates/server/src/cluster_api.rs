@@ -1590,6 +1590,10 @@ pub fn run_cluster(
                 tick.tick().await;
                 let st = resumer.clone();
                 let res = tokio::task::spawn_blocking(move || {
+                    // Searches take turns on the pipeline: take it only when there is work.
+                    if visage_cluster::pending::pending_ids(st.store.pool())?.is_empty() {
+                        return Ok(0);
+                    }
                     let pipeline = st.lock_pipeline().map_err(|e| anyhow::anyhow!(e.message))?;
                     crate::cluster_opt_outs::resume_abandoned(&st.store, &st.audit(), &pipeline)
                 })

@@ -13,7 +13,7 @@ use visage_cluster::audit::PgAudit;
 use visage_cluster::pending::{self, Held, PendingOptOut};
 use visage_cluster::{receipts, ClusterStore};
 use visage_engine::optout::{self, OptOutOutcome};
-use visage_gallery::{DeleteReport, DeleteTarget, FaceStore};
+use visage_gallery::{DeleteReport, DeleteTarget};
 use visage_governance::{Actor, Receipt};
 use visage_vision::FacePipeline;
 
@@ -23,15 +23,6 @@ use crate::public::{opt_out_event, opt_out_summary};
 pub(crate) struct Done {
     pub summary: Value,
     pub receipt: Receipt,
-}
-
-/// Whether the suppression list holds anything of the request (the opt-out changed the
-/// gallery).
-fn started(store: &ClusterStore, pack: &str, request_id: &str) -> Result<bool> {
-    Ok(store
-        .suppressions(pack)?
-        .iter()
-        .any(|s| s.request_id == request_id))
 }
 
 /// Deletes through `store`, journaling each deletion under `request_id`.
@@ -64,7 +55,7 @@ pub(crate) fn run(
     match res {
         Ok(o) => record(&mut held, audit, o, false),
         Err(e) => {
-            if !started(store, &opt_out.pack, &id)? {
+            if !optout::has_started(store, &opt_out.pack, &id)? {
                 held.drop_unstarted()?;
                 return Err(e);
             }

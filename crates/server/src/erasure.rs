@@ -100,11 +100,13 @@ pub fn counts_in_details(ev: AuditEvent, report: &DeleteReport) -> AuditEvent {
 }
 
 fn sum(reports: &[DeleteReport]) -> DeleteReport {
-    let mut t = DeleteReport::default();
-    for r in reports {
-        t.add(r.clone());
-    }
-    t
+    reports
+        .iter()
+        .cloned()
+        .fold(DeleteReport::default(), |mut t, r| {
+            t.add(r);
+            t
+        })
 }
 
 fn key(id: &str, i: usize) -> String {

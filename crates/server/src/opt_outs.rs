@@ -23,7 +23,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use visage_engine::optout::{self, OptOutOutcome};
-use visage_gallery::{DeleteReport, DeleteTarget, FaceStore, Gallery};
+use visage_gallery::{DeleteReport, DeleteTarget, Gallery};
 use visage_governance::{Actor, GovError, Governance, Receipt, ReceiptOrder};
 use visage_vision::FacePipeline;
 
@@ -102,14 +102,6 @@ fn journaling<T>(
     f(&mut delete)
 }
 
-/// Whether the suppression list holds anything of `request_id` (the opt-out changed the
-/// gallery).
-fn started(gallery: &Gallery, pack: &str, request_id: &str) -> Result<bool> {
-    Ok(FaceStore::suppressions(gallery, pack)?
-        .iter()
-        .any(|s| s.request_id == request_id))
-}
-
 /// Carries out an opt-out and records it (see the module documentation). An opt-out that
 /// fails after it changed the gallery is finished at once from the list (the failure may
 /// have been passing); if that fails too, the error says it stays pending.
@@ -129,7 +121,7 @@ pub fn run(
     match res {
         Ok(outcome) => finish(gallery, gov, &id, pending, outcome, false),
         Err(e) => {
-            if !started(gallery, &pending.pack, &pending.request_id)? {
+            if !optout::has_started(gallery, &pending.pack, &pending.request_id)? {
                 gov.abandon_change(&id)?;
                 return Err(e);
             }
@@ -240,7 +232,7 @@ pub fn resume(gallery: &Gallery, gov: &Governance, p: &FacePipeline) -> Result<V
                 "an interrupted opt-out waits for its pack; open the data directory with it");
             continue;
         }
-        if !started(gallery, &pending.pack, &pending.request_id)? {
+        if !optout::has_started(gallery, &pending.pack, &pending.request_id)? {
             gov.abandon_change(&change.id)?;
             continue;
         }
